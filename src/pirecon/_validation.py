@@ -1,0 +1,119 @@
+"""Checks for arguments at the public boundary.
+
+Every message says what was expected, what was found, and which argument it
+concerns, so that a user can fix the call without reading the source.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+__all__ = [
+    "BackendUnavailableError",
+    "check_tensor",
+    "check_choice",
+    "check_positive",
+    "make_generator",
+]
+
+
+class BackendUnavailableError(ValueError):
+    """A requested backend or device is not available on this machine."""
+
+
+_KINDS = {
+    "real": (torch.float16, torch.bfloat16, torch.float32, torch.float64),
+    "complex": (torch.complex64, torch.complex128),
+}
+_KINDS["any"] = _KINDS["real"] + _KINDS["complex"]
+
+
+def check_tensor(
+    x,
+    name: str,
+    *,
+    kind: str = "real",
+    trailing_shape: Sequence[int] | None = None,
+    min_ndim: int = 0,
+    finite: bool = True,
+    device: torch.device | None = None,
+) -> torch.Tensor:
+    """Validate a tensor argument and return it unchanged.
+
+    Parameters
+    ----------
+    x : object
+        The argument to check; must be a ``torch.Tensor``.
+    name : str
+        How the argument is named in messages (``"x"``, ``"sinogram"``).
+    kind : {"real", "complex", "any"}
+        Which floating dtypes are accepted.
+    trailing_shape : sequence of int, optional
+        The last dimensions ``x`` must have; any leading (batch) dimensions
+        are allowed in front of them.
+    min_ndim : int
+        The least number of dimensions.
+    finite : bool
+        Reject NaN and Inf.
+    device : torch.device, optional
+        The device ``x`` must live on.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, found {type(x).__name__}")
+    allowed = _KINDS[kind]
+    if x.dtype not in allowed:
+        names = ", ".join(str(d).replace("torch.", "") for d in allowed)
+        raise TypeError(f"{name}: expected a {kind} floating tensor ({names}), found dtype {str(x.dtype).replace('torch.', '')}")
+    if trailing_shape is not None:
+        trailing_shape = tuple(int(s) for s in trailing_shape)
+        k = len(trailing_shape)
+        if x.ndim < k or tuple(x.shape[x.ndim - k:]) != trailing_shape:
+            raise ValueError(
+                f"{name}: expected shape (..., {', '.join(map(str, trailing_shape))}), "
+                f"found {tuple(x.shape)}"
+            )
+    if x.ndim < min_ndim:
+        raise ValueError(f"{name}: expected at least {min_ndim} dimensions, found shape {tuple(x.shape)}")
+    if device is not None and x.device != torch.device(device):
+        raise ValueError(f"{name}: expected a tensor on device {torch.device(device)}, found {x.device}")
+    if finite and x.numel() and not bool(torch.isfinite(x).all()):
+        n_nan = int(torch.isnan(x).sum())
+        n_inf = int(torch.isinf(x).sum())
+        raise ValueError(f"{name}: expected finite values, found {n_nan} NaN and {n_inf} Inf entries")
+    return x
+
+
+def check_choice(value: str, name: str, choices: Sequence[str]) -> str:
+    """Return ``value`` lower-cased if it is one of ``choices``, else raise ``ValueError``."""
+    if not isinstance(value, str) or value.lower() not in choices:
+        raise ValueError(f"{name}: expected one of {', '.join(repr(c) for c in choices)}, found {value!r}")
+    return value.lower()
+
+
+def check_positive(value, name: str, *, integer: bool = False):
+    """Return ``value`` if it is a positive number (an ``int`` when ``integer``)."""
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0:
+        what = "a positive integer" if integer else "a positive number"
+        raise ValueError(f"{name}: expected {what}, found {value!r}")
+    return value
+
+
+def make_generator(seed: int | torch.Generator | None, device: torch.device | str = "cpu") -> torch.Generator:
+    """A ``torch.Generator`` from a seed, an existing generator, or ``None`` (fresh entropy).
+
+    Integer seeds give CPU generators so that the same seed draws the same
+    numbers on every machine; draw on the CPU and move the result.
+    """
+    if isinstance(seed, torch.Generator):
+        return seed
+    gen = torch.Generator(device=device)
+    if seed is None:
+        gen.seed()
+    elif isinstance(seed, int) and not isinstance(seed, bool):
+        gen.manual_seed(seed)
+    else:
+        raise TypeError(f"seed: expected an int, a torch.Generator or None, found {type(seed).__name__}")
+    return gen

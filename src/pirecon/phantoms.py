@@ -1,0 +1,314 @@
+"""Test images: the Shepp-Logan phantom and random ellipses.
+
+Coordinates
+-----------
+Phantoms live on the normalised square ``[-1, 1]^2`` (cube ``[-1, 1]^3``),
+sampled at pixel centres. For an ``H x W`` image, pixel ``(r, c)`` sits at
+
+    x_n = (2c + 1) / W - 1,        y_n = 1 - (2r + 1) / H,
+
+so row 0 is the *top* of the image (largest ``y``) and column 0 its left edge
+(smallest ``x``); ``matplotlib.pyplot.imshow(img[0, 0])`` shows the phantom
+the right way up. In 3D, axis ``D`` is ``z`` with slice 0 at the smallest
+``z``: ``z_n = (2d + 1) / D - 1``.
+
+An ellipse with centre ``c``, half-axes ``a`` and rotation ``R`` is the set
+``{p : sum_i ((R^T (p - c))_i / a_i)^2 <= 1}``. In 2D, ``R`` rotates
+counter-clockwise by the angle ``theta`` in the ``(x, y)`` plane (``y`` up);
+in 3D ``R = Rz(phi) Rx(theta) Rz(psi)`` (z-x-z Euler angles). A phantom is the
+sum of ``value * indicator`` over its ellipses (overlaps add).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+import torch
+
+from ._validation import check_positive, make_generator
+
+__all__ = ["shepp_logan", "random_ellipses"]
+
+
+# --------------------------------------------------------------------------
+# Parameter tables
+# --------------------------------------------------------------------------
+
+# Shepp & Logan (1974), original intensities; geometry on [-1, 1]^2.
+# Columns: value, half-axis x, half-axis y, centre x, centre y, angle (degrees).
+_SL_2D = (
+    (2.00, 0.6900, 0.9200, 0.0000, 0.0000, 0.0),
+    (-0.98, 0.6624, 0.8740, 0.0000, -0.0184, 0.0),
+    (-0.02, 0.1100, 0.3100, 0.2200, 0.0000, -18.0),
+    (-0.02, 0.1600, 0.4100, -0.2200, 0.0000, 18.0),
+    (0.01, 0.2100, 0.2500, 0.0000, 0.3500, 0.0),
+    (0.01, 0.0460, 0.0460, 0.0000, 0.1000, 0.0),
+    (0.01, 0.0460, 0.0460, 0.0000, -0.1000, 0.0),
+    (0.01, 0.0460, 0.0230, -0.0800, -0.6050, 0.0),
+    (0.01, 0.0230, 0.0230, 0.0000, -0.6060, 0.0),
+    (0.01, 0.0230, 0.0460, 0.0600, -0.6050, 0.0),
+)
+
+# Toft's "modified" (high-contrast) intensities, same geometry.
+_SL_MODIFIED_VALUES = (1.0, -0.8, -0.2, -0.2, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1)
+
+# Half-axes in z of the 3D extension (Kak & Slaney's ellipsoids as tabulated
+# in the widely used phantom3d tables). All centres lie in the plane z = 0 and
+# all rotations are about the z axis, so the central slice equals the 2D
+# phantom.
+_SL_3D_HALF_Z = (0.810, 0.780, 0.220, 0.280, 0.410, 0.050, 0.050, 0.050, 0.020, 0.020)
+
+
+# --------------------------------------------------------------------------
+# Validation helpers (local to this module)
+# --------------------------------------------------------------------------
+
+def _check_shape(shape) -> tuple[int, ...]:
+    if isinstance(shape, (tuple, list, torch.Size)) and len(shape) in (2, 3):
+        out = []
+        for i, s in enumerate(shape):
+            if isinstance(s, numbers.Integral) and not isinstance(s, bool):
+                s = int(s)
+            out.append(check_positive(s, f"shape[{i}]", integer=True))
+        return tuple(out)
+    raise ValueError(f"shape: expected a tuple of 2 or 3 positive ints, found {shape!r}")
+
+
+def _check_dtype(dtype) -> torch.dtype:
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"dtype: expected a real floating torch.dtype, found {dtype!r}")
+    return dtype
+
+
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Dtype the geometry is evaluated in: float64 for float64 output, else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+# --------------------------------------------------------------------------
+# Rasterisation
+# --------------------------------------------------------------------------
+
+def _axis_coords(n: int, device, dtype, flip: bool = False) -> torch.Tensor:
+    """Pixel-centre coordinates ``(2i + 1)/n - 1`` (or their negation when ``flip``)."""
+    t = (2.0 * torch.arange(n, device=device, dtype=dtype) + 1.0) / n - 1.0
+    return -t if flip else t
+
+
+def _rotation_2d(theta: torch.Tensor) -> torch.Tensor:
+    """Counter-clockwise rotation matrices ``(..., 2, 2)`` for angles ``theta`` (radians)."""
+    c, s = torch.cos(theta), torch.sin(theta)
+    return torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
+
+
+def _rotation_3d(angles: torch.Tensor) -> torch.Tensor:
+    """``Rz(phi) Rx(theta) Rz(psi)`` for ``angles[..., :] = (phi, theta, psi)``; shape ``(..., 3, 3)``."""
+    zero = torch.zeros_like(angles[..., 0])
+    one = torch.ones_like(zero)
+
+    def rz(a):
+        c, s = torch.cos(a), torch.sin(a)
+        return torch.stack([torch.stack([c, -s, zero], -1),
+                            torch.stack([s, c, zero], -1),
+                            torch.stack([zero, zero, one], -1)], -2)
+
+    def rx(a):
+        c, s = torch.cos(a), torch.sin(a)
+        return torch.stack([torch.stack([one, zero, zero], -1),
+                            torch.stack([zero, c, -s], -1),
+                            torch.stack([zero, s, c], -1)], -2)
+
+    return rz(angles[..., 0]) @ rx(angles[..., 1]) @ rz(angles[..., 2])
+
+
+def _rasterise(values, centres, half_axes, rotations, shape, *, device, dtype) -> torch.Tensor:
+    """Sum of ``value * indicator`` over ellipse slots, vectorised over the batch.
+
+    ``values`` (B, K); ``centres``, ``half_axes`` (B, K, n); ``rotations``
+    (B, K, n, n), ``n = len(shape)``. Padded slots carry value 0. Returns
+    ``(B, 1, *shape)`` in ``dtype`` on ``device``.
+    """
+    work = _work_dtype(dtype)
+    values, centres, half_axes, rotations = (
+        t.to(device=device, dtype=work) for t in (values, centres, half_axes, rotations)
+    )
+    B, K = values.shape
+    ndim = len(shape)
+    out = torch.zeros((B, *shape), device=device, dtype=work)
+    if ndim == 2:
+        H, W = shape
+        # physical axes: x along columns, y along rows (y decreases downwards)
+        grid = (_axis_coords(W, device, work).view(1, 1, W),
+                _axis_coords(H, device, work, flip=True).view(1, H, 1))
+    else:
+        D, H, W = shape
+        grid = (_axis_coords(W, device, work).view(1, 1, 1, W),
+                _axis_coords(H, device, work, flip=True).view(1, 1, H, 1),
+                _axis_coords(D, device, work).view(1, D, 1, 1))
+    bshape = (B,) + (1,) * ndim
+    for k in range(K):
+        diff = [g - centres[:, k, j].view(bshape) for j, g in enumerate(grid)]
+        radius = None
+        for i in range(ndim):
+            # q_i = (R^T d)_i = sum_j R[j, i] d_j
+            q = sum(rotations[:, k, j, i].view(bshape) * diff[j] for j in range(ndim))
+            term = (q / half_axes[:, k, i].view(bshape)) ** 2
+            radius = term if radius is None else radius + term
+        out += values[:, k].view(bshape) * (radius <= 1.0)
+    return out.unsqueeze(1).to(dtype)
+
+
+# --------------------------------------------------------------------------
+# Shepp-Logan
+# --------------------------------------------------------------------------
+
+def shepp_logan(shape, modified: bool = True, *, dtype: torch.dtype = torch.float32,
+                device=None) -> torch.Tensor:
+    """The Shepp-Logan phantom on ``[-1, 1]^2`` (or ``[-1, 1]^3``), sampled at pixel centres.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(H, W)`` for the 2D phantom, ``(D, H, W)`` for the 3D one.
+    modified : bool
+        ``True``: Toft's high-contrast intensities (1, -0.8, -0.2, -0.2,
+        0.1, ...), values in ``[0, 1]``. ``False``: the original intensities
+        (2, -0.98, -0.02, -0.02, 0.01, ...), values in ``[0, 2]``.
+    dtype, device
+        Of the result.
+
+    Returns
+    -------
+    Tensor
+        ``(1, 1, H, W)`` or ``(1, 1, D, H, W)``; row 0 is the top of the head
+        (the three small ellipses are near the bottom rows). The image is
+        ``sum_k v_k 1[p in E_k]`` over the 10 ellipses of Shepp & Logan (1974).
+        The 3D phantom extends each ellipse to an ellipsoid (Kak & Slaney's
+        z half-axes) centred in the plane ``z = 0`` and rotated about ``z``,
+        so for odd ``D`` its central slice ``d = (D - 1) / 2`` equals the 2D
+        phantom of shape ``(H, W)``.
+    """
+    shape = _check_shape(shape)
+    if not isinstance(modified, bool):
+        raise TypeError(f"modified: expected a bool, found {type(modified).__name__}")
+    dtype = _check_dtype(dtype)
+    table = torch.tensor(_SL_2D, dtype=torch.float64)
+    values = torch.tensor(_SL_MODIFIED_VALUES, dtype=torch.float64) if modified else table[:, 0]
+    angles = torch.deg2rad(table[:, 5])
+    if len(shape) == 2:
+        half_axes = table[:, 1:3]
+        centres = table[:, 3:5]
+        rotations = _rotation_2d(angles)
+    else:
+        zeros = torch.zeros_like(angles)
+        half_axes = torch.cat([table[:, 1:3], torch.tensor(_SL_3D_HALF_Z, dtype=torch.float64)[:, None]], 1)
+        centres = torch.cat([table[:, 3:5], zeros[:, None]], 1)
+        rotations = _rotation_3d(torch.stack([angles, zeros, zeros], -1))
+    # Geometry in float64; the intensities are multiples of 0.01, so rounding
+    # the sums removes round-off such as 1 - 0.8 - 0.2 != 0 (no negative values).
+    img = _rasterise(values[None], centres[None], half_axes[None], rotations[None], shape,
+                     device=device, dtype=torch.float64)
+    return torch.round(img, decimals=8).to(dtype)
+
+
+# --------------------------------------------------------------------------
+# Random ellipses (LPD-ellipses protocol)
+# --------------------------------------------------------------------------
+
+_U64 = 1 << 64
+
+
+def _base_seed(seed) -> int:
+    """An int base seed: ``seed`` itself, or one int64 drawn from a generator / fresh entropy."""
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        return seed % _U64
+    gen = make_generator(seed)
+    return int(torch.randint(0, 2**63 - 1, (1,), generator=gen, device=gen.device).item())
+
+
+def _image_generator(base: int, index: int) -> torch.Generator:
+    """CPU generator for image ``index`` of stream ``base`` (numpy SeedSequence mixing, hash free)."""
+    state = np.random.SeedSequence(base, spawn_key=(index,)).generate_state(1, dtype=np.uint64)
+    return torch.Generator().manual_seed(int(state[0]))
+
+
+def _random_ellipse_params(ndim: int, batch_size: int, seed, num_ellipses: float, start_index: int):
+    """Draw the ellipse parameters of ``batch_size`` images on the CPU (float64).
+
+    Returns ``(values (B, K), centres (B, K, n), half_axes (B, K, n),
+    angles (B, K, m), counts (B,))`` padded to ``K = max(counts)``; padded
+    slots have value 0 and half-axes 1. ``m`` is 1 in 2D and 3 in 3D.
+    """
+    base = _base_seed(seed)
+    n_angles = 1 if ndim == 2 else 3
+    f64 = torch.float64
+    per_image = []
+    for i in range(batch_size):
+        g = _image_generator(base, start_index + i)
+        n = int(torch.poisson(torch.tensor([float(num_ellipses)], dtype=f64), generator=g).item())
+        u = torch.rand(n, dtype=f64, generator=g)
+        scale = torch.empty(n, dtype=f64).exponential_(1.0, generator=g) * 0.4
+        half = torch.empty(n, ndim, dtype=f64).exponential_(1.0, generator=g) * 0.2
+        centre = 2.0 * torch.rand(n, ndim, dtype=f64, generator=g) - 1.0
+        angle = 2.0 * math.pi * torch.rand(n, n_angles, dtype=f64, generator=g)
+        per_image.append(((u - 0.5) * scale, centre, half, angle))
+    counts = torch.tensor([p[0].numel() for p in per_image], dtype=torch.int64)
+    K = int(counts.max()) if batch_size else 0
+    values = torch.zeros(batch_size, K, dtype=f64)
+    centres = torch.zeros(batch_size, K, ndim, dtype=f64)
+    half_axes = torch.ones(batch_size, K, ndim, dtype=f64)
+    angles = torch.zeros(batch_size, K, n_angles, dtype=f64)
+    for i, (v, c, h, a) in enumerate(per_image):
+        n = v.numel()
+        values[i, :n], centres[i, :n], half_axes[i, :n], angles[i, :n] = v, c, h, a
+    return values, centres, half_axes, angles, counts
+
+
+def random_ellipses(shape, batch_size: int = 1, *, seed: int | torch.Generator | None = None,
+                    num_ellipses: float = 50, dtype: torch.dtype = torch.float32, device=None,
+                    start_index: int = 0) -> torch.Tensor:
+    """Random-ellipse images of the LPD-ellipses protocol (Adler & Öktem 2018).
+
+    Each image holds ``n ~ Poisson(num_ellipses)`` ellipses; each ellipse has
+    value ``(U - 0.5) * Exp(scale 0.4)``, half-axes ``Exp(1) * 0.2`` each,
+    centre ``U[-1, 1]^2`` (normalised coordinates) and angle ``U[0, 2 pi)``.
+    The image is ``sum_k v_k 1[p in E_k]`` at pixel centres (overlaps add).
+    A 3-tuple ``shape`` gives ellipsoids with three half-axes, centre
+    ``U[-1, 1]^3`` and z-x-z Euler angles each ``U[0, 2 pi)``.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(H, W)`` or ``(D, H, W)``.
+    batch_size : int
+        Number of images ``B``.
+    seed : int, torch.Generator or None
+        Image ``i`` of the call depends only on ``(seed, start_index + i)``,
+        whatever the batch size. A generator contributes one drawn int64 base
+        seed (so successive calls differ); ``None`` draws fresh entropy.
+    num_ellipses : float
+        Poisson mean of the number of ellipses per image.
+    dtype, device
+        Of the result; parameters are drawn on the CPU, then rasterised on
+        ``device``.
+    start_index : int
+        Index of the first image in the seeded stream.
+
+    Returns
+    -------
+    Tensor
+        ``(B, 1, H, W)`` or ``(B, 1, D, H, W)``.
+    """
+    shape = _check_shape(shape)
+    batch_size = check_positive(batch_size, "batch_size", integer=True)
+    num_ellipses = check_positive(num_ellipses, "num_ellipses")
+    if isinstance(start_index, bool) or not isinstance(start_index, int) or start_index < 0:
+        raise ValueError(f"start_index: expected a non-negative integer, found {start_index!r}")
+    dtype = _check_dtype(dtype)
+    ndim = len(shape)
+    values, centres, half_axes, angles, _ = _random_ellipse_params(
+        ndim, batch_size, seed, num_ellipses, start_index)
+    rotations = _rotation_2d(angles[..., 0]) if ndim == 2 else _rotation_3d(angles)
+    return _rasterise(values, centres, half_axes, rotations, shape, device=device, dtype=dtype)
