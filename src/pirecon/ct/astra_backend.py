@@ -74,7 +74,7 @@ class AstraBackend:
 
         pid = self._projector(x.device)
         batch = x.shape[: x.ndim - len(in_shape)]
-        work = x.reshape(-1, *in_shape).to(torch.float32).contiguous()
+        work = x.detach().reshape(-1, *in_shape).to(torch.float32).contiguous()
         cone = isinstance(self.geometry, ConeBeam3D)
         if cone:
             # ASTRA's 3D projection layout is (rows, angles, cols); ours is (angles, rows, cols).

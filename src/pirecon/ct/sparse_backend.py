@@ -41,6 +41,14 @@ def cache_dir() -> Path:
     return Path(base) / "pirecon"
 
 
+def _format_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
 def _max_bytes_default() -> int:
     value = os.environ.get("PIRECON_SPARSE_MAX_BYTES")
     if value is None:
@@ -132,8 +140,8 @@ class SparseBackend:
         needed = estimate_nnz(geometry) * 8 * 2  # float32 value + int32 index, for A and A^T
         if needed > budget:
             raise SparseBudgetError(
-                f"sparse backend: the system matrix of {geometry!r} needs up to {needed / 2**30:.2f} GiB, "
-                f"above the budget of {budget / 2**30:.2f} GiB; raise max_bytes (or PIRECON_SPARSE_MAX_BYTES) "
+                f"sparse backend: the system matrix of {geometry!r} needs up to {_format_bytes(needed)}, "
+                f"above the budget of {_format_bytes(budget)}; raise max_bytes (or PIRECON_SPARSE_MAX_BYTES) "
                 f"or use backend='astra'"
             )
         self.geometry = geometry

@@ -18,6 +18,7 @@ __all__ = ["OdlOperator"]
 
 
 def _constant_weight(space, name: str) -> float:
+    """The constant ``c`` with ``<a, b>_space = c sum(conj(a) b)``; product spaces multiply in their components'."""
     weighting = getattr(space, "weighting", None)
     const = getattr(weighting, "const", None)
     if const is None:
@@ -25,6 +26,11 @@ def _constant_weight(space, name: str) -> float:
             f"OdlOperator: expected the operator's {name} to have a constant weighting, "
             f"found {type(weighting).__name__}"
         )
+    if getattr(space, "is_power_space", False) or hasattr(space, "spaces"):
+        inner = {_constant_weight(s, name) for s in space.spaces}
+        if len(inner) != 1:
+            raise ValueError(f"OdlOperator: expected equally weighted components in the {name}, found weights {sorted(inner)}")
+        const = const * inner.pop()
     return float(const)
 
 
