@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -23,6 +24,7 @@ pytest.importorskip("ipykernel")
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 CELL_TIMEOUT = 600  # seconds per cell
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @pytest.fixture
@@ -65,11 +67,14 @@ def test_notebook_runs(path, kernel_env):
         timeout=CELL_TIMEOUT,
         resources={"metadata": {"path": str(NOTEBOOK_DIR)}},
     )
+    failure = None
     try:
         client.execute()
     except nbclient.exceptions.CellExecutionError as err:
         # The message holds the failing cell's source and the kernel's traceback.
-        pytest.fail(f"{path.name}: a cell raised\n{err}", pytrace=False)
+        failure = ANSI_ESCAPE.sub("", str(err))
+    if failure is not None:
+        pytest.fail(f"{path.name}: a cell raised\n{failure}", pytrace=False)
     printed = "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.output_type == "stream").strip()
     assert Path(printed).resolve() == Path(sys.prefix).resolve(), (
         f"{path.name}: expected the kernel to run in {sys.prefix}, found {printed!r}"
