@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from .._atomic import atomic_path
 from .._validation import BackendUnavailableError
 from .joseph import estimate_nnz, joseph_matrix
 
@@ -59,19 +59,11 @@ def _max_bytes_default() -> int:
         raise ValueError(f"PIRECON_SPARSE_MAX_BYTES: expected a number of bytes, found {value!r}") from None
 
 
-def _save_atomic(path: Path, matrix: sp.csr_matrix, fingerprint: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, format=np.array(_CACHE_FORMAT), fingerprint=np.array(fingerprint),
-                     shape=np.array(matrix.shape, dtype=np.int64), indptr=matrix.indptr,
-                     indices=matrix.indices, data=matrix.data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def _save(path: Path, matrix: sp.csr_matrix, fingerprint: str) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, format=np.array(_CACHE_FORMAT), fingerprint=np.array(fingerprint),
+                 shape=np.array(matrix.shape, dtype=np.int64), indptr=matrix.indptr,
+                 indices=matrix.indices, data=matrix.data)
 
 
 def _load(path: Path, fingerprint: str, shape: tuple[int, int]) -> sp.csr_matrix | None:
@@ -101,7 +93,7 @@ def system_matrix(geometry, directory: str | None = None) -> sp.csr_matrix:
     if matrix is None:
         matrix = joseph_matrix(geometry)
         try:
-            _save_atomic(path, matrix, fingerprint)
+            _save(path, matrix, fingerprint)
         except OSError as err:
             warnings.warn(f"could not cache the system matrix in {directory}: {err}", stacklevel=2)
     return matrix

@@ -1,0 +1,120 @@
+"""The CT demo job: simulate LPD-ellipses data, reconstruct with FBP, write a report.
+
+Data follow the LPD-ellipses protocol (DESIGN.md): 128 x 128 images on
+[-64, 64]^2 mm, 30 parallel-beam angles, 183 detectors, Gaussian noise with
+std 5% of mean |data|. The test image is modified Shepp-Logan; a held-out
+set of random-ellipse images gives mean scores. Every FBP filter is
+evaluated, and the report names the best.
+
+Output directory:
+    metrics.csv, metrics.md   PSNR / SSIM per filter
+    figure.png                truth, noisy sinogram, FBP (Ram-Lak, best filter), error map
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ._atomic import atomic_path
+from .ct import FILTERS, RayTransform, fbp, lpd_ellipses_geometry
+from .metrics import psnr, ssim
+from .noise import GaussianNoise
+from .phantoms import random_ellipses, shepp_logan
+
+__all__ = ["run_ct_demo", "FilterScore"]
+
+
+@dataclass(frozen=True)
+class FilterScore:
+    """Scores of one FBP filter: on Shepp-Logan and averaged over the random-ellipse images."""
+
+    filter: str
+    psnr_shepp_logan: float
+    ssim_shepp_logan: float
+    psnr_ellipses: float
+    ssim_ellipses: float
+
+
+def _table_markdown(scores: list[FilterScore], best: str, num_ellipses: int) -> str:
+    lines = [
+        "| FBP filter | PSNR Shepp-Logan (dB) | SSIM Shepp-Logan | "
+        f"PSNR ellipses, mean of {num_ellipses} (dB) | SSIM ellipses |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for s in scores:
+        name = f"**{s.filter}** (best)" if s.filter == best else s.filter
+        lines.append(f"| {name} | {s.psnr_shepp_logan:.2f} | {s.ssim_shepp_logan:.3f} | "
+                     f"{s.psnr_ellipses:.2f} | {s.ssim_ellipses:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _figure(path: Path, truth, sinogram, ramlak, best_rec, best: str, scores: dict[str, FilterScore]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 5, figsize=(20, 4.2), constrained_layout=True)
+    vmin, vmax = 0.0, float(truth.max())
+    panels = [
+        (truth, "ground truth (modified Shepp-Logan)", dict(cmap="gray", vmin=vmin, vmax=vmax)),
+        (sinogram, "noisy sinogram (30 angles x 183 detectors)", dict(cmap="gray", aspect="auto")),
+        (ramlak, f"FBP Ram-Lak: {scores['ram-lak'].psnr_shepp_logan:.2f} dB", dict(cmap="gray", vmin=vmin, vmax=vmax)),
+        (best_rec, f"FBP {best}: {scores[best].psnr_shepp_logan:.2f} dB", dict(cmap="gray", vmin=vmin, vmax=vmax)),
+        (best_rec - truth, f"error, FBP {best}", dict(cmap="RdBu_r", vmin=-0.5, vmax=0.5)),
+    ]
+    for ax, (image, title, kwargs) in zip(axes, panels):
+        shown = ax.imshow(image.cpu().numpy(), **kwargs)
+        ax.set_title(title)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        fig.colorbar(shown, ax=ax, shrink=0.8)
+    axes[1].set_xlabel("detector")
+    axes[1].set_ylabel("angle")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def run_ct_demo(out: str | Path, *, num_ellipses: int = 20, seed: int = 0, noise: float = 0.05,
+                progress: bool = True) -> list[FilterScore]:
+    """Simulate LPD-ellipses data, reconstruct with every FBP filter, write metrics and a figure to ``out``.
+
+    Returns the scores, one per filter. ``noise`` is the Gaussian std relative to mean |data|.
+    """
+    out = Path(out)
+    geometry = lpd_ellipses_geometry()
+    A = RayTransform(geometry)
+    truth = torch.cat([shepp_logan(geometry.image_shape), random_ellipses(geometry.image_shape, num_ellipses, seed=seed)])
+    with torch.no_grad():
+        sinogram = GaussianNoise(relative=noise)(A(truth), seed=seed + 1)
+        scores, reconstructions = [], {}
+        for name in tqdm(FILTERS, desc="FBP filters", disable=not progress):
+            rec = fbp(sinogram, A, name)
+            p, s = psnr(rec, truth), ssim(rec, truth)
+            scores.append(FilterScore(name, float(p[0]), float(s[0]), float(p[1:].mean()), float(s[1:].mean())))
+            reconstructions[name] = rec[0, 0]
+    best = max(scores, key=lambda s: s.psnr_ellipses).filter
+
+    with atomic_path(out / "metrics.csv") as tmp:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["filter", "psnr_shepp_logan_db", "ssim_shepp_logan", "psnr_ellipses_db", "ssim_ellipses"])
+        for s in scores:
+            writer.writerow([s.filter, f"{s.psnr_shepp_logan:.4f}", f"{s.ssim_shepp_logan:.4f}",
+                             f"{s.psnr_ellipses:.4f}", f"{s.ssim_ellipses:.4f}"])
+        tmp.write_text(buffer.getvalue())
+    header = (f"# pirecon CT demo\n\nLPD-ellipses protocol: {geometry!r}, Gaussian noise {noise:.0%} of mean |data|, "
+              f"seed {seed}, operator backend `{A.backend}`.\nBest filter by mean PSNR on the ellipse images: "
+              f"**{best}**.\n\n")
+    with atomic_path(out / "metrics.md") as tmp:
+        tmp.write_text(header + _table_markdown(scores, best, num_ellipses) + "\n![figure](figure.png)\n")
+    _figure(out / "figure.png", truth[0, 0], sinogram[0, 0], reconstructions["ram-lak"], reconstructions[best], best,
+            {s.filter: s for s in scores})
+    return scores
