@@ -159,9 +159,10 @@ def test_poisson_seeds():
 # --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("model, expected", [
-    (GaussianNoise(relative=0.05), {"type": "gaussian", "relative": 0.05}),
-    (GaussianNoise(sigma=2), {"type": "gaussian", "sigma": 2.0}),
-    (TransmissionPoisson(1e4), {"type": "transmission_poisson", "photon_count": 1e4, "zero_count": 0.1}),
+    (GaussianNoise(relative=0.05), {"type": "gaussian", "format_version": 1, "relative": 0.05}),
+    (GaussianNoise(sigma=2), {"type": "gaussian", "format_version": 1, "sigma": 2.0}),
+    (TransmissionPoisson(1e4), {"type": "transmission_poisson", "format_version": 1, "photon_count": 1e4,
+                                "zero_count": 0.1}),
 ])
 def test_dict_round_trip(model, expected):
     d = model.to_dict()
@@ -178,6 +179,11 @@ def test_from_dict_accepts_hdf5_style_values():
     d = {"type": b"transmission_poisson", "photon_count": np.int64(5000), "zero_count": np.float32(0.5)}
     assert noise_from_dict(d) == TransmissionPoisson(5000, zero_count=0.5)
     assert noise_from_dict({"type": np.str_("gaussian"), "sigma": np.float64(0.1)}) == GaussianNoise(sigma=0.1)
+
+
+def test_wrong_format_version():
+    with pytest.raises(ValueError, match="noise dict: expected format_version 1, found 2"):
+        noise_from_dict({"type": "gaussian", "format_version": 2, "sigma": 1.0})
 
 
 def test_repr():

@@ -210,6 +210,12 @@ class TestBadInput:
         with pytest.raises(TypeError, match="RayTransform input: expected a real floating tensor .* found dtype uint8"):
             self.A(torch.zeros(128, 128, dtype=torch.uint8))
 
+    def test_unsupported_device(self):
+        with pytest.raises(ValueError, match="RayTransform input: expected a tensor on a cpu or cuda device, found meta"):
+            self.A(torch.empty(1, 128, 128, device="meta"))
+        with pytest.raises(ValueError, match="AdjointOperator input: expected a tensor on a cpu or cuda device, found meta"):
+            self.A.T(torch.empty(30, 183, device="meta"))
+
     def test_nan(self):
         x = torch.zeros(128, 128)
         x[3, 4] = float("nan")

@@ -21,6 +21,8 @@ from ._validation import check_choice, check_positive, check_tensor, make_genera
 
 __all__ = ["NoiseModel", "GaussianNoise", "TransmissionPoisson", "noise_from_dict"]
 
+FORMAT_VERSION = 1
+
 
 def _draw_dtype(dtype: torch.dtype) -> torch.dtype:
     """Dtype random numbers are drawn in: float64 for float64 data, else float32."""
@@ -61,8 +63,8 @@ class NoiseModel:
         raise NotImplementedError
 
     def to_dict(self) -> dict:
-        """A plain dict ``{"type": ..., <parameters>}`` (no ``None`` values)."""
-        d = {"type": self.type_name}
+        """A plain dict ``{"type": ..., "format_version": 1, <parameters>}`` (no ``None`` values)."""
+        d = {"type": self.type_name, "format_version": FORMAT_VERSION}
         for key in self._params:
             value = getattr(self, key)
             if value is not None:
@@ -77,7 +79,10 @@ class NoiseModel:
         kind = _plain_str(d.get("type"))
         if kind != cls.type_name:
             raise ValueError(f"noise dict: expected type {cls.type_name!r}, found {kind!r}")
-        unknown = sorted(set(d) - {"type", *cls._params})
+        version = _plain_number(d.get("format_version", FORMAT_VERSION))
+        if version != FORMAT_VERSION:
+            raise ValueError(f"noise dict: expected format_version {FORMAT_VERSION}, found {version!r}")
+        unknown = sorted(set(d) - {"type", "format_version", *cls._params})
         if unknown:
             raise ValueError(
                 f"noise dict: expected keys among {', '.join(repr(k) for k in cls._params)}, "
@@ -94,7 +99,7 @@ class NoiseModel:
         return hash(tuple(sorted(self.to_dict().items())))
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items() if k != "type")
+        args = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items() if k not in ("type", "format_version"))
         return f"{type(self).__name__}({args})"
 
 

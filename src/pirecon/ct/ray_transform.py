@@ -41,6 +41,8 @@ class RayTransform(LinearOperator):
         Memory budget of the ``sparse`` backend (see ``SparseBackend``).
     """
 
+    device_types = ("cpu", "cuda")
+
     def __init__(self, geometry: Geometry, backend: str = "auto", *, max_bytes: int | None = None):
         if not isinstance(geometry, (ParallelBeam2D, FanBeam2D, ConeBeam3D)):
             raise TypeError(

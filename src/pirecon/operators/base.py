@@ -59,6 +59,9 @@ class LinearOperator:
     check_finite: bool = True
     """Reject NaN/Inf inputs (one reduction per call; switch off per instance in hot loops)."""
 
+    device_types: tuple[str, ...] | None = None
+    """Device types the operator runs on (``None``: any device torch supports)."""
+
     def __init__(
         self,
         domain_shape: Sequence[int],
@@ -84,8 +87,10 @@ class LinearOperator:
     # -- public application ---------------------------------------------------
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """``A x`` for ``x`` of shape ``(*batch, *domain_shape)``, differentiable in ``x``."""
-        check_tensor(x, f"{type(self).__name__} input", kind=self.domain_kind,
-                     trailing_shape=self.domain_shape, finite=self.check_finite)
+        name = f"{type(self).__name__} input"
+        if self.device_types is not None and isinstance(x, torch.Tensor) and x.device.type not in self.device_types:
+            raise ValueError(f"{name}: expected a tensor on a {' or '.join(self.device_types)} device, found {x.device}")
+        check_tensor(x, name, kind=self.domain_kind, trailing_shape=self.domain_shape, finite=self.check_finite)
         return _ApplyLinear.apply(self, x)
 
     forward = __call__
@@ -194,6 +199,7 @@ class AdjointOperator(LinearOperator):
         self.op = op
         self._adjoint_op = op
         self.check_finite = op.check_finite
+        self.device_types = op.device_types
 
     def _forward(self, x):
         return self.op._adjoint(x)
@@ -218,6 +224,7 @@ class ComposedOperator(LinearOperator):
                          domain_kind=right.domain_kind, range_kind=left.range_kind)
         self.left, self.right = left, right
         self.check_finite = right.check_finite
+        self.device_types = right.device_types
 
     def _forward(self, x):
         return self.left._forward(self.right._forward(x))
@@ -242,6 +249,7 @@ class SumOperator(LinearOperator):
                          domain_kind=a.domain_kind, range_kind=a.range_kind)
         self.a, self.b = a, b
         self.check_finite = a.check_finite
+        self.device_types = a.device_types
 
     def _forward(self, x):
         return self.a._forward(x) + self.b._forward(x)
@@ -261,6 +269,7 @@ class ScaledOperator(LinearOperator):
                          domain_kind=op.domain_kind, range_kind=op.range_kind)
         self.op, self.scalar = op, scalar
         self.check_finite = op.check_finite
+        self.device_types = op.device_types
 
     def _forward(self, x):
         return self.scalar * self.op._forward(x)

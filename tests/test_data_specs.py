@@ -1,0 +1,56 @@
+"""The schemas in data_specs/ accept what pirecon writes and reject broken documents."""
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from pirecon.ct import ConeBeam3D, FanBeam2D, ParallelBeam2D, lpd_ellipses_geometry
+from pirecon.noise import GaussianNoise, TransmissionPoisson
+
+SPECS = Path(__file__).resolve().parents[1] / "data_specs"
+
+
+def schema(name):
+    return json.loads((SPECS / f"{name}.schema.json").read_text())
+
+
+GEOMETRIES = [
+    lpd_ellipses_geometry(),
+    FanBeam2D((64, 64), num_angles=90, source_distance=200.0, detector_distance=100.0),
+    ConeBeam3D((8, 16, 16), num_angles=12, detector_shape=(10, 24), detector_spacing=1.0,
+               source_distance=100.0, detector_distance=50.0),
+]
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: g.kind)
+def test_geometry_dicts_validate(geometry):
+    jsonschema.validate(json.loads(json.dumps(geometry.to_dict())), schema("ct_geometry"))
+
+
+@pytest.mark.parametrize("change", [
+    {"format_version": 2},
+    {"pixel_size": -1.0},
+    {"image_shape": [128]},
+    {"angles": []},
+    {"type": "helical"},
+    {"source_distance": 300.0},  # not a parallel-beam key
+])
+def test_broken_geometry_dicts_are_rejected(change):
+    d = {**ParallelBeam2D((8, 8), num_angles=4).to_dict(), **change}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(d, schema("ct_geometry"))
+
+
+@pytest.mark.parametrize("model", [GaussianNoise(relative=0.05), GaussianNoise(sigma=0.1), TransmissionPoisson(1e4)])
+def test_noise_dicts_validate(model):
+    jsonschema.validate(model.to_dict(), schema("noise_model"))
+
+
+def test_broken_noise_dicts_are_rejected():
+    for d in ({"type": "gaussian", "format_version": 1},
+              {"type": "gaussian", "format_version": 1, "sigma": 1.0, "relative": 0.1},
+              {"type": "transmission_poisson", "format_version": 1, "photon_count": 0}):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(d, schema("noise_model"))
