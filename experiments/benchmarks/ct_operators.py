@@ -129,8 +129,10 @@ def main(argv=None) -> dict:
         print(f"| pirecon `{r['backend']}` | {r['seconds']:.3f} | {r['vs_astra_cpu']:.1f} | "
               f"{r['vs_odl_module']:.1f} | {r['adjoint_error_float64']:.1e} |")
     sparse_setup = rows[0]["setup_seconds"]
-    print(f"\nsparse backend setup (build or load the cached system matrix): {sparse_setup:.1f} s; "
-          f"cache directory: {os.environ.get('PIRECON_CACHE_DIR', 'default user cache')}")
+    nnz = RayTransform(geometry, backend="sparse").impl.matrix.nnz
+    results["sparse_nonzeros"] = nnz
+    print(f"\nsparse backend: {nnz / 1e6:.1f} M nonzeros; setup (build or load the cached system matrix) "
+          f"{sparse_setup:.1f} s; cache directory: {os.environ.get('PIRECON_CACHE_DIR', 'default user cache')}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -15,7 +15,7 @@ import torch
 from ..operators.odl_bridge import OdlOperator
 from .geometry import FanBeam2D, ParallelBeam2D
 
-__all__ = ["OdlBackend", "odl_ray_transform"]
+__all__ = ["OdlBackend", "odl_ray_transform", "odl_fbp"]
 
 
 def _angle_partition(angles):
@@ -64,3 +64,19 @@ class OdlBackend:
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         return self.operator._adjoint(y).transpose(-2, -1).flip(-2)
+
+
+def odl_fbp(sinogram: torch.Tensor, geometry, filter: str = "ram-lak", frequency_scaling: float = 1.0) -> torch.Tensor:
+    """ODL's ``fbp_op`` on a pirecon sinogram ``(..., angles, detectors)``, returned on pirecon's image axes.
+
+    A reference for ``pirecon.ct.fbp``; runs item by item through NumPy in float32.
+    """
+    from odl.applications import tomo
+
+    ray_trafo = odl_ray_transform(geometry)
+    operator = tomo.fbp_op(ray_trafo, filter_type=filter, frequency_scaling=frequency_scaling)
+    batch = sinogram.shape[:-2]
+    items = sinogram.detach().reshape(-1, *geometry.sinogram_shape).cpu().numpy().astype(np.float32)
+    images = [np.flip(np.asarray(operator(np.ascontiguousarray(item)).asarray()).T, 0) for item in items]
+    out = torch.from_numpy(np.stack(images).copy()).to(device=sinogram.device, dtype=sinogram.dtype)
+    return out.reshape(*batch, *geometry.image_shape)
