@@ -65,7 +65,7 @@ CT_PHYSICS = [
     import numpy as np
     import torch
 
-    from pirecon import adjoint_test
+    from pirecon import adjoint_test, metrics
     from pirecon.ct import FILTERS, FanBeam2D, ParallelBeam2D, RayTransform, fbp, lpd_ellipses_geometry
     from pirecon.noise import GaussianNoise, TransmissionPoisson
     from pirecon.phantoms import shepp_logan
@@ -75,10 +75,8 @@ CT_PHYSICS = [
 
 
     def psnr(x, reference):
-        \"\"\"PSNR in dB, with the reference's dynamic range max - min as peak.\"\"\"
-        peak = reference.max() - reference.min()
-        mse = torch.mean((x - reference) ** 2)
-        return float(10 * torch.log10(peak**2 / mse))
+        \"\"\"PSNR in dB of one image, with the reference's range max - min as peak (pirecon.metrics).\"\"\"
+        return float(metrics.psnr(x, reference)[0])
 
 
     def save(fig, name):

@@ -82,7 +82,7 @@ class AstraBackend:
                 work = work.permute(0, 2, 1, 3).contiguous()
             else:
                 out_shape = (out_shape[1], out_shape[0], out_shape[2])
-        out = torch.empty(work.shape[0], *out_shape, dtype=torch.float32, device=x.device)
+        out = torch.zeros(work.shape[0], *out_shape, dtype=torch.float32, device=x.device)  # ASTRA may accumulate
         for i in range(work.shape[0]):
             if cone:
                 if adjoint:

@@ -1,4 +1,4 @@
-"""Linear operators on batched torch tensors: base class, algebra, checks."""
+"""Linear operators on batched torch tensors: base class, algebra, checks, the ODL bridge."""
 
 from .base import (
     AdjointOperator,
@@ -9,6 +9,7 @@ from .base import (
     SumOperator,
 )
 from .checks import adjoint_test
+from .odl_bridge import OdlOperator
 
 __all__ = [
     "LinearOperator",
@@ -17,5 +18,6 @@ __all__ = [
     "SumOperator",
     "ScaledOperator",
     "MatrixOperator",
+    "OdlOperator",
     "adjoint_test",
 ]
