@@ -163,3 +163,28 @@ class TestOdlOperator:
         space = odl.rn(3)
         with pytest.raises(ValueError, match="expected a linear operator"):
             OdlOperator(odl.PowerOperator(space, 2))
+
+
+class TestSparseMatrixOperator:
+    def test_matches_scipy_and_is_adjoint(self):
+        import numpy as np
+        import scipy.sparse as sp
+
+        from pirecon.operators import SparseMatrixOperator
+
+        M = sp.random(12, 20, density=0.3, random_state=0, format="csr", dtype=np.float64)
+        A = SparseMatrixOperator(M, (4, 5), (3, 4))
+        x = torch.randn(2, 4, 5, dtype=torch.float64)
+        expected = torch.from_numpy((M @ x.reshape(2, 20).numpy().T).T).reshape(2, 3, 4)
+        torch.testing.assert_close(A(x), expected)
+        assert adjoint_test(A) < 1e-13
+        assert A(x.float()).dtype == torch.float32
+        assert A(x.half()).dtype == torch.float16
+
+    def test_shape_mismatch(self):
+        import scipy.sparse as sp
+
+        from pirecon.operators import SparseMatrixOperator
+
+        with pytest.raises(ValueError, match=re.escape("matrix: expected shape (12, 20) for (4, 5) -> (3, 4), found (12, 21)")):
+            SparseMatrixOperator(sp.csr_matrix((12, 21)), (4, 5), (3, 4))

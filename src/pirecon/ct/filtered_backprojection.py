@@ -84,37 +84,39 @@ def _filter(sino: torch.Tensor, spacing: float, filter: str, frequency_scaling: 
     return torch.fft.irfft(spectrum * response, n=n_pad, dim=-1)[..., :n]
 
 
-def _backproject(q: torch.Tensor, positions: torch.Tensor, weights: torch.Tensor,
-                 image_shape) -> torch.Tensor:
-    """``sum_theta w[theta, p] q[..., theta, pos[theta, p]]`` with linear interpolation, zero off the detector.
+def _fan_backproject(q: torch.Tensor, geometry: FanBeam2D, spacing: float) -> torch.Tensor:
+    """``sum_beta (R / depth)^2 q[..., beta, s(x, beta)]``: pixel-driven, linear in ``s``, zero off the detector.
 
-    ``q``: ``(B, angles, n)``; ``positions``, ``weights``: ``(angles, H*W)`` in detector-index units.
+    ``q``: ``(B, angles, n)`` filtered data on the virtual detector of pitch ``spacing``.
+    Returns ``(B, H, W)``. Angles are processed in chunks to bound memory.
     """
     batch, num_angles, n = q.shape
-    padded = torch.nn.functional.pad(q, (1, 1))  # index 0 and n+1 read as zero
-    lower = torch.floor(positions)
-    frac = (positions - lower).to(q.dtype)
-    i0 = (lower.long() + 1).clamp_(0, n + 1)
-    i1 = (lower.long() + 2).clamp_(0, n + 1)
-    pixels = positions.shape[1]
-    out = q.new_zeros(batch, pixels)
-    chunk = max(1, _GATHER_ELEMENTS // max(1, batch * pixels))
-    for start in range(0, num_angles, chunk):
-        sl = slice(start, start + chunk)
-        k = padded[:, sl]
-        shape = (batch, k.shape[1], pixels)
-        v0 = torch.gather(k, 2, i0[sl].unsqueeze(0).expand(shape))
-        v1 = torch.gather(k, 2, i1[sl].unsqueeze(0).expand(shape))
-        out = out + ((v0 + frac[sl] * (v1 - v0)) * weights[sl]).sum(dim=1)
-    return out.reshape(batch, *image_shape)
-
-
-def _pixel_centres(geometry, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
     height, width = geometry.image_shape
-    px = geometry.pixel_size
-    x = (torch.arange(width, dtype=dtype, device=device) - (width - 1) / 2) * px
-    y = ((height - 1) / 2 - torch.arange(height, dtype=dtype, device=device)) * px
-    return x.repeat(height), y.repeat_interleave(width)
+    dtype, device = q.dtype, q.device
+    px, R = geometry.pixel_size, geometry.source_distance
+    x = ((torch.arange(width, dtype=dtype, device=device) - (width - 1) / 2) * px).repeat(height)
+    y = (((height - 1) / 2 - torch.arange(height, dtype=dtype, device=device)) * px).repeat_interleave(width)
+    angles = torch.as_tensor(np.asarray(geometry.angles), dtype=dtype, device=device)
+    flat = torch.nn.functional.pad(q, (1, 1)).reshape(batch, -1)  # detector index -1 and n read as zero
+    out = q.new_zeros(batch, height * width)
+    chunk = max(1, _GATHER_ELEMENTS // max(1, batch * height * width))
+    for start in range(0, num_angles, chunk):
+        beta = angles[start:start + chunk, None]
+        cos, sin = torch.cos(beta), torch.sin(beta)
+        depth = R - x * sin + y * cos                         # source to pixel, along the central ray
+        position = R * (x * cos + y * sin) / depth / spacing + (n - 1) / 2
+        weight = (R / depth) ** 2
+        lower = torch.floor(position)
+        frac = position - lower
+        index = lower.long() + 1                               # into the padded detector
+        offset = (torch.arange(start, start + beta.shape[0], device=device) * (n + 2))[:, None]
+        i0 = (index.clamp(0, n + 1) + offset).reshape(-1)
+        i1 = ((index + 1).clamp(0, n + 1) + offset).reshape(-1)
+        w0 = ((1 - frac) * weight).reshape(-1)
+        w1 = (frac * weight).reshape(-1)
+        values = flat[:, i0] * w0 + flat[:, i1] * w1           # (B, chunk * H * W)
+        out = out + values.reshape(batch, beta.shape[0], -1).sum(dim=1)
+    return out.reshape(batch, height, width)
 
 
 @functools.lru_cache(maxsize=4)
@@ -157,17 +159,9 @@ def fbp(sinogram: torch.Tensor, geometry, filter: str = "ram-lak", frequency_sca
         scale = (math.pi / geometry.num_angles) * geometry.detector_spacing / geometry.pixel_size**2
         image = operator.adjoint(q) * scale
     else:
-        angles = torch.as_tensor(np.asarray(geometry.angles), dtype=work_dtype, device=device)
-        cos, sin = torch.cos(angles)[:, None], torch.sin(angles)[:, None]
-        x, y = _pixel_centres(geometry, work_dtype, device)
-        centre_index = (geometry.num_detectors - 1) / 2
         R, D = geometry.source_distance, geometry.detector_distance
         spacing = geometry.detector_spacing * R / (R + D)  # on the virtual detector through the centre
         s = torch.as_tensor(geometry.detector_positions(), dtype=work_dtype, device=device) * spacing
         q = _filter(sino * (R / torch.sqrt(R**2 + s**2)), spacing, filter, frequency_scaling)
-        along = x * cos + y * sin                 # coordinate along the detector axis
-        depth = R + (-x * sin + y * cos)          # distance from the source along the central ray
-        positions = (R * along / depth) / spacing + centre_index
-        weights = (R / depth) ** 2
-        image = _backproject(q, positions, weights, geometry.image_shape) * (math.pi / geometry.num_angles)
+        image = _fan_backproject(q, geometry, spacing) * (math.pi / geometry.num_angles)
     return image.reshape(*batch, *geometry.image_shape).to(sinogram.dtype)

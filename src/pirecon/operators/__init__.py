@@ -10,6 +10,7 @@ from .base import (
 )
 from .checks import adjoint_test
 from .odl_bridge import OdlOperator
+from .sparse import SparseMatrixOperator
 
 __all__ = [
     "LinearOperator",
@@ -19,5 +20,6 @@ __all__ = [
     "ScaledOperator",
     "MatrixOperator",
     "OdlOperator",
+    "SparseMatrixOperator",
     "adjoint_test",
 ]
