@@ -118,6 +118,23 @@ class TestBadInput:
         with pytest.raises(ValueError, match="source_distance: expected more than the image's half diagonal 45.25 mm"):
             FanBeam2D((64, 64), num_angles=4, source_distance=40.0, detector_distance=10.0)
 
+    def test_fan_detector_arguments(self):
+        with pytest.raises(ValueError, match="num_detectors: expected a positive integer, found 0"):
+            FanBeam2D((8, 8), num_angles=4, num_detectors=0, source_distance=100.0, detector_distance=50.0)
+        with pytest.raises(ValueError, match="detector_distance: expected a finite number >= 0, found 'x'"):
+            FanBeam2D((8, 8), num_angles=4, source_distance=100.0, detector_distance="x")
+
+    def test_cone_arguments(self):
+        kwargs = dict(detector_shape=(4, 4), detector_spacing=1.0, source_distance=50.0, detector_distance=10.0)
+        g = ConeBeam3D((4, 4, 4), num_angles=3, **{**kwargs, "detector_spacing": np.float32(1.5)})
+        assert g.detector_spacing == (1.5, 1.5)
+        with pytest.raises(ValueError, match=re.escape("detector_spacing: expected a number or a (row, col) pair, found (1, 2, 3)")):
+            ConeBeam3D((4, 4, 4), num_angles=3, **{**kwargs, "detector_spacing": (1, 2, 3)})
+        with pytest.raises(ValueError, match="detector_spacing: expected a positive number, found -1"):
+            ConeBeam3D((4, 4, 4), num_angles=3, **{**kwargs, "detector_spacing": -1})
+        with pytest.raises(ValueError, match="detector_distance: expected a finite number >= 0, found -1"):
+            ConeBeam3D((4, 4, 4), num_angles=3, **{**kwargs, "detector_distance": -1})
+
     def test_dict_errors(self):
         d = ParallelBeam2D((8, 8), num_angles=4).to_dict()
         with pytest.raises(ValueError, match="geometry dict: expected 'type' in"):

@@ -188,3 +188,70 @@ class TestSparseMatrixOperator:
 
         with pytest.raises(ValueError, match=re.escape("matrix: expected shape (12, 20) for (4, 5) -> (3, 4), found (12, 21)")):
             SparseMatrixOperator(sp.csr_matrix((12, 21)), (4, 5), (3, 4))
+
+
+class _RealToComplex(LinearOperator):
+    """x -> c M x for real x; its adjoint on the real domain is Re(conj(c) M^T y)."""
+
+    def __init__(self, matrix, c):
+        super().__init__((matrix.shape[1],), (matrix.shape[0],), domain_kind="real", range_kind="complex")
+        self.matrix, self.c = matrix, c
+
+    def _forward(self, x):
+        return self.c * (x @ self.matrix.T.to(x.dtype))
+
+    def _adjoint(self, y):
+        return (self.c.conjugate() * y @ self.matrix.to(y.dtype)).real
+
+
+class TestKindsAndDevices:
+    def test_real_to_complex_operator_adjoint_and_gradient(self):
+        A = _RealToComplex(random_matrix(3, 5), 1 + 2j)
+        assert adjoint_test(A) < 1e-12
+        x = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
+        out = A(x)
+        assert out.is_complex()
+        (out.abs() ** 2).sum().backward()
+        assert x.grad.dtype == torch.float64
+        assert torch.autograd.gradcheck(A, (x.detach().requires_grad_(),))
+
+    def test_numpy_complex_scalar_is_not_truncated(self):
+        import numpy as np
+
+        M = random_matrix(3, 4, complex=True)
+        A = MatrixOperator(M)
+        x = torch.randn(4, dtype=torch.complex128)
+        torch.testing.assert_close((A * np.complex128(1 + 2j))(x), (1 + 2j) * (x @ M.T))
+        assert adjoint_test(np.complex64(2 - 1j) * A) < 1e-6
+
+    def test_complex_scalar_on_real_operator_is_refused(self):
+        with pytest.raises(ValueError, match=re.escape("c * A: expected a real scalar for an operator with a real range, found (1+1j)")):
+            MatrixOperator(random_matrix(3, 4)) * (1 + 1j)
+
+    def test_composition_checks_kinds(self):
+        real, cplx = MatrixOperator(random_matrix(4, 4)), MatrixOperator(random_matrix(4, 4, complex=True))
+        with pytest.raises(ValueError, match="A @ B: expected B's range to be real like A's domain, found complex"):
+            real @ cplx
+        with pytest.raises(ValueError, match="A \\+ B: expected equal kinds"):
+            real + cplx
+
+    def test_device_restrictions_combine(self):
+        cpu_only = MatrixOperator(random_matrix(4, 4))
+        cpu_only.device_types = ("cpu",)
+        anywhere = MatrixOperator(random_matrix(4, 4))
+        assert (anywhere @ cpu_only).device_types == ("cpu",)
+        assert (cpu_only @ anywhere).device_types == ("cpu",)
+        assert (anywhere + cpu_only).device_types == ("cpu",)
+        assert (2 * cpu_only).T.device_types == ("cpu",)
+        with pytest.raises(ValueError, match="MatrixOperator input: expected a tensor on a cpu device, found meta"):
+            cpu_only(torch.empty(4, device="meta"))
+
+    def test_odl_complex_operators(self):
+        for odl_op in (odl.ScalingOperator(odl.cn(4), 1 + 2j), odl.ComplexEmbedding(odl.rn(4), scalar=1j)):
+            A = OdlOperator(odl_op)
+            assert adjoint_test(A) < 1e-12
+            x = torch.randn(3, 4, dtype=torch.float64 if A.domain_kind == "real" else torch.complex128)
+            assert A(x).dtype == torch.complex128
+        embed = OdlOperator(odl.ComplexEmbedding(odl.rn(4), scalar=1j))
+        x = torch.randn(4, dtype=torch.float32)
+        torch.testing.assert_close(embed(x), 1j * x.to(torch.complex64))

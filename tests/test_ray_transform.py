@@ -203,7 +203,7 @@ class TestBadInput:
             self.A(torch.zeros(1, 1, 64, 64))
 
     def test_sinogram_that_does_not_match_the_geometry(self):
-        with pytest.raises(ValueError, match=re.escape("AdjointOperator input: expected shape (..., 30, 183), found (1, 30, 182)")):
+        with pytest.raises(ValueError, match=re.escape("RayTransform adjoint input: expected shape (..., 30, 183), found (1, 30, 182)")):
             self.A.T(torch.zeros(1, 30, 182))
 
     def test_integer_dtype(self):
@@ -213,7 +213,7 @@ class TestBadInput:
     def test_unsupported_device(self):
         with pytest.raises(ValueError, match="RayTransform input: expected a tensor on a cpu or cuda device, found meta"):
             self.A(torch.empty(1, 128, 128, device="meta"))
-        with pytest.raises(ValueError, match="AdjointOperator input: expected a tensor on a cpu or cuda device, found meta"):
+        with pytest.raises(ValueError, match="RayTransform adjoint input: expected a tensor on a cpu or cuda device, found meta"):
             self.A.T(torch.empty(30, 183, device="meta"))
 
     def test_nan(self):

@@ -6,6 +6,8 @@ concerns, so that a user can fix the call without reading the source.
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Sequence
 
 import torch
@@ -93,9 +95,9 @@ def check_choice(value: str, name: str, choices: Sequence[str]) -> str:
 
 
 def check_positive(value, name: str, *, integer: bool = False):
-    """Return ``value`` if it is a positive number (an ``int`` when ``integer``)."""
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0:
+    """Return ``value`` if it is a finite positive number (an integer when ``integer``); NumPy scalars count."""
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0 or not math.isfinite(value):
         what = "a positive integer" if integer else "a positive number"
         raise ValueError(f"{name}: expected {what}, found {value!r}")
     return value

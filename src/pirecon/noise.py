@@ -130,8 +130,11 @@ class GaussianNoise(NoiseModel):
         self.relative = None if relative is None else float(check_positive(relative, "relative"))
 
     def std(self, y: torch.Tensor) -> torch.Tensor:
-        """Noise standard deviation, broadcastable to ``y``: shape ``(B, 1, ..., 1)`` (0-d for 0-d ``y``)."""
-        y = check_tensor(y, "y")
+        """Noise standard deviation, broadcastable to ``y``: shape ``(B, 1, ..., 1)`` (0-d for 0-d ``y``).
+
+        A level of the measurement, not a function of it: detached from autograd, so ``d noise(y)/dy = 1``.
+        """
+        y = check_tensor(y, "y").detach()
         if self.sigma is not None:
             return torch.full((), self.sigma, dtype=y.dtype, device=y.device)
         if y.ndim == 0:

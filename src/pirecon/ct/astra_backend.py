@@ -1,10 +1,14 @@
 """The ``astra`` ray-transform backend: ASTRA Toolbox projectors fed torch tensors through DLPack.
 
 CPU tensors use ASTRA's CPU projectors (``linear``, i.e. Joseph, for parallel
-beams; ``line_fanflat`` for fan beams). CUDA tensors use ASTRA's CUDA
-projectors on the tensor's own GPU memory (``astra.experimental.direct_FP2D``
-/ ``direct_FP3D`` accept DLPack objects), so nothing goes through the host.
-ASTRA computes in float32; float64 inputs are cast and the result cast back.
+beams; ``line_fanflat`` for fan beams); their back-projection is the exact
+transpose of the forward projection. CUDA tensors use ASTRA's CUDA projectors
+on the tensor's own GPU memory (``astra.experimental.direct_FP2D`` /
+``direct_FP3D`` accept DLPack objects), so nothing goes through the host;
+ASTRA's CUDA back-projector is pixel-driven and only approximately the
+transpose of its ray-driven forward projector (use ``sparse`` on CUDA where
+exact adjoints matter). ASTRA computes in float32; float64 inputs are cast
+and the result cast back.
 """
 
 from __future__ import annotations
@@ -52,11 +56,9 @@ class AstraBackend:
                     raise BackendUnavailableError(
                         "astra backend: got a CUDA tensor but this ASTRA build or machine has no CUDA support"
                     )
-                astra.set_gpu_index(device.index or 0)
-                if isinstance(g, ConeBeam3D):
-                    pid = astra.create_projector("cuda3d", g.astra_projection_geometry(), g.astra_volume_geometry())
-                else:
-                    pid = astra.create_projector("cuda", g.astra_projection_geometry(), g.astra_volume_geometry())
+                kind = "cuda3d" if isinstance(g, ConeBeam3D) else "cuda"
+                pid = astra.create_projector(kind, g.astra_projection_geometry(), g.astra_volume_geometry(),
+                                             options={"GPUIndex": device.index or 0})
             elif device.type == "cpu":
                 if isinstance(g, ConeBeam3D):
                     raise BackendUnavailableError(
@@ -70,9 +72,19 @@ class AstraBackend:
         return self._projectors[device]
 
     def _run(self, x: torch.Tensor, in_shape, out_shape, adjoint: bool) -> torch.Tensor:
+        if x.device.type == "cuda":
+            with torch.cuda.device(x.device):
+                torch.cuda.current_stream().synchronize()  # ASTRA runs on its own stream
+                return self._run_on_device(x, in_shape, out_shape, adjoint)
+        return self._run_on_device(x, in_shape, out_shape, adjoint)
+
+    def _run_on_device(self, x: torch.Tensor, in_shape, out_shape, adjoint: bool) -> torch.Tensor:
+        import astra
         import astra.experimental as ax
 
         pid = self._projector(x.device)
+        if x.device.type == "cuda" and isinstance(self.geometry, ConeBeam3D):
+            astra.set_gpu_index(x.device.index or 0)  # ASTRA's 3D calls use its global GPU setting
         batch = x.shape[: x.ndim - len(in_shape)]
         work = x.detach().reshape(-1, *in_shape).to(torch.float32).contiguous()
         cone = isinstance(self.geometry, ConeBeam3D)
@@ -82,7 +94,8 @@ class AstraBackend:
                 work = work.permute(0, 2, 1, 3).contiguous()
             else:
                 out_shape = (out_shape[1], out_shape[0], out_shape[2])
-        out = torch.zeros(work.shape[0], *out_shape, dtype=torch.float32, device=x.device)  # ASTRA may accumulate
+        # NaN-filled: ASTRA overwrites the output, and a call that fails without raising leaves NaN behind
+        out = torch.full((work.shape[0], *out_shape), float("nan"), dtype=torch.float32, device=x.device)
         for i in range(work.shape[0]):
             if cone:
                 if adjoint:
@@ -93,6 +106,9 @@ class AstraBackend:
                 ax.direct_BP2D(pid, out[i], work[i])
             else:
                 ax.direct_FP2D(pid, work[i], out[i])
+        if bool(torch.isnan(out).any()):
+            raise RuntimeError(f"astra backend: ASTRA left part of the {'back-' if adjoint else ''}projection "
+                               f"unwritten on {x.device} (a failed call, e.g. out of GPU memory, or NaN in the input)")
         if cone and not adjoint:
             out = out.permute(0, 2, 1, 3)
         return out.reshape(*batch, *out.shape[1:]).to(x.dtype)

@@ -48,6 +48,15 @@ def _shape(value, name: str, ndim: int) -> tuple[int, ...]:
     return tuple(int(s) for s in shape)
 
 
+def _number(value, name: str, *, minimum: float | None = None) -> float:
+    """A finite real number (``>= minimum`` if given), else ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(float(value)) or (minimum is not None and float(value) < minimum):
+        what = "a finite number" if minimum is None else f"a finite number >= {minimum:g}"
+        raise ValueError(f"{name}: expected {what}, found {value!r}")
+    return float(value)
+
+
 def _angles(num_angles, angles, name: str, arc: float) -> tuple[float, ...]:
     """Explicit angles (radians), or ``num_angles`` equispaced on ``[0, arc)``."""
     if angles is not None:
@@ -234,10 +243,7 @@ class FanBeam2D(_Geometry2D):
         self.pixel_size = float(check_positive(pixel_size, "pixel_size"))
         self.angles = _angles(num_angles, angles, "angles", 2 * math.pi)
         self.source_distance = float(check_positive(source_distance, "source_distance"))
-        detector_distance = float(detector_distance)
-        if not detector_distance >= 0:
-            raise ValueError(f"detector_distance: expected a number >= 0, found {detector_distance!r}")
-        self.detector_distance = detector_distance
+        self.detector_distance = detector_distance = _number(detector_distance, "detector_distance", minimum=0)
         rho = self.object_radius
         if self.source_distance <= rho:
             raise ValueError(
@@ -246,6 +252,8 @@ class FanBeam2D(_Geometry2D):
             )
         magnification = (self.source_distance + detector_distance) / self.source_distance
         half_width = (self.source_distance + detector_distance) * math.tan(math.asin(rho / self.source_distance))
+        if num_detectors is not None:
+            check_positive(num_detectors, "num_detectors", integer=True)
         if detector_spacing is None:
             detector_spacing = (2 * half_width / num_detectors if num_detectors is not None
                                 else self.pixel_size * magnification)
@@ -299,14 +307,14 @@ class ConeBeam3D(Geometry):
         self.voxel_size = float(check_positive(voxel_size, "voxel_size"))
         self.angles = _angles(num_angles, angles, "angles", 2 * math.pi)
         self.detector_shape = _shape(detector_shape, "detector_shape", 2)
-        if isinstance(detector_spacing, (int, float)):
-            detector_spacing = (detector_spacing, detector_spacing)
-        spacing = tuple(float(check_positive(s, "detector_spacing")) for s in detector_spacing)
-        if len(spacing) != 2:
-            raise ValueError(f"detector_spacing: expected a number or (row, col) pair, found {detector_spacing!r}")
-        self.detector_spacing = spacing
+        pair = np.atleast_1d(np.asarray(detector_spacing, dtype=object))
+        if pair.size == 1:
+            pair = np.repeat(pair, 2)
+        if pair.shape != (2,):
+            raise ValueError(f"detector_spacing: expected a number or a (row, col) pair, found {detector_spacing!r}")
+        self.detector_spacing = tuple(float(check_positive(s, "detector_spacing")) for s in pair)
         self.source_distance = float(check_positive(source_distance, "source_distance"))
-        self.detector_distance = float(detector_distance)
+        self.detector_distance = _number(detector_distance, "detector_distance", minimum=0)
         self._freeze()
 
     @property

@@ -3,8 +3,10 @@
 pirecon images ``(H, W)`` have row 0 at the top and columns along x; ODL
 arrays are indexed ``[ix, iy]`` with y growing. The backend converts between
 the two (``odl = flip(image, rows).T``) so that its sinograms equal the other
-backends'. ODL runs on NumPy through ASTRA (``astra_cuda`` when ASTRA sees a
-GPU, else ``astra_cpu``), so data pass through host memory.
+backends'. ODL runs on NumPy through ASTRA (``astra_cpu`` by default,
+``impl="astra_cuda"`` on request), so data pass through host memory. It is a
+reference backend: with ``astra_cpu`` its adjoint is the exact transpose on
+every machine.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def _angle_partition(angles):
     return odl.nonuniform_partition(a)
 
 
-def odl_ray_transform(geometry, impl: str | None = None):
+def odl_ray_transform(geometry, impl: str = "astra_cpu"):
     """ODL's ``RayTransform`` for a pirecon 2D geometry, on ODL's axis convention."""
     import odl
     from odl.applications import tomo
@@ -45,8 +47,6 @@ def odl_ray_transform(geometry, impl: str | None = None):
     else:
         odl_geometry = tomo.FanBeamGeometry(apart, dpart, src_radius=geometry.source_distance,
                                             det_radius=geometry.detector_distance)
-    if impl is None:
-        impl = "astra_cuda" if tomo.ASTRA_CUDA_AVAILABLE and torch.cuda.is_available() else "astra_cpu"
     return tomo.RayTransform(space, odl_geometry, impl=impl)
 
 
@@ -55,7 +55,7 @@ class OdlBackend:
 
     name = "odl"
 
-    def __init__(self, geometry, impl: str | None = None):
+    def __init__(self, geometry, impl: str = "astra_cpu"):
         self.geometry = geometry
         self.operator = OdlOperator(odl_ray_transform(geometry, impl))
 

@@ -25,8 +25,11 @@ class RayTransform(LinearOperator):
     ``(A x)[theta, s]`` approximates the integral of ``x`` along the ray at
     angle ``theta`` and detector position ``s``, in mm (image values times
     mm). Cone-beam volumes are ``(..., D, H, W)`` and sinograms
-    ``(..., angles, rows, cols)``. The adjoint is the exact transpose of the
-    backend's discretisation, and autograd applies it in the backward pass.
+    ``(..., angles, rows, cols)``. ``A.T`` is the backend's back-projection,
+    and autograd applies it in the backward pass: the exact transpose for
+    ``sparse`` (CPU and CUDA) and for ``astra`` and ``odl`` on the CPU (up to
+    float32 rounding); ASTRA's CUDA back-projector is only approximately the
+    transpose of its forward projector.
 
     Parameters
     ----------

@@ -38,7 +38,10 @@ class _ApplyLinear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
-        return None, _ApplyLinear.apply(ctx.op.T, grad_output)
+        grad = _ApplyLinear.apply(ctx.op.T, grad_output)
+        if ctx.op.domain_kind == "real" and grad.is_complex():
+            grad = grad.real  # real inputs: the gradient is Re(A^H g)
+        return None, grad
 
 
 class LinearOperator:
@@ -87,13 +90,17 @@ class LinearOperator:
     # -- public application ---------------------------------------------------
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """``A x`` for ``x`` of shape ``(*batch, *domain_shape)``, differentiable in ``x``."""
-        name = f"{type(self).__name__} input"
+        name = self._input_name()
         if self.device_types is not None and isinstance(x, torch.Tensor) and x.device.type not in self.device_types:
             raise ValueError(f"{name}: expected a tensor on a {' or '.join(self.device_types)} device, found {x.device}")
         check_tensor(x, name, kind=self.domain_kind, trailing_shape=self.domain_shape, finite=self.check_finite)
         return _ApplyLinear.apply(self, x)
 
     forward = __call__
+
+    def _input_name(self) -> str:
+        """How error messages name this operator's input."""
+        return f"{type(self).__name__} input"
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """``A^H y`` for ``y`` of shape ``(*batch, *range_shape)``, differentiable in ``y``."""
@@ -190,6 +197,15 @@ class LinearOperator:
         return f"{type(self).__name__}({self.domain_shape} -> {self.range_shape})"
 
 
+def _common_devices(*ops: LinearOperator) -> tuple[str, ...] | None:
+    """Device types every operator in ``ops`` runs on (``None``: no restriction)."""
+    allowed = None
+    for op in ops:
+        if op.device_types is not None:
+            allowed = op.device_types if allowed is None else tuple(d for d in allowed if d in op.device_types)
+    return allowed
+
+
 class AdjointOperator(LinearOperator):
     """``A^H``: swaps the forward and adjoint of ``A``."""
 
@@ -200,6 +216,9 @@ class AdjointOperator(LinearOperator):
         self._adjoint_op = op
         self.check_finite = op.check_finite
         self.device_types = op.device_types
+
+    def _input_name(self) -> str:
+        return f"{type(self.op).__name__} adjoint input"
 
     def _forward(self, x):
         return self.op._adjoint(x)
@@ -220,11 +239,14 @@ class ComposedOperator(LinearOperator):
                 f"A @ B: expected B's range shape to equal A's domain shape {left.domain_shape}, "
                 f"found {right.range_shape}"
             )
+        if left.domain_kind != right.range_kind:
+            raise ValueError(f"A @ B: expected B's range to be {left.domain_kind} like A's domain, "
+                             f"found {right.range_kind}")
         super().__init__(right.domain_shape, left.range_shape,
                          domain_kind=right.domain_kind, range_kind=left.range_kind)
         self.left, self.right = left, right
         self.check_finite = right.check_finite
-        self.device_types = right.device_types
+        self.device_types = _common_devices(left, right)
 
     def _forward(self, x):
         return self.left._forward(self.right._forward(x))
@@ -245,11 +267,14 @@ class SumOperator(LinearOperator):
                 f"A + B: expected equal shapes, found {a.domain_shape} -> {a.range_shape} "
                 f"and {b.domain_shape} -> {b.range_shape}"
             )
+        if (a.domain_kind, a.range_kind) != (b.domain_kind, b.range_kind):
+            raise ValueError(f"A + B: expected equal kinds, found {a.domain_kind} -> {a.range_kind} "
+                             f"and {b.domain_kind} -> {b.range_kind}")
         super().__init__(a.domain_shape, a.range_shape,
                          domain_kind=a.domain_kind, range_kind=a.range_kind)
         self.a, self.b = a, b
         self.check_finite = a.check_finite
-        self.device_types = a.device_types
+        self.device_types = _common_devices(a, b)
 
     def _forward(self, x):
         return self.a._forward(x) + self.b._forward(x)
@@ -265,6 +290,12 @@ class ScaledOperator(LinearOperator):
     """``c A`` for a scalar ``c``; its adjoint is ``conj(c) A^H``."""
 
     def __init__(self, op: LinearOperator, scalar: numbers.Number):
+        if isinstance(scalar, numbers.Real):
+            scalar = float(scalar)
+        else:
+            scalar = complex(scalar)
+            if op.range_kind == "real":
+                raise ValueError(f"c * A: expected a real scalar for an operator with a real range, found {scalar!r}")
         super().__init__(op.domain_shape, op.range_shape,
                          domain_kind=op.domain_kind, range_kind=op.range_kind)
         self.op, self.scalar = op, scalar
@@ -275,8 +306,7 @@ class ScaledOperator(LinearOperator):
         return self.scalar * self.op._forward(x)
 
     def _adjoint(self, y):
-        c = self.scalar.conjugate() if isinstance(self.scalar, complex) else self.scalar
-        return c * self.op._adjoint(y)
+        return self.scalar.conjugate() * self.op._adjoint(y)
 
     def __repr__(self) -> str:
         return f"{self.scalar!r} * {self.op!r}"

@@ -60,21 +60,22 @@ class OdlOperator(LinearOperator):
         self._odl_adjoint = None
 
     @staticmethod
-    def _map(op, x: torch.Tensor, in_shape, out_shape, np_dtype) -> torch.Tensor:
+    def _map(op, x: torch.Tensor, in_shape, out_shape, out_kind: str) -> torch.Tensor:
+        """Apply ``op`` item by item in its own dtypes; the result is ``x``'s precision in ``out_kind``."""
         batch = x.shape[: x.ndim - len(in_shape)]
-        items = x.detach().reshape(-1, *in_shape).cpu().numpy()
-        out = np.empty((items.shape[0], *out_shape), dtype=np_dtype)
-        for i, item in enumerate(items):
-            out[i] = np.asarray(op(item.astype(np_dtype, copy=False)).asarray())
-        return torch.from_numpy(out).to(device=x.device, dtype=x.dtype).reshape(*batch, *out_shape)
+        items = x.detach().reshape(-1, *in_shape).cpu().numpy().astype(op.domain.dtype, copy=False)
+        out = np.stack([np.asarray(op(item).asarray()) for item in items])
+        real = x.real.dtype if x.is_complex() else x.dtype
+        dtype = real.to_complex() if out_kind == "complex" else real
+        return torch.from_numpy(out).to(device=x.device, dtype=dtype).reshape(*batch, *out_shape)
 
     def _forward(self, x):
-        return self._map(self.odl_op, x, self.domain_shape, self.range_shape, self.odl_op.range.dtype)
+        return self._map(self.odl_op, x, self.domain_shape, self.range_shape, self.range_kind)
 
     def _adjoint(self, y):
         if self._odl_adjoint is None:
             self._odl_adjoint = self.odl_op.adjoint
-        out = self._map(self._odl_adjoint, y, self.range_shape, self.domain_shape, self.odl_op.domain.dtype)
+        out = self._map(self._odl_adjoint, y, self.range_shape, self.domain_shape, self.domain_kind)
         return out if self._adjoint_scale == 1.0 else out * self._adjoint_scale
 
     def __repr__(self) -> str:
