@@ -27,7 +27,7 @@ def test_demo_writes_metrics_and_figure(tmp_path, capsys):
 
 def test_same_seed_same_report(tmp_path):
     for name in ("a", "b"):
-        main(["demo", "--out", str(tmp_path / name), "--num-ellipses", "2", "--quiet", "--seed", "5"])
+        assert main(["demo", "--out", str(tmp_path / name), "--num-ellipses", "2", "--quiet", "--seed", "5"]) == 0
     assert (tmp_path / "a" / "metrics.csv").read_text() == (tmp_path / "b" / "metrics.csv").read_text()
 
 
@@ -35,8 +35,19 @@ def test_bad_argument_exits_2_with_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "pirecon.cli", "demo", "--out", str(tmp_path), "--noise", "2"],
                           capture_output=True, text=True)
     assert proc.returncode == 2
-    assert "argument --noise: expected a number in [0, 1), found 2" in proc.stderr
+    assert "argument --noise: expected a number in [0, 1), found '2'" in proc.stderr
     assert "Traceback" not in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "pirecon.cli", "demo", "--out", str(tmp_path), "--num-ellipses", "abc"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "argument --num-ellipses: expected a positive integer, found 'abc'" in proc.stderr
+
+
+def test_noise_free_demo(tmp_path):
+    assert main(["demo", "--out", str(tmp_path), "--num-ellipses", "2", "--quiet", "--noise", "0"]) == 0
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    # noise-free 30-angle FBP of Shepp-Logan with Ram-Lak: 18.4 dB (equal to ODL's fbp_op, see fbp_vs_odl.py)
+    assert abs(float(rows[0]["psnr_shepp_logan_db"]) - 18.43) < 0.05
 
 
 def test_unwritable_output_is_one_clear_line(tmp_path):
@@ -70,3 +81,11 @@ class TestMetrics:
             psnr(torch.zeros(2, 1, 8, 9), torch.zeros(2, 1, 8, 8))
         with pytest.raises(ValueError, match=r"image: expected shape \(2, 1, 8, 8\) like truth, found \(3, 1, 8, 8\)"):
             psnr(torch.zeros(3, 1, 8, 8), torch.zeros(2, 1, 8, 8))
+        with pytest.raises(ValueError, match=r"truth: expected at least 4 dimensions, found shape \(2, 8, 8\)"):
+            ssim(torch.zeros(2, 8, 8), torch.zeros(2, 8, 8))
+
+    def test_constant_truth_is_refused(self):
+        truth = torch.rand(3, 1, 8, 8)
+        truth[1] = 0.5
+        with pytest.raises(ValueError, match=r"truth: expected images with a data range max - min > 0, found constant images at \[1\]"):
+            psnr(truth, truth)

@@ -153,6 +153,24 @@ class TestBadInput:
         with pytest.raises(ValueError, match="sinogram: expected finite values, found 0 NaN and 1 Inf entries"):
             fbp(y, self.g)
 
+    def test_partial_or_uneven_scans(self):
+        short = ParallelBeam2D((16, 16), num_angles=10, angles=np.linspace(0, 2, 10))
+        with pytest.raises(ValueError, match=re.escape("fbp: expected equispaced angles covering [0, pi) or [0, 2 pi), "
+                                                       "found 10 angles from 0 to 2 rad")):
+            fbp(torch.zeros(short.sinogram_shape), short)
+        uneven = ParallelBeam2D((16, 16), angles=[0.0, 0.1, 1.0, 2.0])
+        with pytest.raises(ValueError, match="not equispaced"):
+            fbp(torch.zeros(uneven.sinogram_shape), uneven)
+        short_fan = FanBeam2D((16, 16), angles=np.linspace(0, math.pi, 20, endpoint=False), source_distance=50.0,
+                              detector_distance=20.0)
+        with pytest.raises(ValueError, match="short scans need Parker weights"):
+            fbp(torch.zeros(short_fan.sinogram_shape), short_fan)
+
+    def test_full_circle_parallel_scan_keeps_the_scale(self):
+        g = ParallelBeam2D((64, 64), num_angles=120, angles=np.arange(120) * (2 * math.pi / 120))
+        x = shepp_logan((64, 64), dtype=torch.float64)
+        assert abs(float(fbp(RayTransform(g)(x), g).mean() / x.mean()) - 1) < 0.01
+
     def test_wrong_geometry_type(self):
         with pytest.raises(TypeError, match="geometry: expected ParallelBeam2D, FanBeam2D or a RayTransform, found str"):
             fbp(torch.zeros(30, 183), "parallel")

@@ -15,27 +15,32 @@ from . import __version__
 
 
 def _demo(args) -> int:
-    from .demo import _table_markdown, run_ct_demo
+    from .demo import _table_markdown, best_filter, run_ct_demo
 
     scores = run_ct_demo(args.out, num_ellipses=args.num_ellipses, seed=args.seed, noise=args.noise,
                          progress=not args.quiet)
-    best = max(scores, key=lambda s: s.psnr_ellipses).filter
-    print(_table_markdown(scores, best, args.num_ellipses))
+    print(_table_markdown(scores, best_filter(scores), args.num_ellipses))
     print(f"wrote {args.out}/metrics.md, metrics.csv and figure.png")
     return 0
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, found {text!r}")
     return value
 
 
 def _fraction(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
     if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), found {text}")
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), found {text!r}")
     return value
 
 
@@ -47,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", required=True, help="output directory (created if missing)")
     demo.add_argument("--num-ellipses", type=_positive_int, default=20, help="held-out random-ellipse images")
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--noise", type=_fraction, default=0.05, help="Gaussian std relative to mean |data|")
+    demo.add_argument("--noise", type=_fraction, default=0.05, help="Gaussian std relative to mean |data| (0: none)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(run=_demo)
     return parser
@@ -58,7 +63,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, TypeError, OSError) as err:
+    except (ValueError, OSError) as err:
         print(f"pirecon {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -27,7 +27,7 @@ from .metrics import psnr, ssim
 from .noise import GaussianNoise
 from .phantoms import random_ellipses, shepp_logan
 
-__all__ = ["run_ct_demo", "FilterScore"]
+__all__ = ["run_ct_demo", "best_filter", "FilterScore", "HELD_OUT_START"]
 
 
 @dataclass(frozen=True)
@@ -55,12 +55,10 @@ def _table_markdown(scores: list[FilterScore], best: str, num_ellipses: int) -> 
 
 
 def _figure(path: Path, truth, sinogram, ramlak, best_rec, best: str, scores: dict[str, FilterScore]) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: leaves the caller's backend and figures alone
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 5, figsize=(20, 4.2), constrained_layout=True)
+    fig = Figure(figsize=(20, 4.2), layout="constrained")
+    axes = fig.subplots(1, 5)
     vmin, vmax = 0.0, float(truth.max())
     panels = [
         (truth, "ground truth (modified Shepp-Logan)", dict(cmap="gray", vmin=vmin, vmax=vmax)),
@@ -79,28 +77,40 @@ def _figure(path: Path, truth, sinogram, ramlak, best_rec, best: str, scores: di
     axes[1].set_ylabel("angle")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+
+
+HELD_OUT_START = 1_000_000
+"""Index of the first held-out random-ellipse image in a seed's stream (training sets use indices below)."""
+
+
+def best_filter(scores: list[FilterScore]) -> str:
+    """The filter with the highest mean PSNR on the random-ellipse images."""
+    return max(scores, key=lambda s: s.psnr_ellipses).filter
 
 
 def run_ct_demo(out: str | Path, *, num_ellipses: int = 20, seed: int = 0, noise: float = 0.05,
                 progress: bool = True) -> list[FilterScore]:
     """Simulate LPD-ellipses data, reconstruct with every FBP filter, write metrics and a figure to ``out``.
 
-    Returns the scores, one per filter. ``noise`` is the Gaussian std relative to mean |data|.
+    Returns the scores, one per filter. ``noise`` is the Gaussian std relative to mean |data| (0: none).
+    The random-ellipse images are indices ``HELD_OUT_START ...`` of the seed's stream.
     """
     out = Path(out)
     geometry = lpd_ellipses_geometry()
     A = RayTransform(geometry)
-    truth = torch.cat([shepp_logan(geometry.image_shape), random_ellipses(geometry.image_shape, num_ellipses, seed=seed)])
+    held_out = random_ellipses(geometry.image_shape, num_ellipses, seed=seed, start_index=HELD_OUT_START)
+    truth = torch.cat([shepp_logan(geometry.image_shape), held_out])
     with torch.no_grad():
-        sinogram = GaussianNoise(relative=noise)(A(truth), seed=seed + 1)
+        sinogram = A(truth)
+        if noise > 0:
+            sinogram = GaussianNoise(relative=noise)(sinogram, seed=seed + 1)
         scores, reconstructions = [], {}
         for name in tqdm(FILTERS, desc="FBP filters", disable=not progress):
             rec = fbp(sinogram, A, name)
             p, s = psnr(rec, truth), ssim(rec, truth)
             scores.append(FilterScore(name, float(p[0]), float(s[0]), float(p[1:].mean()), float(s[1:].mean())))
             reconstructions[name] = rec[0, 0]
-    best = max(scores, key=lambda s: s.psnr_ellipses).filter
+    best = best_filter(scores)
 
     with atomic_path(out / "metrics.csv") as tmp:
         buffer = io.StringIO()

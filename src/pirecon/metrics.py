@@ -1,7 +1,8 @@
 """Image-quality metrics per image, on torchmetrics.
 
-Both take ``(B, C, H, W)`` tensors and return one value per image ``(B,)``;
-the data range is that of each ground-truth image, ``max - min``.
+Both take ``(B, C, H, W)`` tensors (``(B, C, D, H, W)`` for PSNR) and return
+one value per image ``(B,)``; the data range is that of each ground-truth
+image, ``max - min``.
 """
 
 from __future__ import annotations
@@ -15,12 +16,16 @@ __all__ = ["psnr", "ssim"]
 
 
 def _pairs(image: torch.Tensor, truth: torch.Tensor):
-    check_tensor(truth, "truth", min_ndim=3)
+    check_tensor(truth, "truth", min_ndim=4)
     check_tensor(image, "image", trailing_shape=truth.shape[1:])
     if image.shape != truth.shape:
         raise ValueError(f"image: expected shape {tuple(truth.shape)} like truth, found {tuple(image.shape)}")
     flat = truth.reshape(truth.shape[0], -1)
-    return image.double(), truth.double(), (flat.amax(dim=1) - flat.amin(dim=1)).double()
+    ranges = (flat.amax(dim=1) - flat.amin(dim=1)).double()
+    constant = torch.nonzero(ranges == 0).flatten().tolist()
+    if constant:
+        raise ValueError(f"truth: expected images with a data range max - min > 0, found constant images at {constant}")
+    return image.double(), truth.double(), ranges
 
 
 def psnr(image: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ the distance weight ``1 / U^2`` (Kak & Slaney, ch. 3.4):
     f(x) = (1/2) (2 pi / N) sum_beta U(x, beta)^-2 q_beta(s(x, beta)).
 
 The fan-beam back-projection is pixel-driven with linear interpolation
-along the detector, batched and differentiable (autograd through ``gather``).
+along the detector, batched and differentiable (autograd through indexing).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from .ray_transform import RayTransform
 __all__ = ["fbp", "fbp_filter", "FILTERS"]
 
 FILTERS = ("ram-lak", "shepp-logan", "cosine", "hamming", "hann")
-_GATHER_ELEMENTS = 1 << 24  # batch x angles x pixels gathered per chunk
+_GATHER_ELEMENTS = 1 << 22  # batch x angles x pixels per chunk (about ten such temporaries live at once)
 
 
 def fbp_filter(num_detectors: int, spacing: float, filter: str = "ram-lak", frequency_scaling: float = 1.0,
@@ -119,6 +119,22 @@ def _fan_backproject(q: torch.Tensor, geometry: FanBeam2D, spacing: float) -> to
     return out.reshape(batch, height, width)
 
 
+def _check_full_scan(geometry) -> None:
+    """FBP's weights assume equispaced angles over a full scan: ``[0, pi)`` or ``[0, 2 pi)`` (fan: ``[0, 2 pi)``)."""
+    angles = np.asarray(geometry.angles)
+    n = angles.size
+    parallel = isinstance(geometry, ParallelBeam2D)
+    arcs = (math.pi, 2 * math.pi) if parallel else (2 * math.pi,)
+    step = (angles[-1] - angles[0]) / (n - 1) if n > 1 else 0.0
+    equispaced = n > 1 and np.allclose(np.diff(angles), step, rtol=1e-6, atol=1e-9)
+    if not (equispaced and any(abs(n * step - arc) <= 1e-6 * arc for arc in arcs)):
+        expected = "[0, pi) or [0, 2 pi)" if parallel else "[0, 2 pi) (short scans need Parker weights, not supported)"
+        raise ValueError(
+            f"fbp: expected equispaced angles covering {expected}, found {n} angles from {angles[0]:.4g} "
+            f"to {angles[-1]:.4g} rad{'' if equispaced else ', not equispaced'}"
+        )
+
+
 @functools.lru_cache(maxsize=4)
 def _default_ray_transform(geometry: ParallelBeam2D) -> RayTransform:
     return RayTransform(geometry)
@@ -148,6 +164,7 @@ def fbp(sinogram: torch.Tensor, geometry, filter: str = "ram-lak", frequency_sca
                         f"found {type(geometry).__name__}")
     check_tensor(sinogram, "sinogram", trailing_shape=geometry.sinogram_shape)
     filter = check_choice(filter, "filter", FILTERS)
+    _check_full_scan(geometry)
     work_dtype = torch.float64 if sinogram.dtype == torch.float64 else torch.float32
     batch = sinogram.shape[:-2]
     sino = sinogram.to(work_dtype).reshape(-1, *geometry.sinogram_shape)

@@ -21,7 +21,7 @@ from .geometry import FanBeam2D, ParallelBeam2D
 
 __all__ = ["joseph_matrix", "estimate_nnz"]
 
-_CHUNK_ELEMENTS = 1 << 22  # rays x steps handled per vectorised chunk
+_CHUNK_ELEMENTS = 1 << 20  # rays x steps handled per vectorised chunk
 
 
 def estimate_nnz(geometry) -> int:
@@ -84,24 +84,26 @@ def joseph_matrix(geometry, dtype=np.float32) -> sp.csr_matrix:
     du, dv = direction[:, 0], -direction[:, 1]
     x_major = np.abs(du) >= np.abs(dv)
 
-    rows, cols, vals = [], [], []
+    blocks = []
     n_rays = points.shape[0]
     chunk = max(1, _CHUNK_ELEMENTS // max(height, width))
     for start in range(0, n_rays, chunk):
-        sl = slice(start, min(start + chunk, n_rays))
-        ray_ids = np.arange(sl.start, sl.stop)
-        xm = x_major[sl]
+        stop = min(start + chunk, n_rays)
+        ray_ids = np.arange(start, stop)
+        xm = x_major[start:stop]
+        parts = []
         if xm.any():
             r = ray_ids[xm]
             ray, col, row, w = _march(r, u0[r], v0[r], du[r], dv[r], width, height, px)
-            rows.append(ray); cols.append(row * width + col); vals.append(w)
+            parts.append((ray, row * width + col, w))
         if (~xm).any():
             r = ray_ids[~xm]
             ray, row, col, w = _march(r, v0[r], u0[r], dv[r], du[r], height, width, px)
-            rows.append(ray); cols.append(row * width + col); vals.append(w)
-    rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-    cols = np.concatenate(cols) if cols else np.zeros(0, np.int64)
-    vals = np.concatenate(vals).astype(dtype) if vals else np.zeros(0, dtype)
-    matrix = sp.csr_matrix((vals, (rows, cols)), shape=(n_rays, height * width))
+            parts.append((ray, row * width + col, w))
+        ray, pixel, w = (np.concatenate(p) for p in zip(*parts))
+        # one CSR block per chunk of consecutive rays keeps the peak memory near the result's size
+        blocks.append(sp.csr_matrix((w.astype(dtype), (ray - start, pixel)), shape=(stop - start, height * width)))
+    matrix = sp.vstack(blocks, format="csr")
     matrix.sum_duplicates()
+    matrix.indices = matrix.indices.astype(np.int32, copy=False)
     return matrix

@@ -1,13 +1,16 @@
-"""On-disk cache of sparse matrices derived from a geometry (system and back-projection matrices).
+"""On-disk cache of sparse matrices derived from a geometry (the ray transform's system matrix).
 
 Files live under ``$PIRECON_CACHE_DIR`` (default ``$XDG_CACHE_HOME/pirecon``
 or ``~/.cache/pirecon``), one ``.npz`` per (kind, geometry fingerprint),
 written atomically. A file that is unreadable, truncated, or written for
-another geometry or format is ignored and rebuilt.
+another geometry or format is ignored and rebuilt. While one process builds
+a matrix it holds a lock file, so concurrent jobs (DDP ranks, parallel test
+workers) wait and then load instead of all building at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -61,10 +64,33 @@ def cached_matrix(kind: str, geometry, build: Callable[[], sp.csr_matrix], shape
     fingerprint = geometry.fingerprint()
     path = directory / f"{kind}-{fingerprint[:24]}.npz"
     matrix = _load(path, kind, fingerprint, shape)
-    if matrix is None:
-        matrix = build()
-        try:
-            _save(path, kind, matrix, fingerprint)
-        except OSError as err:
-            warnings.warn(f"could not cache the matrix in {directory}: {err}", stacklevel=2)
+    if matrix is not None:
+        return matrix
+    with _build_lock(path):
+        matrix = _load(path, kind, fingerprint, shape)  # another process may have built it meanwhile
+        if matrix is None:
+            matrix = build()
+            try:
+                _save(path, kind, matrix, fingerprint)
+            except OSError as err:
+                warnings.warn(f"could not cache the matrix in {directory}: {err}", stacklevel=3)
     return matrix
+
+
+@contextlib.contextmanager
+def _build_lock(path: Path):
+    """An exclusive advisory lock on ``path.lock`` (a no-op where ``fcntl`` or the directory is unavailable)."""
+    try:
+        import fcntl
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path.with_suffix(".lock"), "a")
+    except (ImportError, OSError):
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

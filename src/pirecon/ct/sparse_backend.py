@@ -8,6 +8,8 @@ disk (``matrix_cache``) keyed by the geometry's fingerprint, and applied by a
 from __future__ import annotations
 
 import functools
+import hashlib
+import inspect
 import os
 
 import numpy as np
@@ -42,15 +44,24 @@ def _max_bytes_default() -> int:
         return DEFAULT_MAX_BYTES
     try:
         return int(float(value))
-    except ValueError:
-        raise ValueError(f"PIRECON_SPARSE_MAX_BYTES: expected a number of bytes, found {value!r}") from None
+    except (ValueError, OverflowError):
+        raise ValueError(f"PIRECON_SPARSE_MAX_BYTES: expected a finite number of bytes, found {value!r}") from None
+
+
+@functools.lru_cache(maxsize=1)
+def _builder_version() -> str:
+    """Hash of the matrix builder's source: editing ``joseph.py`` invalidates cached matrices."""
+    from . import joseph
+
+    return hashlib.sha256(inspect.getsource(joseph).encode()).hexdigest()[:12]
 
 
 @functools.lru_cache(maxsize=4)
 def system_matrix(geometry, directory: str | None = None) -> sp.csr_matrix:
     """The geometry's Joseph matrix (float32 CSR), from the disk cache or built and cached."""
     shape = (geometry.num_angles * geometry.num_detectors, int(np.prod(geometry.image_shape)))
-    return cached_matrix("raytransform-joseph-v1", geometry, lambda: joseph_matrix(geometry), shape, directory)
+    kind = f"raytransform-joseph-{_builder_version()}"
+    return cached_matrix(kind, geometry, lambda: joseph_matrix(geometry), shape, directory)
 
 
 class SparseBackend:
