@@ -1,0 +1,34 @@
+"""The benchmark scripts run and report what the README quotes (no timing assertions)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "experiments" / "benchmarks"
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ct_operators_quick(tmp_path, capsys):
+    results = load("ct_operators").main(["--quick", "--repeats", "1", "--json", str(tmp_path / "r.json")])
+    assert [r["backend"] for r in results["backends"]] == ["sparse", "astra", "odl"]
+    for row in results["backends"]:
+        assert row["seconds"] > 0 and row["vs_astra_cpu"] > 0
+        assert row["adjoint_error_float64"] < 1e-5
+    assert results["backends"][0]["adjoint_error_float64"] < 1e-12
+    assert results["sparse_nonzeros"] > 0
+    out = capsys.readouterr().out
+    assert "| pirecon `sparse` |" in out and (tmp_path / "r.json").exists()
+
+
+@pytest.mark.slow
+def test_fbp_vs_odl_rows():
+    rows = load("fbp_vs_odl").main()
+    assert len(rows) == 10
+    assert all(abs(r["pirecon"] - r["odl"]) < 0.3 for r in rows)
