@@ -1,0 +1,186 @@
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import relative_error, requires_cuda
+from pirecon import adjoint_test
+from pirecon.mri import FourierOperator, SenseOperator, fft2c, fft3c, ifft2c, ifft3c
+from pirecon.mri.baselines import rss, sense_adjoint, zero_filled
+from pirecon.mri.fft import modulation
+
+
+def crandn(*shape, dtype=torch.complex128, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    real = torch.randn(*shape, generator=gen, dtype=torch.float64)
+    return torch.complex(real, torch.randn(*shape, generator=gen, dtype=torch.float64)).to(dtype)
+
+
+def normalised_maps(coils, h, w, batch=None, seed=1):
+    shape = (coils, h, w) if batch is None else (batch, coils, h, w)
+    maps = crandn(*shape, seed=seed)
+    return maps / torch.sqrt((maps.abs() ** 2).sum(dim=-3, keepdim=True))
+
+
+class TestFFT:
+    @pytest.mark.parametrize("shape", [(8, 6), (7, 8), (5, 9)])
+    def test_matches_numpy_centred_orthonormal_fft(self, shape):
+        x = crandn(2, 3, *shape)
+        ref = np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x.numpy(), axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+        torch.testing.assert_close(fft2c(x), torch.from_numpy(ref))
+        torch.testing.assert_close(ifft2c(fft2c(x)), x)
+
+    def test_matches_fastmri(self):
+        fastmri = pytest.importorskip("fastmri")
+        for shape in [(16, 12), (15, 12)]:
+            x = crandn(2, *shape)
+            ref = torch.view_as_complex(fastmri.fft2c(torch.view_as_real(x)).contiguous())
+            torch.testing.assert_close(fft2c(x), ref)
+            back = torch.view_as_complex(fastmri.ifft2c(torch.view_as_real(x)).contiguous())
+            torch.testing.assert_close(ifft2c(x), back)
+
+    def test_3d(self):
+        x = crandn(2, 6, 5, 4)
+        ref = np.fft.fftshift(np.fft.fftn(np.fft.ifftshift(x.numpy(), axes=(-3, -2, -1)), axes=(-3, -2, -1),
+                                          norm="ortho"), axes=(-3, -2, -1))
+        torch.testing.assert_close(fft3c(x), torch.from_numpy(ref))
+        torch.testing.assert_close(ifft3c(fft3c(x)), x)
+
+    def test_unitary(self):
+        x = crandn(3, 10, 12)
+        torch.testing.assert_close(torch.linalg.vector_norm(fft2c(x)), torch.linalg.vector_norm(x))
+
+    @pytest.mark.parametrize("shape", [(8, 6), (10, 4)])
+    def test_shift_is_a_modulation_for_even_sizes(self, shape):
+        x = crandn(shape[0], shape[1])
+        m = modulation(shape, dtype=torch.float64)
+        checker = m * float(m[0, 0])
+        torch.testing.assert_close(fft2c(x), m * torch.fft.fft2(checker * x, norm="ortho"))
+        assert modulation((7, 8)) is None
+
+    def test_real_input_is_refused(self):
+        with pytest.raises(TypeError, match=re.escape("fft2c input: expected a complex floating tensor (complex64, complex128), found dtype float32")):
+            fft2c(torch.zeros(4, 4))
+
+
+class TestSense:
+    def test_equals_sigpy_sense(self):
+        sigpy_mri = pytest.importorskip("sigpy.mri")
+        coils, h, w = 6, 24, 20
+        maps = crandn(coils, h, w, seed=2)
+        mask = (torch.rand(1, 1, w, generator=torch.Generator().manual_seed(3)) > 0.5).double()
+        x = crandn(h, w, seed=4)
+        # sigpy weights k-space by sqrt(weights): equal for a 0/1 mask
+        weights = np.broadcast_to(mask.numpy()[0], (h, w)).copy()
+        sense = sigpy_mri.linop.Sense(maps.numpy(), weights=weights)
+        for dtype, tol in ((torch.complex128, 1e-12), (torch.complex64, 1e-5)):
+            A = SenseOperator(maps.to(dtype), mask)
+            ours = A(x.to(dtype)[None, None])[0]
+            assert relative_error(ours.abs(), torch.from_numpy(np.abs(sense * x.numpy()))) < tol
+            assert relative_error(torch.view_as_real(ours), torch.view_as_real(torch.from_numpy(sense * x.numpy()))) < tol
+            y = crandn(coils, h, w, seed=5).to(dtype)
+            ref_adjoint = torch.from_numpy(sense.H * y.numpy().astype(np.complex128))
+            assert relative_error(torch.view_as_real(A.T(y[None])[0, 0]), torch.view_as_real(ref_adjoint)) < tol
+
+    @pytest.mark.parametrize("shape", [(16, 12), (15, 13)], ids=["even", "odd"])
+    @pytest.mark.parametrize("mask_shape", [None, (2, 1, 1, -1), (1, 1, -2, -1), (-2, -1)])
+    def test_adjoint_and_definition(self, shape, mask_shape):
+        h, w = shape
+        maps = normalised_maps(4, h, w, batch=2)
+        mask = None
+        if mask_shape is not None:
+            size = tuple({-1: w, -2: h}.get(s, s) for s in mask_shape)
+            mask = torch.rand(size, generator=torch.Generator().manual_seed(6)) > 0.4
+        A = SenseOperator(maps, mask)
+        x = crandn(2, 1, h, w, seed=7)
+        expected = fft2c(maps * x)
+        if mask is not None:
+            expected = expected * mask
+        torch.testing.assert_close(A(x), expected)
+        assert adjoint_test(A) < 1e-12
+
+    def test_fully_sampled_with_normalised_maps_is_an_isometry(self):
+        A = SenseOperator(normalised_maps(5, 12, 10))
+        x = crandn(3, 1, 12, 10, seed=8)
+        torch.testing.assert_close(A.normal(x), x)
+        assert abs(A.opnorm() - 1.0) < 1e-6
+
+    def test_gradients(self):
+        A = SenseOperator(normalised_maps(3, 6, 4), torch.tensor([1.0, 0.0, 1.0, 1.0]))
+        x = crandn(2, 1, 6, 4, seed=9).requires_grad_()
+        assert torch.autograd.gradcheck(A, (x,))
+
+    def test_single_coil_fourier_operator(self):
+        mask = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 1.0])
+        F = FourierOperator(mask, (8, 6))
+        x = crandn(2, 1, 8, 6, seed=10)
+        torch.testing.assert_close(F(x), mask * fft2c(x))
+        assert adjoint_test(F) < 1e-12
+        assert F.range_shape == (1, 8, 6)
+
+    def test_complex64_in_complex64_out(self):
+        A = SenseOperator(normalised_maps(2, 8, 8).to(torch.complex64))
+        assert A(crandn(1, 1, 8, 8, dtype=torch.complex64)).dtype == torch.complex64
+
+
+class TestBaselines:
+    def test_rss_and_zero_filled(self):
+        images = crandn(2, 4, 8, 6)
+        k = fft2c(images)
+        torch.testing.assert_close(zero_filled(k), images)
+        torch.testing.assert_close(rss(images), torch.sqrt((images.abs() ** 2).sum(1, keepdim=True)))
+        assert rss(images).dtype == torch.float64 and rss(images).shape == (2, 1, 8, 6)
+
+    def test_sense_adjoint_recovers_fully_sampled_image(self):
+        maps = normalised_maps(6, 10, 8, batch=2)
+        x = crandn(2, 1, 10, 8, seed=11)
+        torch.testing.assert_close(sense_adjoint(fft2c(maps * x), maps), x)
+
+    def test_coil_count_mismatch(self):
+        maps = normalised_maps(6, 10, 8)
+        with pytest.raises(ValueError, match="kspace: expected 6 coils to match coil_maps, found 4"):
+            sense_adjoint(crandn(1, 4, 10, 8), maps)
+        A = SenseOperator(maps)
+        with pytest.raises(ValueError, match=re.escape("SenseOperator adjoint input: expected shape (..., 6, 10, 8), found (1, 4, 10, 8)")):
+            A.T(crandn(1, 4, 10, 8))
+
+
+class TestBadInput:
+    def test_real_image(self):
+        A = SenseOperator(normalised_maps(2, 8, 8))
+        with pytest.raises(TypeError, match=re.escape("SenseOperator input: expected a complex floating tensor (complex64, complex128), found dtype float32")):
+            A(torch.zeros(1, 1, 8, 8))
+
+    def test_real_coil_maps(self):
+        with pytest.raises(TypeError, match="coil_maps: expected a complex floating tensor"):
+            SenseOperator(torch.ones(2, 8, 8))
+
+    def test_mask_that_does_not_broadcast(self):
+        with pytest.raises(ValueError, match=re.escape("mask: expected a shape that broadcasts to (..., 2, 8, 8), found (1, 1, 8, 5)")):
+            SenseOperator(normalised_maps(2, 8, 8), torch.ones(1, 1, 8, 5))
+        with pytest.raises(ValueError, match=re.escape("mask: expected a shape that broadcasts to (..., 1, 8, 6), found (7,)")):
+            FourierOperator(torch.ones(7), (8, 6))
+
+    def test_nan_in_kspace_and_maps(self):
+        A = SenseOperator(normalised_maps(2, 8, 8))
+        y = crandn(1, 2, 8, 8)
+        y[0, 1, 2, 3] = complex(float("nan"), 0)
+        with pytest.raises(ValueError, match="SenseOperator adjoint input: expected finite values, found 1 NaN and 0 Inf entries"):
+            A.T(y)
+        maps = normalised_maps(2, 8, 8)
+        maps[0, 0, 0] = complex(0, float("inf"))
+        with pytest.raises(ValueError, match="coil_maps: expected finite values, found 0 NaN and 1 Inf entries"):
+            SenseOperator(maps)
+
+
+@requires_cuda
+def test_sense_on_cuda_matches_cpu():
+    maps = normalised_maps(4, 32, 32, batch=2).to(torch.complex64)
+    mask = torch.rand(2, 1, 1, 32) > 0.5
+    A = SenseOperator(maps, mask)
+    x = crandn(2, 1, 32, 32, dtype=torch.complex64)
+    y = A(x.cuda())
+    assert y.is_cuda
+    assert relative_error(torch.view_as_real(y.cpu()), torch.view_as_real(A(x))) < 1e-5
+    assert adjoint_test(A, device="cuda") < 1e-10
