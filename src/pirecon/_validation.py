@@ -18,6 +18,7 @@ __all__ = [
     "check_choice",
     "check_positive",
     "make_generator",
+    "sample_generators",
 ]
 
 
@@ -123,3 +124,28 @@ def make_generator(seed: int | torch.Generator | None, device: torch.device | st
     else:
         raise TypeError(f"seed: expected an int, a torch.Generator or None, found {type(seed).__name__}")
     return gen
+
+
+def sample_generators(seed: int | torch.Generator | None, batch_size: int, start_index: int = 0,
+                      stream: int | None = None) -> list[torch.Generator]:
+    """One CPU generator per sample: sample ``i`` depends only on ``(seed, start_index + i, stream)``.
+
+    An int seed is used as it is; a generator or ``None`` contributes one drawn
+    int64. Samples are mixed by NumPy's ``SeedSequence`` (no Python ``hash``),
+    so the same seed gives the same samples on every machine and in any batch
+    size. ``stream`` keeps different kinds of draws (masks, trajectories)
+    independent of each other under the same seed.
+    """
+    import numpy as np
+
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        base = seed % (1 << 64)
+    else:
+        gen = make_generator(seed)
+        base = int(torch.randint(0, 2**63 - 1, (1,), generator=gen, device=gen.device).item())
+    generators = []
+    for i in range(batch_size):
+        key = (start_index + i,) if stream is None else (start_index + i, stream)
+        state = np.random.SeedSequence(base, spawn_key=key).generate_state(1, dtype=np.uint64)
+        generators.append(torch.Generator().manual_seed(int(state[0])))
+    return generators

@@ -27,7 +27,7 @@ import numbers
 import numpy as np
 import torch
 
-from ._validation import check_positive, make_generator
+from ._validation import check_positive, sample_generators
 
 __all__ = ["shepp_logan", "random_ellipses"]
 
@@ -217,23 +217,6 @@ def shepp_logan(shape, modified: bool = True, *, dtype: torch.dtype = torch.floa
 # Random ellipses (LPD-ellipses protocol)
 # --------------------------------------------------------------------------
 
-_U64 = 1 << 64
-
-
-def _base_seed(seed) -> int:
-    """An int base seed: ``seed`` itself, or one int64 drawn from a generator / fresh entropy."""
-    if isinstance(seed, int) and not isinstance(seed, bool):
-        return seed % _U64
-    gen = make_generator(seed)
-    return int(torch.randint(0, 2**63 - 1, (1,), generator=gen, device=gen.device).item())
-
-
-def _image_generator(base: int, index: int) -> torch.Generator:
-    """CPU generator for image ``index`` of stream ``base`` (numpy SeedSequence mixing, hash free)."""
-    state = np.random.SeedSequence(base, spawn_key=(index,)).generate_state(1, dtype=np.uint64)
-    return torch.Generator().manual_seed(int(state[0]))
-
-
 def _random_ellipse_params(ndim: int, batch_size: int, seed, num_ellipses: float, start_index: int):
     """Draw the ellipse parameters of ``batch_size`` images on the CPU (float64).
 
@@ -241,12 +224,12 @@ def _random_ellipse_params(ndim: int, batch_size: int, seed, num_ellipses: float
     angles (B, K, m), counts (B,))`` padded to ``K = max(counts)``; padded
     slots have value 0 and half-axes 1. ``m`` is 1 in 2D and 3 in 3D.
     """
-    base = _base_seed(seed)
+    generators = sample_generators(seed, batch_size, start_index)
     n_angles = 1 if ndim == 2 else 3
     f64 = torch.float64
     per_image = []
     for i in range(batch_size):
-        g = _image_generator(base, start_index + i)
+        g = generators[i]
         n = int(torch.poisson(torch.tensor([float(num_ellipses)], dtype=f64), generator=g).item())
         u = torch.rand(n, dtype=f64, generator=g)
         scale = torch.empty(n, dtype=f64).exponential_(1.0, generator=g) * 0.4
