@@ -57,7 +57,7 @@ def deepinv_reference(maps, mask, x):
     except ImportError:
         return None
     H, W = maps.shape[-2:]
-    physics = MultiCoilMRI(mask=mask.expand(x.shape[0], 1, H, W)[:, 0], coil_maps=maps, img_size=(1, H, W))
+    physics = MultiCoilMRI(mask=mask.expand(x.shape[0], 1, H, W), coil_maps=maps, img_size=(1, H, W))
     x2 = torch.view_as_real(x[:, 0]).permute(0, 3, 1, 2).contiguous()  # (B, 2, H, W)
 
     def run():
