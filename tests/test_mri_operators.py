@@ -184,3 +184,17 @@ def test_sense_on_cuda_matches_cpu():
     assert y.is_cuda
     assert relative_error(torch.view_as_real(y.cpu()), torch.view_as_real(A(x))) < 1e-5
     assert adjoint_test(A, device="cuda") < 1e-10
+
+
+def test_outputs_are_not_overwritten_by_later_calls():
+    """Intermediates live in reused workspaces; returned tensors must never be among them."""
+    A = SenseOperator(normalised_maps(4, 16, 12, batch=2), torch.rand(2, 1, 1, 12) > 0.5)
+    x1, x2 = crandn(2, 1, 16, 12, seed=20), crandn(2, 1, 16, 12, seed=21)
+    y1 = A(x1)
+    saved_y1 = y1.clone()
+    b1 = A.T(y1)
+    saved_b1 = b1.clone()
+    A(x2), A.T(A(x2)), A.normal(x2)
+    torch.testing.assert_close(y1, saved_y1, rtol=0, atol=0)
+    torch.testing.assert_close(b1, saved_b1, rtol=0, atol=0)
+    torch.testing.assert_close(A.T(A(x1)), saved_b1)
