@@ -32,3 +32,12 @@ def test_fbp_vs_odl_rows():
     rows = load("fbp_vs_odl").main()
     assert len(rows) == 10
     assert all(abs(r["pirecon"] - r["odl"]) < 0.3 for r in rows)
+
+
+def test_mri_operators_small():
+    pytest.importorskip("sigpy")
+    results = load("mri_operators").main(["--size", "32", "--repeats", "1"])
+    rows = {r["operator"]: r for r in results["rows"]}
+    assert rows["pirecon SenseOperator"]["seconds"] > 0
+    assert rows["sigpy mri.linop.Sense"]["difference"] < 1e-5
+    assert rows["torch with fftshift"]["difference"] < 1e-5
