@@ -8,6 +8,16 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "experiments" / "benchmarks"
 
 
+@pytest.fixture(autouse=True)
+def restore_threads():
+    """The scripts set 2 threads for their protocol; give the rest of the session its own setting back."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def load(name):
     spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)

@@ -51,12 +51,11 @@ class TestFFT:
         x = crandn(3, 10, 12)
         torch.testing.assert_close(torch.linalg.vector_norm(fft2c(x)), torch.linalg.vector_norm(x))
 
-    @pytest.mark.parametrize("shape", [(8, 6), (10, 4)])
+    @pytest.mark.parametrize("shape", [(8, 6), (10, 4), (6, 6), (4, 8)])
     def test_shift_is_a_modulation_for_even_sizes(self, shape):
         x = crandn(shape[0], shape[1])
-        m = modulation(shape, dtype=torch.float64)
-        checker = m * float(m[0, 0])
-        torch.testing.assert_close(fft2c(x), m * torch.fft.fft2(checker * x, norm="ortho"))
+        checker, sign = modulation(shape, dtype=torch.float64)
+        torch.testing.assert_close(fft2c(x), sign * checker * torch.fft.fft2(checker * x, norm="ortho"))
         assert modulation((7, 8)) is None
 
     def test_real_input_is_refused(self):
@@ -83,22 +82,57 @@ class TestSense:
             ref_adjoint = torch.from_numpy(sense.H * y.numpy().astype(np.complex128))
             assert relative_error(torch.view_as_real(A.T(y[None])[0, 0]), torch.view_as_real(ref_adjoint)) < tol
 
-    @pytest.mark.parametrize("shape", [(16, 12), (15, 13)], ids=["even", "odd"])
+    @pytest.mark.parametrize("shape", [(16, 12), (15, 13), (16, 13), (14, 10), (15, 12)])
     @pytest.mark.parametrize("mask_shape", [None, (2, 1, 1, -1), (1, 1, -2, -1), (-2, -1)])
-    def test_adjoint_and_definition(self, shape, mask_shape):
+    @pytest.mark.parametrize("dtype", [torch.complex128, torch.complex64])
+    def test_adjoint_and_definition(self, shape, mask_shape, dtype):
         h, w = shape
-        maps = normalised_maps(4, h, w, batch=2)
+        maps = normalised_maps(4, h, w, batch=2).to(dtype)
         mask = None
         if mask_shape is not None:
             size = tuple({-1: w, -2: h}.get(s, s) for s in mask_shape)
-            mask = torch.rand(size, generator=torch.Generator().manual_seed(6)) > 0.4
+            mask = (torch.rand(size, generator=torch.Generator().manual_seed(6)) > 0.4).float()
         A = SenseOperator(maps, mask)
-        x = crandn(2, 1, h, w, seed=7)
+        x = crandn(2, 1, h, w, seed=7, dtype=dtype)
         expected = fft2c(maps * x)
         if mask is not None:
             expected = expected * mask
-        torch.testing.assert_close(A(x), expected)
-        assert adjoint_test(A) < 1e-12
+        tol = 1e-12 if dtype == torch.complex128 else 1e-5
+        assert relative_error(torch.view_as_real(A(x)), torch.view_as_real(expected)) < tol
+        assert adjoint_test(A, dtype=torch.float64 if dtype == torch.complex128 else torch.float32) < tol * 10
+
+    @pytest.mark.parametrize("shape", [(16, 12), (15, 13)], ids=["even", "odd"])
+    def test_batched_mask_with_shared_maps(self, shape):
+        h, w = shape
+        maps = normalised_maps(4, h, w)
+        mask = (torch.rand(3, 1, 1, w, generator=torch.Generator().manual_seed(8)) > 0.5).float()
+        A = SenseOperator(maps, mask)
+        x = crandn(1, 1, h, w, seed=9)
+        y = A(x)
+        assert y.shape == (3, 4, h, w)
+        torch.testing.assert_close(y, mask * fft2c(maps * x))
+        assert A.T(y).shape == (3, 1, h, w)
+        torch.testing.assert_close(A.T(y), (ifft2c(mask * y) * maps.conj()).sum(1, keepdim=True))
+        batched_maps = SenseOperator(normalised_maps(4, h, w, batch=3))
+        assert batched_maps.T(crandn(4, h, w, seed=10)).shape == (3, 1, h, w)
+
+    def test_inference_mode_then_training(self):
+        A = SenseOperator(normalised_maps(3, 16, 12).to(torch.complex64), torch.ones(12))
+        x = crandn(2, 1, 16, 12, dtype=torch.complex64)
+        with torch.inference_mode():
+            reference = A.T(A(x))
+        x.requires_grad_()
+        out = A.T(A(x))
+        out.abs().sum().backward()
+        torch.testing.assert_close(out.detach(), reference)
+        assert x.grad is not None
+
+    def test_conjugate_views_are_accepted(self):
+        maps = normalised_maps(3, 8, 8)
+        x = crandn(1, 1, 8, 8, seed=11)
+        A = SenseOperator(maps.conj())
+        torch.testing.assert_close(A(x.conj()), fft2c(maps.conj() * x.conj()))
+        torch.testing.assert_close(fft2c(x.conj()), fft2c(x.conj().resolve_conj()))
 
     def test_fully_sampled_with_normalised_maps_is_an_isometry(self):
         A = SenseOperator(normalised_maps(5, 12, 10))
@@ -106,10 +140,19 @@ class TestSense:
         torch.testing.assert_close(A.normal(x), x)
         assert abs(A.opnorm() - 1.0) < 1e-6
 
-    def test_gradients(self):
-        A = SenseOperator(normalised_maps(3, 6, 4), torch.tensor([1.0, 0.0, 1.0, 1.0]))
-        x = crandn(2, 1, 6, 4, seed=9).requires_grad_()
+    @pytest.mark.parametrize("shape", [(6, 4), (5, 3)], ids=["even", "odd"])
+    def test_gradients(self, shape):
+        A = SenseOperator(normalised_maps(3, *shape), torch.tensor([1.0, 0.0, 1.0, 1.0][: shape[1]]))
+        x = crandn(2, 1, *shape, seed=9).requires_grad_()
         assert torch.autograd.gradcheck(A, (x,), fast_mode=True)
+        assert torch.autograd.gradgradcheck(A, (x,), fast_mode=True)
+
+    @pytest.mark.parametrize("shape", [(8, 6), (7, 5)])
+    def test_fourier_operator_without_mask(self, shape):
+        F = FourierOperator(None, shape)
+        x = crandn(2, 1, *shape, seed=12)
+        torch.testing.assert_close(F(x), fft2c(x))
+        torch.testing.assert_close(F.T(F(x)), x)
 
     def test_single_coil_fourier_operator(self):
         mask = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 1.0])
@@ -157,10 +200,31 @@ class TestBadInput:
             SenseOperator(torch.ones(2, 8, 8))
 
     def test_mask_that_does_not_broadcast(self):
-        with pytest.raises(ValueError, match=re.escape("mask: expected a shape that broadcasts to (..., 2, 8, 8), found (1, 1, 8, 5)")):
+        with pytest.raises(ValueError, match=re.escape("mask: expected 1 to 4 dims broadcasting to (B, 2, 8, 8), found (1, 1, 8, 5)")):
             SenseOperator(normalised_maps(2, 8, 8), torch.ones(1, 1, 8, 5))
-        with pytest.raises(ValueError, match=re.escape("mask: expected a shape that broadcasts to (..., 1, 8, 6), found (7,)")):
+        with pytest.raises(ValueError, match=re.escape("mask: expected 1 to 4 dims broadcasting to (B, 1, 8, 6), found (7,)")):
             FourierOperator(torch.ones(7), (8, 6))
+        with pytest.raises(ValueError, match=re.escape("mask: expected a batch of 2 like coil_maps, found 3")):
+            SenseOperator(normalised_maps(2, 8, 8, batch=2), torch.ones(3, 1, 1, 8))
+
+    def test_maps_and_image_shape(self):
+        with pytest.raises(ValueError, match=re.escape("coil_maps: expected shape (coils, H, W) or (B, coils, H, W), found (1, 2, 2, 8, 8)")):
+            SenseOperator(crandn(1, 2, 2, 8, 8))
+        with pytest.raises(ValueError, match=re.escape("image_shape: expected (H, W), found (8,)")):
+            FourierOperator(None, (8,))
+        with pytest.raises(ValueError, match="image_shape: expected a positive integer, found 0"):
+            FourierOperator(None, (0, 8))
+
+    def test_differentiable_maps_or_mask_are_refused(self):
+        with pytest.raises(ValueError, match="coil_maps: expected fixed maps, found a tensor that requires grad"):
+            SenseOperator(normalised_maps(2, 8, 8).requires_grad_())
+        with pytest.raises(ValueError, match="mask: expected a fixed tensor, found one that requires grad"):
+            SenseOperator(normalised_maps(2, 8, 8), torch.ones(8, requires_grad=True))
+
+    def test_maps_and_mask_are_read_only(self):
+        A = SenseOperator(normalised_maps(2, 8, 8))
+        with pytest.raises(AttributeError):
+            A.mask = torch.ones(8)
 
     def test_nan_in_kspace_and_maps(self):
         A = SenseOperator(normalised_maps(2, 8, 8))

@@ -82,11 +82,11 @@ def check_tensor(
     if device is not None and x.device != torch.device(device):
         raise ValueError(f"{name}: expected a tensor on device {torch.device(device)}, found {x.device}")
     if finite and x.numel() and x.device.type != "meta":
-        values = torch.view_as_real(x) if x.is_complex() else x
         # one cheap reduction: NaN and Inf propagate into the sum; count them only when it is not finite
-        if not bool(torch.isfinite(values.sum())):
-            n_nan = int(torch.isnan(values).sum())
-            n_inf = int(torch.isinf(values).sum())
+        if not bool(torch.isfinite(x.sum())):
+            parts = (x.real, x.imag) if x.is_complex() else (x,)
+            n_nan = sum(int(torch.isnan(p).sum()) for p in parts)
+            n_inf = sum(int(torch.isinf(p).sum()) for p in parts)
             if n_nan or n_inf:  # otherwise the sum merely overflowed
                 raise ValueError(f"{name}: expected finite values, found {n_nan} NaN and {n_inf} Inf entries")
     return x

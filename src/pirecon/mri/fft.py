@@ -52,17 +52,15 @@ def ifft3c(x: torch.Tensor) -> torch.Tensor:
     return _centred(x, 3, True, "ifft3c input")
 
 
-def modulation(shape: tuple[int, ...], *, dtype=torch.float32, device=None) -> torch.Tensor | None:
-    """``s * c`` over ``shape`` (all even): ``fft2c(x) = m * fft2(m' * x)`` with ``m = s c``, ``m' = c``.
+def modulation(shape: tuple[int, ...], *, dtype=torch.float32, device=None) -> tuple[torch.Tensor, float] | None:
+    """The checkerboard ``c`` and sign ``s`` with ``fft2c(x) = s * c * fft2(c * x)`` (``ortho``), for even sizes.
 
-    Returns the checkerboard ``c = (-1)^(sum of indices)`` times ``s = (-1)^(sum(shape) / 2)``, or ``None``
-    when a size is odd (then the shifts are not a modulation).
+    ``c[m] = (-1)^(sum of indices)`` over ``shape``, ``s = (-1)^(sum(shape) / 2)``; ``None`` when a size
+    is odd (then the shifts are not a modulation).
     """
     if any(n % 2 for n in shape):
         return None
-    checker = torch.ones((), dtype=dtype, device=device)
-    for axis, n in enumerate(shape):
-        signs = 1 - 2 * (torch.arange(n, device=device) % 2).to(dtype)
-        checker = checker.unsqueeze(-1) * signs if axis else signs
+    index_sum = sum(torch.meshgrid(*(torch.arange(n, device=device) for n in shape), indexing="ij"))
+    checker = (1 - 2 * (index_sum % 2)).to(dtype)
     sign = -1.0 if (sum(shape) // 2) % 2 else 1.0
-    return checker * sign
+    return checker, sign

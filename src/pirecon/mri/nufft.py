@@ -32,7 +32,8 @@ class NUFFTOperator(LinearOperator):
     coil_maps : complex tensor ``(coils, H, W)`` or ``(B, coils, H, W)``, optional
         Without maps the operator is single-coil (``coils = 1``).
     numpoints : int
-        Interpolation neighbours per dimension (accuracy about 1e-3 at the default 6).
+        Interpolation neighbours per dimension; at the default 6 the result agrees with the direct
+        sum to about 1e-3 relative (torchkbnufft's interpolation tables set that floor).
     oversampling : float
         Grid oversampling factor.
     """
@@ -40,13 +41,21 @@ class NUFFTOperator(LinearOperator):
     def __init__(self, trajectory: torch.Tensor, image_shape, coil_maps: torch.Tensor | None = None, *,
                  numpoints: int = 6, oversampling: float = 2.0):
         check_trajectory(trajectory, "trajectory")
-        height, width = (int(check_positive(s, "image_shape", integer=True)) for s in image_shape)
+        if trajectory.ndim > 3:
+            raise ValueError(f"trajectory: expected shape (2, K) or (B, 2, K), found {tuple(trajectory.shape)}")
+        shape = tuple(image_shape) if isinstance(image_shape, (tuple, list, torch.Size)) else ()
+        if len(shape) != 2:
+            raise ValueError(f"image_shape: expected (H, W), found {image_shape!r}")
+        height, width = (int(check_positive(s, "image_shape", integer=True)) for s in shape)
         num_coils = 1
         if coil_maps is not None:
-            check_tensor(coil_maps, "coil_maps", kind="complex", min_ndim=3)
-            if tuple(coil_maps.shape[-2:]) != (height, width):
-                raise ValueError(f"coil_maps: expected shape (..., coils, {height}, {width}) to match image_shape, "
-                                 f"found {tuple(coil_maps.shape)}")
+            check_tensor(coil_maps, "coil_maps", kind="complex")
+            if coil_maps.ndim not in (3, 4) or tuple(coil_maps.shape[-2:]) != (height, width):
+                raise ValueError(f"coil_maps: expected shape (coils, {height}, {width}) or (B, coils, {height}, "
+                                 f"{width}) to match image_shape, found {tuple(coil_maps.shape)}")
+            if coil_maps.ndim == 4 and trajectory.ndim == 3 and coil_maps.shape[0] != trajectory.shape[0]:
+                raise ValueError(f"coil_maps: expected a batch of {trajectory.shape[0]} like the trajectory, "
+                                 f"found {coil_maps.shape[0]}")
             num_coils = coil_maps.shape[-3]
         super().__init__((1, height, width), (num_coils, trajectory.shape[-1]),
                          domain_kind="complex", range_kind="complex")
@@ -56,6 +65,7 @@ class NUFFTOperator(LinearOperator):
         self.oversampling = float(check_positive(oversampling, "oversampling"))
         self.scale = 1.0 / math.sqrt(height * width)
         self._cache: dict[tuple, tuple] = {}
+        self._density: torch.Tensor | None = None
 
     def _parts(self, device, dtype):
         """torchkbnufft forward and adjoint modules, trajectory and maps for ``dtype`` on ``device``."""
@@ -97,13 +107,24 @@ class NUFFTOperator(LinearOperator):
         return (x * self.scale).reshape(*batch, *self.domain_shape)
 
     def density_compensation(self) -> torch.Tensor:
-        """Pipe-Menon density-compensation weights ``(1, 1, K)`` (``(B, 1, K)`` for per-image trajectories).
+        """Density-compensation weights ``w``, real, ``(1, 1, K)`` (``(B, 1, K)`` for per-image trajectories).
 
-        ``A^H (w * y)`` is the density-compensated gridding reconstruction.
+        Pipe-Menon iterations (torchkbnufft) with this operator's interpolation settings, scaled so that
+        the gridding reconstruction ``A^H (w * A x)`` keeps the intensity of ``x``: a constant image is
+        reconstructed with value 1 at its centre. Computed once and cached.
         """
-        import torchkbnufft as tkbn
+        if self._density is None:
+            import torchkbnufft as tkbn
 
-        return tkbn.calc_density_compensation_function(ktraj=self.trajectory, im_size=self.domain_shape[-2:])
+            im_size = self.domain_shape[-2:]
+            grid = tuple(int(math.ceil(self.oversampling * n)) for n in im_size)
+            weights = tkbn.calc_density_compensation_function(
+                ktraj=self.trajectory, im_size=im_size, grid_size=grid, numpoints=self.numpoints).real
+            single = NUFFTOperator(self.trajectory, im_size, numpoints=self.numpoints, oversampling=self.oversampling)
+            constant = torch.ones(max(1, weights.shape[0]), *self.domain_shape, dtype=torch.complex64)
+            response = single._adjoint(single._forward(constant) * weights)[..., im_size[0] // 2, im_size[1] // 2]
+            self._density = weights / response.real.reshape(-1, 1, 1)
+        return self._density
 
     def __repr__(self) -> str:
         return (f"NUFFTOperator(samples={self.range_shape[-1]}, coils={self.range_shape[0]}, "

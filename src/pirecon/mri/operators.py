@@ -19,7 +19,7 @@ import threading
 
 import torch
 
-from .._validation import check_tensor
+from .._validation import check_positive, check_tensor
 from ..operators.base import LinearOperator
 from .fft import fft2c, ifft2c, modulation
 
@@ -27,14 +27,16 @@ __all__ = ["SenseOperator", "FourierOperator"]
 
 
 def _check_mask(mask, kspace_shape: tuple[int, ...]) -> torch.Tensor:
-    """A real mask whose trailing dimensions broadcast to ``kspace_shape`` (coils, H, W)."""
+    """A real (or bool) mask of at most 4 dims whose trailing dims broadcast to ``kspace_shape`` (coils, H, W)."""
     if isinstance(mask, torch.Tensor) and mask.dtype == torch.bool:
         mask = mask.float()
     check_tensor(mask, "mask", kind="real")
+    if mask.requires_grad:
+        raise ValueError("mask: expected a fixed tensor, found one that requires grad (the operator treats it as a constant)")
     trailing = tuple(mask.shape[-len(kspace_shape):]) if mask.ndim >= len(kspace_shape) else tuple(mask.shape)
     padded = (1,) * (len(kspace_shape) - len(trailing)) + trailing
-    if mask.ndim == 0 or any(m not in (1, k) for m, k in zip(padded, kspace_shape)):
-        raise ValueError(f"mask: expected a shape that broadcasts to (..., {', '.join(map(str, kspace_shape))}), "
+    if not 1 <= mask.ndim <= 4 or any(m not in (1, k) for m, k in zip(padded, kspace_shape)):
+        raise ValueError(f"mask: expected 1 to 4 dims broadcasting to (B, {', '.join(map(str, kspace_shape))}), "
                          f"found {tuple(mask.shape)}")
     return mask
 
@@ -42,17 +44,24 @@ def _check_mask(mask, kspace_shape: tuple[int, ...]) -> torch.Tensor:
 _workspaces = threading.local()
 
 
-def _workspace(slot: str, shape, dtype, device) -> torch.Tensor:
-    """A reusable scratch tensor for this thread; its contents are overwritten by the caller."""
+def _workspace(slot: str, shape, dtype, device) -> torch.Tensor | None:
+    """A reusable CPU scratch tensor for this thread (``None`` on other devices, whose allocators cache).
+
+    Its contents are overwritten by the caller; it is never returned to users.
+    """
+    if device.type != "cpu":
+        return None
     cache = getattr(_workspaces, "tensors", None)
     if cache is None:
         cache = _workspaces.tensors = {}
-    key = (slot, tuple(shape), dtype, device)
-    if key not in cache:
+    key = (slot, tuple(shape), dtype)
+    tensor = cache.get(key)
+    if tensor is None or (tensor.is_inference() and not torch.is_inference_mode_enabled()):
         if len(cache) >= 8:  # shapes changed many times: start over rather than hoard memory
             cache.clear()
-        cache[key] = torch.empty(shape, dtype=dtype, device=device)
-    return cache[key]
+        with torch.inference_mode(False):  # usable inside and outside inference mode
+            tensor = cache[key] = torch.empty(shape, dtype=dtype, device=device)
+    return tensor
 
 
 class SenseOperator(LinearOperator):
@@ -61,20 +70,43 @@ class SenseOperator(LinearOperator):
     Parameters
     ----------
     coil_maps : complex tensor ``(coils, H, W)`` or ``(B, coils, H, W)``
-        Coil sensitivities; a batch dimension makes the operator specific to a batch of that size.
+        Coil sensitivities, fixed (not differentiated); a batch dimension makes the operator specific
+        to a batch of that size.
     mask : real or bool tensor, optional
         Sampling mask broadcastable to ``(B, coils, H, W)``, e.g. ``(B, 1, 1, W)`` for Cartesian lines.
         ``None`` samples everything.
+
+    Maps and mask are read-only after construction (their folded copies are cached); build a new
+    operator for new ones.
     """
 
     def __init__(self, coil_maps: torch.Tensor, mask: torch.Tensor | None = None):
-        check_tensor(coil_maps, "coil_maps", kind="complex", min_ndim=3)
+        check_tensor(coil_maps, "coil_maps", kind="complex")
+        if coil_maps.ndim not in (3, 4) or coil_maps.shape[-3] == 0:
+            raise ValueError(f"coil_maps: expected shape (coils, H, W) or (B, coils, H, W), found {tuple(coil_maps.shape)}")
+        if coil_maps.requires_grad:
+            raise ValueError("coil_maps: expected fixed maps, found a tensor that requires grad "
+                             "(the operator does not differentiate with respect to its maps)")
         num_coils, height, width = coil_maps.shape[-3:]
-        super().__init__((1, height, width), (num_coils, height, width),
-                         domain_kind="complex", range_kind="complex")
-        self.coil_maps = coil_maps
-        self.mask = None if mask is None else _check_mask(mask, self.range_shape)
+        self._setup(coil_maps, mask, num_coils, height, width)
+
+    def _setup(self, coil_maps, mask, num_coils: int, height: int, width: int) -> None:
+        LinearOperator.__init__(self, (1, height, width), (num_coils, height, width),
+                                domain_kind="complex", range_kind="complex")
+        self._coil_maps = coil_maps
+        self._mask = None if mask is None else _check_mask(mask, self.range_shape)
+        if coil_maps is not None and self._mask is not None and self._mask.ndim == 4 and coil_maps.ndim == 4 \
+                and 1 not in (self._mask.shape[0], coil_maps.shape[0]) and self._mask.shape[0] != coil_maps.shape[0]:
+            raise ValueError(f"mask: expected a batch of {coil_maps.shape[0]} like coil_maps, found {self._mask.shape[0]}")
         self._cache: dict[tuple, tuple] = {}
+
+    @property
+    def coil_maps(self) -> torch.Tensor | None:
+        return self._coil_maps
+
+    @property
+    def mask(self) -> torch.Tensor | None:
+        return self._mask
 
     @property
     def num_coils(self) -> int:
@@ -83,21 +115,20 @@ class SenseOperator(LinearOperator):
     def _factors(self, device, dtype) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, bool]:
         """Maps, their conjugate and the mask in ``dtype`` on ``device``, FFT shifts folded in for even sizes.
 
-        When folded, maps are never ``None`` (single-coil: the checkerboard itself).
+        When folded, maps and mask are never ``None`` (single coil: the checkerboard itself).
         """
         key = (device, dtype)
         if key not in self._cache:
             real = dtype.to_real()
-            maps = None if self.coil_maps is None else self.coil_maps.to(device=device, dtype=dtype)
-            mask = None if self.mask is None else self.mask.to(device=device, dtype=real)
-            m = modulation(self.range_shape[-2:], dtype=real, device=device)
-            if m is not None:
-                sign = float(m[0, 0])  # s; the checkerboard c is m * s
-                checker = m * sign
+            maps = None if self._coil_maps is None else self._coil_maps.to(device=device, dtype=dtype)
+            mask = None if self._mask is None else self._mask.to(device=device, dtype=real)
+            folded = modulation(self.range_shape[-2:], dtype=real, device=device)
+            if folded is not None:
+                checker, sign = folded
                 maps = checker if maps is None else maps * checker
-                mask = m if mask is None else mask * m
+                mask = checker * sign if mask is None else mask * checker * sign
             conj_maps = None if maps is None else maps.conj().resolve_conj()
-            self._cache[key] = (maps, conj_maps, mask, m is not None)
+            self._cache[key] = (maps, conj_maps, mask, folded is not None)
         return self._cache[key]
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -105,19 +136,24 @@ class SenseOperator(LinearOperator):
         if not folded:
             k = fft2c(x if maps is None else x * maps)
             return k if mask is None else k * mask
-        shape = torch.broadcast_shapes(x.shape, maps.shape)
-        coil_images = torch.mul(x, maps, out=_workspace("coil_images", shape, x.dtype, x.device))
-        return torch.fft.fft2(coil_images, norm="ortho").mul_(mask)
+        images_shape = torch.broadcast_shapes(x.shape, maps.shape)
+        coil_images = torch.mul(x, maps, out=_workspace("coil_images", images_shape, x.dtype, x.device))
+        k = torch.fft.fft2(coil_images, norm="ortho")
+        # in place unless the mask adds a batch dimension the image and maps lack
+        return k.mul_(mask) if torch.broadcast_shapes(k.shape, mask.shape) == k.shape else k * mask
 
     def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
         _, conj_maps, mask, folded = self._factors(y.device, y.dtype)
         if not folded:
             coil_images = ifft2c(y if mask is None else y * mask)
             return coil_images if conj_maps is None else (coil_images * conj_maps).sum(dim=-3, keepdim=True)
-        shape = torch.broadcast_shapes(y.shape, mask.shape)
-        masked = torch.mul(y, mask, out=_workspace("kspace", shape, y.dtype, y.device))
-        coil_images = torch.fft.ifft2(masked, norm="ortho", out=_workspace("coil_images", shape, y.dtype, y.device))
-        return coil_images.mul_(conj_maps).sum(dim=-3, keepdim=True)
+        kspace_shape = torch.broadcast_shapes(y.shape, mask.shape)
+        masked = torch.mul(y, mask, out=_workspace("kspace", kspace_shape, y.dtype, y.device))
+        coil_images = torch.fft.ifft2(masked, norm="ortho",
+                                      out=_workspace("coil_images", kspace_shape, y.dtype, y.device))
+        if torch.broadcast_shapes(kspace_shape, conj_maps.shape) == kspace_shape:
+            return coil_images.mul_(conj_maps).sum(dim=-3, keepdim=True)
+        return (coil_images * conj_maps).sum(dim=-3, keepdim=True)  # the maps add a batch dimension
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(coils={self.num_coils}, image_shape={self.domain_shape[-2:]})"
@@ -130,9 +166,8 @@ class FourierOperator(SenseOperator):
     """
 
     def __init__(self, mask: torch.Tensor | None, image_shape: tuple[int, int]):
-        height, width = (int(s) for s in image_shape)
-        LinearOperator.__init__(self, (1, height, width), (1, height, width),
-                                domain_kind="complex", range_kind="complex")
-        self.coil_maps = None
-        self.mask = None if mask is None else _check_mask(mask, self.range_shape)
-        self._cache = {}
+        shape = tuple(image_shape) if isinstance(image_shape, (tuple, list, torch.Size)) else None
+        if shape is None or len(shape) != 2:
+            raise ValueError(f"image_shape: expected (H, W), found {image_shape!r}")
+        height, width = (int(check_positive(s, "image_shape", integer=True)) for s in shape)
+        self._setup(None, mask, 1, height, width)
