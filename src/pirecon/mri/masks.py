@@ -68,8 +68,9 @@ class MaskSample(NamedTuple):
         ``(B, coils, H, W)``: ``(B, 1, 1, W)`` for line masks,
         ``(B, 1, H, W)`` for 2D masks.
     num_low_frequencies : Tensor
-        ``(B,)`` int64: the number of fully sampled central columns (the
-        width of the calibration region along ``W``).
+        ``(B,)`` int64: for line masks the number of fully sampled central
+        columns; for 2D masks the width along ``W`` of the fully sampled
+        calibration box, whose columns are sampled only inside the box.
     acceleration : Tensor
         ``(B,)`` float32: the nominal acceleration chosen for each sample.
     """
