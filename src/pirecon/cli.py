@@ -1,6 +1,8 @@
 """The ``pirecon`` command.
 
-    pirecon demo --out DIR     simulate LPD-ellipses CT data, reconstruct with FBP, write metrics and a figure
+    pirecon demo --out DIR          simulate LPD-ellipses CT data, reconstruct with FBP, write metrics and a figure
+    pirecon simulate ... --out F    simulate a raw CT or MRI file (data_specs/)
+    pirecon validate FILE           check a file against its spec; one line, exit 0 or 2
 
 User errors (bad arguments, unwritable paths) print one line to stderr and
 exit with status 2; no traceback.
@@ -22,6 +24,18 @@ def _demo(args) -> int:
     print(_table_markdown(scores, best_filter(scores), args.num_ellipses))
     print(f"wrote {args.out}/metrics.md, metrics.csv and figure.png")
     return 0
+
+
+def _simulate(args) -> int:
+    from .data.simulate import simulate_main
+
+    return simulate_main(args)
+
+
+def _validate(args) -> int:
+    from .data.validate import main_validate
+
+    return main_validate(args.file)
 
 
 def _positive_int(text: str) -> int:
@@ -55,6 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--noise", type=_fraction, default=0.05, help="Gaussian std relative to mean |data| (0: none)")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(run=_demo)
+
+    from .data.simulate import add_simulate_arguments
+
+    simulate = sub.add_parser("simulate", help="simulate a raw CT or MRI file in pirecon's format")
+    add_simulate_arguments(simulate)
+    simulate.set_defaults(run=_simulate)
+
+    validate = sub.add_parser("validate", help="check a file against its spec (data_specs/)")
+    validate.add_argument("file", help="an HDF5 file written by pirecon, or a fastMRI file")
+    validate.set_defaults(run=_validate)
     return parser
 
 

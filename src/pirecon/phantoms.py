@@ -1,4 +1,4 @@
-"""Test images: the Shepp-Logan phantom and random ellipses.
+"""Test images: the Shepp-Logan phantom, random ellipses, and lesions with labels.
 
 Coordinates
 -----------
@@ -29,7 +29,7 @@ import torch
 
 from ._validation import check_positive, sample_generators
 
-__all__ = ["shepp_logan", "random_ellipses"]
+__all__ = ["shepp_logan", "random_ellipses", "lesions"]
 
 
 # --------------------------------------------------------------------------
@@ -295,3 +295,182 @@ def random_ellipses(shape, batch_size: int = 1, *, seed: int | torch.Generator |
         ndim, batch_size, seed, num_ellipses, start_index)
     rotations = _rotation_2d(angles[..., 0]) if ndim == 2 else _rotation_3d(angles)
     return _rasterise(values, centres, half_axes, rotations, shape, device=device, dtype=dtype)
+
+
+# --------------------------------------------------------------------------
+# Lesions (a diagnostic task with labels)
+# --------------------------------------------------------------------------
+
+# Stream tag keeping lesion draws independent of the background drawn with the
+# same seed (the background of sample i is ``random_ellipses`` sample i).
+# Fixed forever: changing it changes every lesion phantom.
+_STREAM_LESIONS = 0x6C65736E  # "lesn"
+
+_LESION_TRIES = 100  # placement attempts per lesion before it is given up
+
+
+def _values_at(values, centres, half_axes, rotations, points) -> torch.Tensor:
+    """The phantom ``sum_k v_k 1[p in E_k]`` of one image evaluated at ``points (P, 2)`` (float64, CPU)."""
+    diff = points[:, None, :] - centres[None, :, :]  # (P, K, 2)
+    q = torch.einsum("kji,pkj->pki", rotations, diff)  # R^T (p - c)
+    inside = ((q / half_axes[None]) ** 2).sum(-1) <= 1.0
+    return (inside.to(values.dtype) * values[None]).sum(-1)
+
+
+def _check_pair_range(value, name: str, *, integer: bool, lower: float, upper: float | None = None):
+    ok = isinstance(value, (tuple, list)) and len(value) == 2
+    if ok:
+        kind = numbers.Integral if integer else numbers.Real
+        ok = all(isinstance(v, kind) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+        ok = ok and lower <= value[0] <= value[1] and (upper is None or value[1] < upper)
+    if not ok:
+        what = "integers" if integer else "numbers"
+        bound = f"{lower:g} <= low <= high" + (f" < {upper:g}" if upper is not None else "")
+        raise ValueError(f"{name}: expected a pair (low, high) of {what} with {bound}, found {value!r}")
+    return (int(value[0]), int(value[1])) if integer else (float(value[0]), float(value[1]))
+
+
+def lesions(shape, batch_size: int = 1, *, seed: int | torch.Generator | None = None, start_index: int = 0,
+            num_lesions=(1, 3), radius_range=(0.03, 0.08), contrast: float = 0.05,
+            presence_probability: float = 0.5, background: str = "ellipses",
+            dtype: torch.dtype = torch.float32, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Background images with, at random, a few small low-contrast circular lesions, and their labels.
+
+    For each image, with probability ``presence_probability``, ``m`` lesions
+    are drawn, ``m`` uniform in ``{num_lesions[0], ..., num_lesions[1]}``.
+    Each lesion is a disc of radius ``U[radius_range]`` (normalised
+    coordinates, the image is ``[-1, 1]^2``) that adds ``contrast`` to the
+    background. Its centre is drawn uniformly with the disc inside the image
+    and kept only if the background (evaluated analytically) is positive at
+    the centre, at 12 points of the circle of half the radius and at 24
+    points of the rim (the disc lies *inside the object*, up to ellipses
+    smaller than these gaps) and the disc does not overlap an earlier lesion; after
+    100 rejected draws the lesion is left out. The label is 1 when at least
+    one lesion was placed.
+
+    Parameters
+    ----------
+    shape : (H, W)
+        2D images only.
+    batch_size : int
+        Number of images ``B``.
+    seed : int, torch.Generator or None
+        Image ``i`` depends only on ``(seed, start_index + i)``. With
+        ``background="ellipses"`` its background is image ``i`` of
+        ``random_ellipses(shape, seed=seed, start_index=start_index)``
+        (a generator or ``None`` contributes one drawn int64 base seed first).
+        Lesion parameters are continuous, so the same seed gives the same
+        lesions at any resolution.
+    start_index : int
+        Index of the first image in the seeded stream.
+    num_lesions : (int, int)
+        Inclusive range of the number of lesions of an image with lesions (``>= 1``).
+    radius_range : (float, float)
+        Range of the radii, in ``(0, 1)``. At ``H`` pixels a radius ``r``
+        spans ``r H / 2`` pixels; radii below a pixel may cover no pixel
+        centre, so the segmentation can be empty although the label is 1.
+    contrast : float
+        Intensity added inside each lesion (non-zero; negative for hypo-intense lesions).
+    presence_probability : float
+        Probability in ``[0, 1]`` that an image holds lesions.
+    background : {"ellipses", "shepp-logan"}
+        Random ellipses of the LPD-ellipses protocol, or the modified
+        Shepp-Logan phantom (the same for every image).
+    dtype, device
+        Of the images.
+
+    Returns
+    -------
+    images : Tensor
+        ``(B, 1, H, W)``: background plus lesions.
+    segmentation : Tensor
+        ``(B, 1, H, W)`` uint8: 1 at the pixel centres inside a lesion.
+    present : Tensor
+        ``(B,)`` int64: 1 if the image holds lesions, else 0.
+    """
+    shape = _check_shape(shape)
+    if len(shape) != 2:
+        raise ValueError(f"shape: expected (H, W) (lesion phantoms are 2D), found {shape!r}")
+    batch_size = int(check_positive(batch_size, "batch_size", integer=True))
+    if isinstance(start_index, bool) or not isinstance(start_index, numbers.Integral) or start_index < 0:
+        raise ValueError(f"start_index: expected a non-negative integer, found {start_index!r}")
+    start_index = int(start_index)
+    count_lo, count_hi = _check_pair_range(num_lesions, "num_lesions", integer=True, lower=1)
+    r_lo, r_hi = _check_pair_range(radius_range, "radius_range", integer=False, lower=0, upper=1)
+    if r_lo <= 0:
+        raise ValueError(f"radius_range: expected radii in (0, 1), found {radius_range!r}")
+    if isinstance(contrast, bool) or not isinstance(contrast, numbers.Real) or not math.isfinite(contrast) \
+            or contrast == 0:
+        raise ValueError(f"contrast: expected a finite non-zero number, found {contrast!r}")
+    if isinstance(presence_probability, bool) or not isinstance(presence_probability, numbers.Real) \
+            or not 0 <= presence_probability <= 1:
+        raise ValueError(f"presence_probability: expected a number in [0, 1], found {presence_probability!r}")
+    if not isinstance(background, str) or background.lower().replace("_", "-") not in ("ellipses", "shepp-logan"):
+        raise ValueError(f"background: expected 'ellipses' or 'shepp-logan', found {background!r}")
+    background = background.lower().replace("_", "-")
+    dtype = _check_dtype(dtype)
+
+    # One integer base seed for the background and the lesions alike.
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+        base = int(seed)
+    else:
+        from ._validation import make_generator
+
+        gen = make_generator(seed)
+        base = int(torch.randint(0, 2**63 - 1, (1,), generator=gen, device=gen.device).item())
+
+    f64 = torch.float64
+    if background == "ellipses":
+        values, centres, half_axes, angles, _ = _random_ellipse_params(2, batch_size, base, 50, start_index)
+        rotations = _rotation_2d(angles[..., 0])
+        images = _rasterise(values, centres, half_axes, rotations, shape, device=device, dtype=dtype)
+    else:
+        table = torch.tensor(_SL_2D, dtype=f64)
+        values = torch.tensor(_SL_MODIFIED_VALUES, dtype=f64)[None].expand(batch_size, -1)
+        centres = table[None, :, 3:5].expand(batch_size, -1, -1)
+        half_axes = table[None, :, 1:3].expand(batch_size, -1, -1)
+        rotations = _rotation_2d(torch.deg2rad(table[:, 5]))[None].expand(batch_size, -1, -1, -1)
+        images = shepp_logan(shape, dtype=dtype, device=device).expand(batch_size, -1, -1, -1).clone()
+
+    # test points of the unit disc: the centre, 12 points at half the radius, 24 on the rim
+    rings = []
+    for radius, count in ((0.5, 12), (1.0, 24)):
+        t = torch.arange(count, dtype=f64) * (2 * math.pi / count)
+        rings.append(radius * torch.stack([torch.cos(t), torch.sin(t)], -1))
+    rim = torch.cat(rings)  # (36, 2)
+    placed: list[list[tuple[float, float, float]]] = []
+    for b, g in enumerate(sample_generators(base, batch_size, start_index, _STREAM_LESIONS)):
+        lesions_b: list[tuple[float, float, float]] = []
+        has = bool(torch.rand((), dtype=f64, generator=g) < presence_probability)
+        if has:
+            m = int(torch.randint(count_lo, count_hi + 1, (), generator=g))
+            for _ in range(m):
+                for _ in range(_LESION_TRIES):
+                    r = r_lo + (r_hi - r_lo) * float(torch.rand((), dtype=f64, generator=g))
+                    c = (2 * torch.rand(2, dtype=f64, generator=g) - 1) * (1 - r)
+                    if any(math.hypot(c[0] - x, c[1] - y) <= r + s for x, y, s in lesions_b):
+                        continue
+                    points = torch.cat([c[None], c[None] + r * rim])
+                    if bool((_values_at(values[b], centres[b], half_axes[b], rotations[b], points) > 0).all()):
+                        lesions_b.append((float(c[0]), float(c[1]), r))
+                        break
+        placed.append(lesions_b)
+
+    present = torch.tensor([1 if p else 0 for p in placed], dtype=torch.int64)
+    K = max((len(p) for p in placed), default=0)
+    segmentation = torch.zeros((batch_size, 1, *shape), dtype=torch.uint8, device=device)
+    if K:
+        l_values = torch.zeros(batch_size, K, dtype=f64)
+        l_centres = torch.zeros(batch_size, K, 2, dtype=f64)
+        l_axes = torch.ones(batch_size, K, 2, dtype=f64)
+        for b, p in enumerate(placed):
+            for k, (x, y, r) in enumerate(p):
+                l_values[b, k] = 1.0
+                l_centres[b, k] = torch.tensor([x, y], dtype=f64)
+                l_axes[b, k] = r
+        eye = torch.eye(2, dtype=f64).expand(batch_size, K, 2, 2)
+        # lesions never overlap, so the indicator sum is 0 or 1
+        mask = _rasterise(l_values, l_centres, l_axes, eye, shape, device=device, dtype=torch.float32)
+        segmentation = (mask > 0.5).to(torch.uint8)
+        images = images + (float(contrast) * mask).to(dtype)
+    return images, segmentation, present.to(device)

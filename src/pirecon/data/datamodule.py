@@ -1,0 +1,207 @@
+"""``ReconstructionDataModule``: train / val / test loaders from raw HDF5 files or on-the-fly simulation.
+
+    # files (paths or glob patterns)
+    dm = ReconstructionDataModule(train="data/train_*.h5", val="data/val.h5", batch_size=8, num_workers=4)
+
+    # endless simulated training data, a fixed simulated validation file written once by prepare_data()
+    dm = ReconstructionDataModule(
+        simulation={"modality": "ct", "phantom": "ellipses", "seed": 0, "length": 10_000},
+        val_simulation={"out": "data/val.h5", "n": 64, "seed": 1},   # other simulate() options default to simulation's
+        batch_size=8)
+
+File datasets are :class:`H5SliceDataset` (map-style: Lightning adds a
+``DistributedSampler`` under DDP); simulated training data is a
+:class:`SimulationDataset` whose loader calls ``set_epoch`` with the
+trainer's epoch at the start of each epoch, so every epoch sees fresh samples
+and a resumed run the same ones as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from .datasets import H5SliceDataset, SimulationDataset
+
+__all__ = ["ReconstructionDataModule", "resolve_files"]
+
+_SIMULATE_ONLY = ("out", "n", "chunk_size", "progress")
+_DATASET_ONLY = ("length", "block_size", "rank", "world_size", "transform")
+
+
+def resolve_files(spec, name: str) -> list[Path]:
+    """Paths from a path, a glob pattern or a list of them (patterns sorted); ``ValueError`` naming what is missing."""
+    if isinstance(spec, (str, os.PathLike)):
+        spec = [spec]
+    if not isinstance(spec, (list, tuple)) or not spec:
+        raise ValueError(f"{name}: expected a path, a glob pattern or a non-empty list of them, found {spec!r}")
+    out: list[Path] = []
+    for entry in spec:
+        if not isinstance(entry, (str, os.PathLike)):
+            raise ValueError(f"{name}: expected paths or glob patterns, found {type(entry).__name__}")
+        text = os.fspath(entry)
+        if glob.has_magic(text):
+            matches = sorted(glob.glob(os.path.expanduser(text)))
+            if not matches:
+                raise ValueError(f"{name}: expected files matching the pattern {text!r}, found none")
+            out.extend(Path(m) for m in matches)
+        else:
+            path = Path(text).expanduser()
+            if not path.is_file():
+                raise ValueError(f"{name}: expected an existing HDF5 file, found no file at {text!r}")
+            out.append(path)
+    return out
+
+
+class _EpochDataLoader(DataLoader):
+    """A DataLoader that tells its ``SimulationDataset`` the epoch before each pass (workers copy it then)."""
+
+    def __init__(self, *args, epoch_fn=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._epoch_fn = epoch_fn
+        self._passes = 0
+
+    def __iter__(self):
+        epoch = self._epoch_fn() if self._epoch_fn is not None else None
+        self.dataset.set_epoch(self._passes if epoch is None else int(epoch))
+        self._passes += 1
+        return super().__iter__()
+
+
+class ReconstructionDataModule(pl.LightningDataModule):
+    """Loaders of raw data for reconstruction training.
+
+    Parameters
+    ----------
+    train, val, test : path, glob pattern or list of them, optional
+        Raw HDF5 files (``ct_raw``, ``mri_raw`` or fastMRI), read slice by slice.
+    simulation : dict, optional
+        Keyword arguments of :class:`SimulationDataset` (``modality``,
+        ``phantom``, ``seed``, ``length``, ``block_size``, and ``simulate``
+        options); used for training when ``train`` is not given.
+    val_simulation : dict, optional
+        Keyword arguments of :func:`pirecon.data.simulate.simulate` for a
+        fixed validation file, with ``out`` (the file) and ``n`` required;
+        options not given are taken from ``simulation``. ``prepare_data``
+        writes the file if it does not exist yet; it is then the validation
+        set (unless ``val`` is given too, then both are used).
+    batch_size, num_workers, pin_memory :
+        Of every loader.
+    kind : {"ct", "mri"}, optional
+        Expected kind of the files.
+    """
+
+    def __init__(self, train: str | list[str] | None = None, val: str | list[str] | None = None,
+                 test: str | list[str] | None = None, *, simulation: dict | None = None,
+                 val_simulation: dict | None = None, batch_size: int = 8, num_workers: int = 0,
+                 pin_memory: bool = False, kind: str | None = None):
+        super().__init__()
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size: expected a positive integer, found {batch_size!r}")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"num_workers: expected a non-negative integer, found {num_workers!r}")
+        if simulation is not None and not isinstance(simulation, dict):
+            raise ValueError(f"simulation: expected a dict of SimulationDataset arguments, found {simulation!r}")
+        if val_simulation is not None:
+            if not isinstance(val_simulation, dict):
+                raise ValueError(f"val_simulation: expected a dict of simulate() arguments, found {val_simulation!r}")
+            missing = [k for k in ("out", "n") if k not in val_simulation]
+            if missing:
+                raise ValueError(f"val_simulation: expected the keys 'out' and 'n', found no {missing[0]!r}")
+        if train is None and simulation is None and val is None and val_simulation is None and test is None:
+            raise ValueError("ReconstructionDataModule: expected train/val/test files or a simulation, found none")
+        self.train_files, self.val_files, self.test_files = train, val, test
+        self.simulation = dict(simulation) if simulation is not None else None
+        self.val_simulation = dict(val_simulation) if val_simulation is not None else None
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.pin_memory = bool(pin_memory)
+        self.kind = kind
+        self.train_dataset = self.val_dataset = self.test_dataset = None
+
+    # ---- data preparation (rank 0) --------------------------------------
+
+    def _val_simulation_arguments(self) -> dict[str, Any]:
+        args = {k: v for k, v in (self.simulation or {}).items() if k not in _DATASET_ONLY}
+        args.pop("seed", None)  # the validation file has its own seed (default below)
+        args.update(self.val_simulation)
+        args.setdefault("seed", 1_000_003)
+        args.setdefault("progress", False)
+        return args
+
+    def prepare_data(self) -> None:
+        """Write the validation file of ``val_simulation`` unless it exists (Lightning runs this once per node)."""
+        if self.val_simulation is None:
+            return
+        args = self._val_simulation_arguments()
+        out = Path(args.pop("out"))
+        if not out.exists():
+            from .simulate import simulate
+
+            simulate(out, **args)
+
+    # ---- setup ----------------------------------------------------------
+
+    def _files(self, stage: str) -> list[Path] | None:
+        spec = {"train": self.train_files, "val": self.val_files, "test": self.test_files}[stage]
+        files = resolve_files(spec, stage) if spec is not None else []
+        if stage == "val" and self.val_simulation is not None:
+            files += resolve_files(self.val_simulation["out"], "val_simulation['out']")
+        return files or None
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the datasets of ``stage`` ("fit", "validate", "test", or None for all); missing files raise
+        ``ValueError`` naming the path."""
+        if stage not in (None, "fit", "validate", "test", "predict"):
+            raise ValueError(f"stage: expected 'fit', 'validate', 'test', 'predict' or None, found {stage!r}")
+        if stage in (None, "fit"):
+            files = self._files("train")
+            if files is not None:
+                self.train_dataset = H5SliceDataset(files, kind=self.kind)
+            elif self.simulation is not None:
+                self.train_dataset = SimulationDataset(**self.simulation)
+            elif stage == "fit":
+                raise ValueError("train: expected training files or a simulation, found neither")
+        if stage in (None, "fit", "validate"):
+            files = self._files("val")
+            if files is not None:
+                self.val_dataset = H5SliceDataset(files, kind=self.kind)
+            elif stage == "validate":
+                raise ValueError("val: expected validation files or val_simulation, found neither")
+        if stage in (None, "test"):
+            files = self._files("test")
+            if files is not None:
+                self.test_dataset = H5SliceDataset(files, kind=self.kind)
+            elif stage == "test":
+                raise ValueError("test: expected test files, found none")
+
+    # ---- loaders --------------------------------------------------------
+
+    def _current_epoch(self):
+        trainer = getattr(self, "trainer", None)
+        return None if trainer is None else trainer.current_epoch
+
+    def _loader(self, dataset, *, shuffle: bool) -> DataLoader:
+        options = dict(batch_size=self.batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory)
+        if isinstance(dataset, SimulationDataset):
+            return _EpochDataLoader(dataset, epoch_fn=self._current_epoch, **options)
+        return DataLoader(dataset, shuffle=shuffle, **options)
+
+    def _need(self, dataset, name: str):
+        if dataset is None:
+            raise ValueError(f"{name}: no dataset; give {name} files (and call setup) before asking for its loader")
+        return dataset
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self._need(self.train_dataset, "train"), shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self._need(self.val_dataset, "val"), shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self._need(self.test_dataset, "test"), shuffle=False)

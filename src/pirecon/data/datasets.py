@@ -1,0 +1,428 @@
+"""PyTorch datasets: slices of raw HDF5 files, and an endless stream of on-the-fly simulations.
+
+Both yield the same items, dicts of tensors shaped for a batch ``(B, C, ...)``
+after collation:
+
+============================  ===========================  =================================
+key                           CT                           MRI
+============================  ===========================  =================================
+measurement                   ``sinogram`` (1, A, D)       ``kspace`` (coils, H, W) complex64
+                              float32                      (masked); non-Cartesian
+                                                           ``(coils, K)`` with ``trajectory``
+``mask``                      --                           ``(1, 1, W)`` line mask or
+                                                           ``(1, h, W)`` 2D mask, float32
+``ground_truth`` (if stored)  ``(1, H, W)`` float32        ``(1, H, W)`` complex64
+``coil_maps`` (if stored)     --                           ``(coils, H, W)`` complex64
+``reconstruction_rss``        --                           ``(1, h, w)`` float32
+``segmentation`` (if stored)  ``(1, H, W)`` uint8          ``(1, H, W)`` uint8
+``label`` (if stored)         ``()`` int64                 ``()`` int64
+============================  ===========================  =================================
+
+plus ``file`` and ``slice`` (:class:`H5SliceDataset`) or ``index``
+(:class:`SimulationDataset`), Python ints.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from bisect import bisect_right
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+__all__ = ["H5SliceDataset", "SimulationDataset", "resolve_rank", "KIND_OF_FORMAT"]
+
+#: Dataset kind of each raw file format (``formats.file_kind``).
+KIND_OF_FORMAT = {"ct_raw": "ct", "mri_raw": "mri", "fastmri": "mri"}
+
+#: HDF5 datasets read per slice, and the item key each becomes.
+_CT_KEYS = (("sinogram", "sinogram"), ("ground_truth", "ground_truth"), ("segmentation", "segmentation"))
+_MRI_KEYS = (("kspace", "kspace"), ("coil_maps", "coil_maps"), ("ground_truth", "ground_truth"),
+             ("reconstruction_rss", "reconstruction_rss"), ("reconstruction_esc", "reconstruction_rss"),
+             ("segmentation", "segmentation"), ("sampling_mask", "mask"))
+
+# channel axis added to per-slice arrays that are images (H, W) in the file
+_ADD_CHANNEL = ("sinogram", "ground_truth", "segmentation", "reconstruction_rss")
+
+
+def _as_paths(paths, name: str = "paths") -> list[Path]:
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    if not isinstance(paths, Iterable):
+        raise ValueError(f"{name}: expected a path or a list of paths, found {type(paths).__name__}")
+    out = []
+    for p in paths:
+        if not isinstance(p, (str, os.PathLike)):
+            raise ValueError(f"{name}: expected paths (str or PathLike), found {type(p).__name__}")
+        out.append(Path(p))
+    if not out:
+        raise ValueError(f"{name}: expected at least one file, found an empty list")
+    return out
+
+
+def _item_tensor(key: str, array: np.ndarray) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(array))
+    if key in _ADD_CHANNEL:
+        t = t.unsqueeze(0)
+    return t
+
+
+# --------------------------------------------------------------------------
+# Slices of HDF5 files
+# --------------------------------------------------------------------------
+
+class H5SliceDataset(Dataset):
+    """Map-style dataset over the slices of many raw HDF5 files (``ct_raw``, ``mri_raw`` or fastMRI).
+
+    Item ``i`` is slice ``s`` of file ``f`` in the order of ``paths``, then of
+    slices. The index is built from file metadata only (format attribute and
+    dataset shapes); each item reads its own slice from disk (one chunk per
+    dataset). Files are opened lazily, once per process: the handles are not
+    pickled and are reopened after ``fork`` or ``spawn``, so the dataset is
+    safe with ``DataLoader(num_workers > 0)`` and under DDP.
+
+    Parameters
+    ----------
+    paths : path or sequence of paths
+    kind : {"ct", "mri"}, optional
+        Expected kind of every file; by default that of the first file. Files
+        of another kind raise ``ValueError``.
+    transform : callable, optional
+        Applied to each item dict (``transform(item) -> item``).
+    """
+
+    def __init__(self, paths, *, kind: str | None = None, transform: Callable[[dict], Any] | None = None):
+        from .formats import file_kind
+
+        self.paths = _as_paths(paths)
+        if kind is not None and (not isinstance(kind, str) or kind.lower() not in ("ct", "mri")):
+            raise ValueError(f"kind: expected 'ct', 'mri' or None, found {kind!r}")
+        if transform is not None and not callable(transform):
+            raise ValueError(f"transform: expected a callable or None, found {type(transform).__name__}")
+        self.transform = transform
+        import h5py
+
+        counts = []
+        self.kind = None if kind is None else kind.lower()
+        self._line_masks: dict[int, np.ndarray] = {}
+        for i, path in enumerate(self.paths):
+            if not path.is_file():
+                raise FileNotFoundError(f"paths[{i}]: expected an existing HDF5 file, found no file at {str(path)!r}")
+            fmt = file_kind(path)
+            file_kind_ = KIND_OF_FORMAT.get(fmt)
+            if file_kind_ is None:
+                raise ValueError(f"{path}: expected a raw data file (ct_raw, mri_raw or fastMRI), found {fmt!r}")
+            if self.kind is None:
+                self.kind = file_kind_
+            elif file_kind_ != self.kind:
+                raise ValueError(f"{path}: expected a {self.kind.upper()} raw file like the others, found {fmt!r}")
+            key = "sinogram" if self.kind == "ct" else "kspace"
+            with h5py.File(path, "r") as f:
+                counts.append(int(f[key].shape[0]))
+                if "mask" in f:  # a line mask shared by all slices: small, read once
+                    self._line_masks[i] = np.asarray(f["mask"][()], dtype=np.float32)
+        self.num_slices = tuple(counts)
+        self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self._handles: dict[int, Any] = {}
+        self._pid = os.getpid()
+
+    # ---- indexing -------------------------------------------------------
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """``(file index, slice index)`` of item ``index`` (negative indices count from the end)."""
+        n = len(self)
+        if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"index: expected an integer, found {type(index).__name__}")
+        if not -n <= index < n:
+            raise IndexError(f"index: expected -{n} <= index < {n}, found {index}")
+        index = int(index) % n
+        f = bisect_right(self._offsets, index) - 1
+        return f, index - int(self._offsets[f])
+
+    # ---- file handles (per process, never pickled) ------------------------
+
+    def _file(self, i: int):
+        if self._pid != os.getpid():  # forked: the parent's handles are not ours
+            self._handles = {}
+            self._pid = os.getpid()
+        handle = self._handles.get(i)
+        if handle is None:
+            import h5py
+
+            handle = self._handles[i] = h5py.File(self.paths[i], "r")
+        return handle
+
+    def close(self) -> None:
+        """Close the files this process opened (they reopen on the next access)."""
+        if self._pid == os.getpid():
+            for handle in self._handles.values():
+                try:
+                    handle.close()
+                except Exception:  # already closed
+                    pass
+        self._handles = {}
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_handles"] = {}
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._pid = os.getpid()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # ---- metadata -------------------------------------------------------
+
+    def geometry(self, file_index: int = 0):
+        """The CT geometry of file ``file_index`` (from its attributes)."""
+        from ..ct import geometry_from_dict
+
+        if self.kind != "ct":
+            raise ValueError(f"geometry: only CT files have a geometry, found kind {self.kind!r}")
+        return geometry_from_dict(json.loads(_attr_text(self._file(file_index).attrs["geometry"])))
+
+    def noise(self, file_index: int = 0):
+        """The noise model of CT file ``file_index``, or ``None``."""
+        from ..noise import noise_from_dict
+
+        attrs = self._file(file_index).attrs
+        return noise_from_dict(json.loads(_attr_text(attrs["noise"]))) if "noise" in attrs else None
+
+    # ---- items ----------------------------------------------------------
+
+    def __getitem__(self, index: int) -> dict:
+        file_index, slice_index = self.locate(index)
+        f = self._file(file_index)
+        item: dict[str, Any] = {}
+        for name, key in (_CT_KEYS if self.kind == "ct" else _MRI_KEYS):
+            if name in f and key not in item:
+                item[key] = _item_tensor(key, f[name][slice_index])
+        if self.kind == "mri":
+            k = item["kspace"]
+            if "trajectory" in f:
+                traj = f["trajectory"]
+                item["trajectory"] = torch.from_numpy(np.asarray(traj[slice_index] if traj.ndim == 3 else traj[()]))
+                if k.ndim == 1:
+                    item["kspace"] = k[None]
+            elif k.ndim == 2:  # single-coil file: (H, W)
+                item["kspace"] = k[None]
+            if file_index in self._line_masks:
+                item["mask"] = torch.from_numpy(self._line_masks[file_index]).view(1, 1, -1)
+            for key in ("kspace", "coil_maps", "ground_truth"):
+                if key in item and item[key].dtype != torch.complex64 and item[key].is_complex():
+                    item[key] = item[key].to(torch.complex64)
+        if "labels" in f:
+            item["label"] = torch.tensor(int(f["labels"][slice_index]), dtype=torch.int64)
+        item["file"] = file_index
+        item["slice"] = slice_index
+        return self.transform(item) if self.transform is not None else item
+
+    def __repr__(self) -> str:
+        return f"H5SliceDataset(kind={self.kind!r}, files={len(self.paths)}, slices={len(self)})"
+
+
+def _attr_text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# --------------------------------------------------------------------------
+# On-the-fly simulation
+# --------------------------------------------------------------------------
+
+def _env_int(*names: str) -> int | None:
+    for name in names:
+        value = os.environ.get(name)
+        if value not in (None, ""):
+            try:
+                return int(value)
+            except ValueError:
+                raise ValueError(f"{name}: expected an integer environment variable, found {value!r}") from None
+    return None
+
+
+def resolve_rank(rank: int | None = None, world_size: int | None = None) -> tuple[int, int | None]:
+    """``(rank, world_size)``: the explicit values, else ``torch.distributed``'s if initialised, else the
+    environment (``RANK`` / ``LOCAL_RANK``, ``WORLD_SIZE``), else ``(0, 1)``. ``world_size`` may be ``None``
+    when only a rank is known."""
+    dist = torch.distributed
+    initialised = dist.is_available() and dist.is_initialized()
+    if rank is None:
+        rank = dist.get_rank() if initialised else _env_int("RANK", "LOCAL_RANK")
+    if world_size is None:
+        world_size = dist.get_world_size() if initialised else _env_int("WORLD_SIZE")
+    if rank is None:
+        rank = 0
+        if world_size is None:
+            world_size = 1
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
+        raise ValueError(f"rank: expected a non-negative integer, found {rank!r}")
+    if world_size is not None:
+        if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+            raise ValueError(f"world_size: expected a positive integer, found {world_size!r}")
+        if rank >= world_size:
+            raise ValueError(f"rank: expected a rank below world_size {world_size}, found {rank}")
+    return rank, world_size
+
+
+class SimulationDataset(IterableDataset):
+    """An endless (or epoch-sized) stream of samples simulated on the fly (:class:`pirecon.data.simulate.Simulator`).
+
+    Every sample is sample ``g`` of the simulator's stream for ``seed``, a
+    pure function of ``(seed, g)``; the global index ``g`` is determined by
+    ``(epoch, rank, worker, position)``, so different DataLoader workers and
+    DDP ranks never produce the same sample, and the same seed reproduces the
+    same samples:
+
+    * each rank owns its own range of indices: without ``length``,
+      ``g = epoch * 2**48 + rank * 2**40 + j`` for ``j = 0, 1, ...``; with
+      ``length = L`` (samples per epoch over all ranks, like a sampler),
+      each rank yields ``ceil(L / world_size)`` samples,
+      ``g = epoch * P + rank * ceil(L / world_size) + j`` with ``P`` the
+      per-epoch total. Rank 0 of a single process thus yields samples
+      ``0, 1, ...``, the samples ``simulate(..., seed=seed)`` writes to a file.
+    * within a rank, the rank's stream is cut in blocks of ``block_size``
+      consecutive samples (simulated together), dealt round-robin to the
+      DataLoader workers. The set of samples of a rank does not depend on
+      the number of workers; only their order does.
+
+    The rank and world size come from the arguments, else from
+    ``torch.distributed`` if it is initialised when iteration starts, else
+    from the environment (``RANK`` or ``LOCAL_RANK``, ``WORLD_SIZE``), else
+    0 of 1. Call :meth:`set_epoch` (as :class:`ReconstructionDataModule`'s
+    loaders do) to draw fresh samples each epoch.
+
+    Parameters
+    ----------
+    modality, phantom : str
+        As for :func:`pirecon.data.simulate.simulate`.
+    seed : int
+    length : int, optional
+        Samples per epoch over all ranks; ``None`` for an endless stream.
+    block_size : int
+        Samples simulated at once.
+    rank, world_size : int, optional
+        Override the detected values.
+    transform : callable, optional
+        Applied to each item dict.
+    **options
+        The other keyword arguments of ``simulate`` (``image_size``,
+        ``geometry``, ``num_angles``, ``noise``, ``coils``, ``acceleration``,
+        ``oversample``, ``lesion_options``, ...).
+    """
+
+    def __init__(self, modality: str = "ct", phantom: str = "ellipses", seed: int = 0, *, length: int | None = None,
+                 block_size: int = 8, rank: int | None = None, world_size: int | None = None,
+                 transform: Callable[[dict], Any] | None = None, **options):
+        from .simulate import Simulator
+
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed: expected an integer, found {seed!r}")
+        if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
+            raise ValueError(f"length: expected a positive integer or None, found {length!r}")
+        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+            raise ValueError(f"block_size: expected a positive integer, found {block_size!r}")
+        if transform is not None and not callable(transform):
+            raise ValueError(f"transform: expected a callable or None, found {type(transform).__name__}")
+        if rank is not None or world_size is not None:
+            resolve_rank(rank, world_size)  # check them now
+        self.simulator = Simulator(modality, phantom, **options)
+        self.modality = self.simulator.modality
+        self.seed = seed
+        self.length = length
+        self.block_size = block_size
+        self.rank = rank
+        self.world_size = world_size
+        self.transform = transform
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the samples of epoch ``epoch`` on the next iteration."""
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"epoch: expected a non-negative integer, found {epoch!r}")
+        self.epoch = epoch
+
+    def __getstate__(self):
+        # Resolve the rank in the process that sends the dataset to its DataLoader workers: spawned workers
+        # see neither its torch.distributed state nor, always, its environment.
+        state = self.__dict__.copy()
+        if self.rank is None or self.world_size is None:
+            try:
+                state["_detected"] = resolve_rank(self.rank, self.world_size)
+            except ValueError:
+                pass
+        return state
+
+    def _layout(self) -> tuple[int, int | None]:
+        """``(first global index of this rank in this epoch, samples of this rank or None)``."""
+        detected = self.__dict__.get("_detected")
+        if detected is not None and self.rank is None and self.world_size is None:
+            rank, world = detected
+        else:
+            rank, world = resolve_rank(self.rank, self.world_size)
+        if self.length is None:
+            return self.epoch * 2**48 + rank * 2**40, None
+        if world is None:
+            raise ValueError(f"world_size: expected a world size with rank {rank} to split length={self.length} "
+                             f"between ranks, found none (set WORLD_SIZE or pass world_size)")
+        per_rank = math.ceil(self.length / world)
+        return self.epoch * per_rank * world + rank * per_rank, per_rank
+
+    def __len__(self) -> int:
+        if self.length is None:
+            raise TypeError("SimulationDataset without length is endless and has no len()")
+        return self._layout()[1]
+
+    def global_indices(self, worker: int = 0, num_workers: int = 1) -> Iterator[int]:
+        """The global sample indices worker ``worker`` of ``num_workers`` yields, in order."""
+        base, count = self._layout()
+        block = worker
+        while count is None or block * self.block_size < count:
+            start = block * self.block_size
+            stop = start + self.block_size if count is None else min(start + self.block_size, count)
+            yield from range(base + start, base + stop)
+            block += num_workers
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        worker, num_workers = (0, 1) if info is None else (info.id, info.num_workers)
+        base, count = self._layout()
+        block = worker
+        while count is None or block * self.block_size < count:
+            start = block * self.block_size
+            size = self.block_size if count is None else min(self.block_size, count - start)
+            chunk = self.simulator.simulate(self.seed, base + start, size)
+            for i in range(size):
+                yield self._item(chunk, i, base + start + i)
+            block += num_workers
+
+    def _item(self, chunk: dict, i: int, index: int) -> dict:
+        item: dict[str, Any] = {}
+        for key, value in chunk.items():
+            if key == "labels":
+                item["label"] = torch.tensor(int(value[i]), dtype=torch.int64)
+            elif key == "mask":
+                item["mask"] = torch.from_numpy(value[i].copy())  # (1, 1, W)
+            else:
+                item[key] = _item_tensor(key, value[i].copy())
+        if self.modality == "mri":
+            item["coil_maps"] = self.simulator.coil_maps.clone()
+        item["index"] = index
+        return self.transform(item) if self.transform is not None else item
+
+    def __repr__(self) -> str:
+        return (f"SimulationDataset(modality={self.modality!r}, phantom={self.simulator.phantom!r}, "
+                f"seed={self.seed}, length={self.length}, block_size={self.block_size})")

@@ -1,0 +1,222 @@
+"""Datasets over raw HDF5 files and on-the-fly simulation, and the Lightning data module."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from pirecon.data.datamodule import ReconstructionDataModule
+from pirecon.data.datasets import H5SliceDataset, SimulationDataset
+from pirecon.data.formats import read_ct_raw, read_mri_raw
+from pirecon.data.simulate import simulate
+
+CT = dict(image_size=32, num_angles=16)
+MRI = dict(modality="mri", image_size=32, coils=4)
+
+
+@pytest.fixture(scope="module")
+def ct_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ct")
+    return [simulate(folder / f"part{i}.h5", n=n, seed=i, phantom="lesions", progress=False,
+                     lesion_options={"radius_range": (0.1, 0.2)}, **CT)
+            for i, n in enumerate((3, 5, 2))]
+
+
+@pytest.fixture(scope="module")
+def mri_file(tmp_path_factory):
+    return simulate(tmp_path_factory.mktemp("mri") / "mri.h5", n=4, seed=0, noise="gaussian:0.01",
+                    progress=False, **MRI)
+
+
+def collect(loader):
+    batches = list(loader)
+    return {key: torch.cat([b[key] for b in batches]) for key in batches[0]}
+
+
+# --------------------------------------------------------------------------
+# H5SliceDataset
+# --------------------------------------------------------------------------
+
+def test_slices_across_files_equal_the_files(ct_files):
+    ds = H5SliceDataset(ct_files)
+    assert ds.kind == "ct" and len(ds) == 10 and ds.num_slices == (3, 5, 2)
+    assert [ds.locate(i) for i in (0, 2, 3, 7, 8, 9, -1)] == [(0, 0), (0, 2), (1, 0), (1, 4), (2, 0), (2, 1), (2, 1)]
+    with pytest.raises(IndexError):
+        ds[10]
+    raws = [read_ct_raw(p) for p in ct_files]
+    for i in range(len(ds)):
+        item = ds[i]
+        f, s = ds.locate(i)
+        assert (item["file"], item["slice"]) == (f, s)
+        assert item["sinogram"].shape == (1, 16, raws[0].geometry.num_detectors)
+        assert item["sinogram"].dtype == torch.float32 and item["segmentation"].dtype == torch.uint8
+        assert np.array_equal(item["sinogram"][0].numpy(), raws[f].sinogram[s])
+        assert np.array_equal(item["ground_truth"][0].numpy(), raws[f].ground_truth[s])
+        assert np.array_equal(item["segmentation"][0].numpy(), raws[f].segmentation[s])
+        assert int(item["label"]) == raws[f].labels[s]
+    assert ds.geometry(1) == raws[1].geometry and ds.noise(0) == raws[0].noise
+
+
+def test_mri_items(mri_file):
+    ds = H5SliceDataset(mri_file, kind="mri")
+    raw = read_mri_raw(mri_file)
+    item = ds[2]
+    assert item["kspace"].shape == (4, 32, 32) and item["kspace"].dtype == torch.complex64
+    assert item["ground_truth"].shape == (1, 32, 32) and item["ground_truth"].dtype == torch.complex64
+    assert item["coil_maps"].shape == (4, 32, 32) and item["reconstruction_rss"].shape == (1, 32, 32)
+    assert item["mask"].shape == (1, 1, 32)
+    assert np.array_equal(item["kspace"].numpy(), raw.kspace[2])
+    assert np.array_equal(item["mask"].numpy(), raw.mask[2])
+    assert np.array_equal(item["ground_truth"][0].numpy(), raw.ground_truth[2])
+    assert np.array_equal(item["reconstruction_rss"][0].numpy(), raw.reconstruction_rss[2])
+    batch = next(iter(DataLoader(ds, batch_size=4)))
+    assert batch["kspace"].shape == (4, 4, 32, 32) and batch["mask"].shape == (4, 1, 1, 32)
+
+
+def test_kind_mismatch_and_missing_file(ct_files, mri_file, tmp_path):
+    with pytest.raises(ValueError, match="expected a CT raw file like the others, found 'mri_raw'"):
+        H5SliceDataset([ct_files[0], mri_file])
+    with pytest.raises(FileNotFoundError) as err:
+        H5SliceDataset([ct_files[0], tmp_path / "nope.h5"])
+    assert str(err.value) == f"paths[1]: expected an existing HDF5 file, found no file at {str(tmp_path / 'nope.h5')!r}"
+
+
+def test_workers_give_the_same_items_and_handles_are_not_pickled(ct_files):
+    ds = H5SliceDataset(ct_files)
+    ds[0]  # opens a file in this process before the workers start
+    assert ds._handles and not pickle.loads(pickle.dumps(ds))._handles
+    serial = collect(DataLoader(ds, batch_size=3, num_workers=0))
+    parallel = collect(DataLoader(ds, batch_size=3, num_workers=2))
+    assert serial.keys() == parallel.keys()
+    for key in serial:
+        assert torch.equal(serial[key], parallel[key]), key
+    assert serial["file"].tolist() == [0, 0, 0, 1, 1, 1, 1, 1, 2, 2]
+
+
+# --------------------------------------------------------------------------
+# SimulationDataset
+# --------------------------------------------------------------------------
+
+def test_simulation_workers_are_distinct_and_reproducible(tmp_path):
+    ds = SimulationDataset("ct", "ellipses", seed=4, length=12, block_size=2, noise="none", **CT)
+    assert len(ds) == 12
+    parallel = collect(DataLoader(ds, batch_size=4, num_workers=2))
+    assert sorted(parallel["index"].tolist()) == list(range(12))
+    sinograms = parallel["sinogram"].flatten(1)
+    assert torch.cdist(sinograms, sinograms).add(torch.eye(12) * 1e9).min() > 0  # no two samples alike
+    again = collect(DataLoader(ds, batch_size=4, num_workers=2))
+    assert torch.equal(again["index"], parallel["index"]) and torch.equal(again["sinogram"], parallel["sinogram"])
+    # the same samples as without workers, and as the file simulate() writes with that seed
+    serial = collect(DataLoader(ds, batch_size=4, num_workers=0))
+    order = parallel["index"].argsort()
+    assert torch.equal(serial["index"], torch.arange(12))
+    assert torch.equal(serial["sinogram"], parallel["sinogram"][order])
+    raw = read_ct_raw(simulate(tmp_path / "same.h5", n=12, seed=4, noise="none", progress=False, **CT))
+    assert np.array_equal(serial["sinogram"][:, 0].numpy(), raw.sinogram)
+    # a new epoch draws new samples
+    ds.set_epoch(1)
+    assert set(collect(DataLoader(ds, batch_size=4))["index"].tolist()).isdisjoint(range(12))
+
+
+def test_ddp_ranks_draw_distinct_samples(monkeypatch):
+    def first(ds, n):
+        return [item for _, item in zip(range(n), ds)]
+
+    mri = dict(image_size=32, coils=4)
+    ranks = [SimulationDataset("mri", "ellipses", seed=0, rank=r, world_size=2, block_size=2, **mri) for r in (0, 1)]
+    samples = [first(ds, 4) for ds in ranks]
+    assert {s["index"] for s in samples[0]}.isdisjoint(s["index"] for s in samples[1])
+    for a in samples[0]:
+        for b in samples[1]:
+            assert not torch.equal(a["kspace"], b["kspace"])
+    # the rank can come from the environment (as torchrun sets it), with the same result
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    from_env = first(SimulationDataset("mri", "ellipses", seed=0, block_size=2, **mri), 4)
+    assert all(torch.equal(a["kspace"], b["kspace"]) for a, b in zip(from_env, samples[1]))
+    # epoch-sized: the ranks split the epoch evenly and disjointly
+    finite = [SimulationDataset("ct", seed=0, length=7, rank=r, world_size=2, block_size=3, noise="none", **CT)
+              for r in (0, 1)]
+    indices = [[item["index"] for item in ds] for ds in finite]
+    assert [len(i) for i in indices] == [4, 4] == [len(ds) for ds in finite]
+    assert set(indices[0]).isdisjoint(indices[1])
+    with pytest.raises(ValueError, match="rank: expected a rank below world_size 2, found 2"):
+        SimulationDataset("ct", rank=2, world_size=2, **CT)
+
+
+def test_simulation_items_match_the_file_items(ct_files):
+    file_item = H5SliceDataset(ct_files[0])[0]
+    sim_item = next(iter(SimulationDataset("ct", "lesions", seed=0, lesion_options={"radius_range": (0.1, 0.2)},
+                                           **CT)))
+    assert set(file_item) - {"file", "slice"} == set(sim_item) - {"index"}
+    for key in ("sinogram", "ground_truth", "segmentation", "label"):
+        assert torch.equal(file_item[key], sim_item[key]), key
+
+
+# --------------------------------------------------------------------------
+# ReconstructionDataModule
+# --------------------------------------------------------------------------
+
+def test_datamodule_from_files(ct_files):
+    folder = ct_files[0].parent
+    dm = ReconstructionDataModule(train=str(folder / "part*.h5"), val=[ct_files[2]], test=ct_files[1],
+                                  batch_size=4)
+    dm.setup("fit")
+    assert len(dm.train_dataset) == 10 and len(dm.val_dataset) == 2
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["sinogram"].shape == (4, 1, 16, 47) and batch["ground_truth"].shape == (4, 1, 32, 32)
+    assert next(iter(dm.val_dataloader()))["label"].shape == (2,)
+    dm.setup("test")
+    assert len(next(iter(dm.test_dataloader()))["slice"]) == 4
+
+
+def test_datamodule_missing_paths(ct_files, tmp_path):
+    missing = str(tmp_path / "missing.h5")
+    dm = ReconstructionDataModule(train=[ct_files[0], missing], val=ct_files[1])
+    with pytest.raises(ValueError) as err:
+        dm.setup("fit")
+    assert str(err.value) == f"train: expected an existing HDF5 file, found no file at {missing!r}"
+    pattern = str(tmp_path / "nothing_*.h5")
+    with pytest.raises(ValueError) as err:
+        ReconstructionDataModule(test=pattern).setup("test")
+    assert str(err.value) == f"test: expected files matching the pattern {pattern!r}, found none"
+
+
+def test_datamodule_with_simulation_and_a_fixed_validation_file(tmp_path):
+    import pytorch_lightning as pl
+
+    val_file = tmp_path / "val.h5"
+    dm = ReconstructionDataModule(
+        simulation=dict(modality="ct", phantom="ellipses", seed=0, length=8, block_size=4, noise="none", **CT),
+        val_simulation=dict(out=str(val_file), n=4), batch_size=4, num_workers=0)
+    with pytest.raises(ValueError, match="^val_simulation\\['out'\\]: expected an existing HDF5 file"):
+        dm.setup("fit")  # prepare_data has not written it yet
+    dm.prepare_data()
+    assert val_file.exists()
+    dm.setup("fit")
+    assert read_ct_raw(val_file).sinogram.shape == (4, 16, 47)
+
+    seen: dict[int, list[int]] = {}
+
+    class Probe(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = torch.nn.Linear(1, 1)
+
+        def training_step(self, batch, batch_idx):
+            seen.setdefault(self.current_epoch, []).extend(batch["index"].tolist())
+            return self.layer(batch["sinogram"].mean((1, 2, 3))[:, None]).mean()
+
+        def validation_step(self, batch, batch_idx):
+            assert batch["sinogram"].shape == (4, 1, 16, 47)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    trainer = pl.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(Probe(), datamodule=dm)
+    assert sorted(seen[0]) == list(range(8))
+    assert len(seen[1]) == 8 and set(seen[1]).isdisjoint(seen[0])  # fresh samples in the second epoch
