@@ -220,3 +220,21 @@ def test_datamodule_with_simulation_and_a_fixed_validation_file(tmp_path):
     trainer.fit(Probe(), datamodule=dm)
     assert sorted(seen[0]) == list(range(8))
     assert len(seen[1]) == 8 and set(seen[1]).isdisjoint(seen[0])  # fresh samples in the second epoch
+
+
+def test_rank_is_not_frozen_by_pickling_before_the_process_group(monkeypatch):
+    """A dataset pickled where no rank is known (a launcher, ddp_spawn) takes the rank of the process it lands in."""
+    import pickle
+
+    from pirecon.data.datasets import SimulationDataset
+
+    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    dataset = SimulationDataset("ct", "ellipses", seed=0, length=8, image_size=32, num_angles=8)
+    payload = pickle.dumps(dataset)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    landed = pickle.loads(payload)
+    assert landed._layout() == (4, 4)  # rank 1 of 2 owns indices 4..7
+    monkeypatch.setenv("RANK", "0")
+    assert pickle.loads(payload)._layout() == (0, 4)

@@ -1,6 +1,5 @@
 import os
 import re
-import warnings
 
 import astra
 import numpy as np

@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import numbers
 
-import numpy as np
 import torch
 
 from ._validation import check_positive, sample_generators

@@ -187,19 +187,27 @@ class H5SliceDataset(Dataset):
 
     # ---- metadata -------------------------------------------------------
 
+    def _attrs(self, file_index: int) -> dict:
+        """Root attributes of a file, read through a short-lived handle (no handle outlives the call, so
+        nothing open is inherited by forked DataLoader workers)."""
+        import h5py
+
+        with h5py.File(self.paths[file_index], "r") as f:
+            return dict(f.attrs)
+
     def geometry(self, file_index: int = 0):
         """The CT geometry of file ``file_index`` (from its attributes)."""
         from ..ct import geometry_from_dict
 
         if self.kind != "ct":
             raise ValueError(f"geometry: only CT files have a geometry, found kind {self.kind!r}")
-        return geometry_from_dict(json.loads(_attr_text(self._file(file_index).attrs["geometry"])))
+        return geometry_from_dict(json.loads(_attr_text(self._attrs(file_index)["geometry"])))
 
     def noise(self, file_index: int = 0):
         """The noise model of CT file ``file_index``, or ``None``."""
         from ..noise import noise_from_dict
 
-        attrs = self._file(file_index).attrs
+        attrs = self._attrs(file_index)
         return noise_from_dict(json.loads(_attr_text(attrs["noise"]))) if "noise" in attrs else None
 
     # ---- items ----------------------------------------------------------
@@ -252,6 +260,12 @@ def _env_int(*names: str) -> int | None:
             except ValueError:
                 raise ValueError(f"{name}: expected an integer environment variable, found {value!r}") from None
     return None
+
+
+def _rank_is_known() -> bool:
+    """True when this process has a rank of its own: an initialised process group or ``RANK``/``LOCAL_RANK``."""
+    dist = torch.distributed
+    return (dist.is_available() and dist.is_initialized()) or _env_int("RANK", "LOCAL_RANK") is not None
 
 
 def resolve_rank(rank: int | None = None, world_size: int | None = None) -> tuple[int, int | None]:
@@ -358,8 +372,11 @@ class SimulationDataset(IterableDataset):
     def __getstate__(self):
         # Resolve the rank in the process that sends the dataset to its DataLoader workers: spawned workers
         # see neither its torch.distributed state nor, always, its environment.
+        # Only a real rank travels: a dataset pickled before the process group exists (ddp_spawn, a launcher)
+        # must not freeze rank 0 of 1 into every rank's copy.
         state = self.__dict__.copy()
-        if self.rank is None or self.world_size is None:
+        state.pop("_detected", None)
+        if (self.rank is None or self.world_size is None) and _rank_is_known():
             try:
                 state["_detected"] = resolve_rank(self.rank, self.world_size)
             except ValueError:
@@ -369,7 +386,7 @@ class SimulationDataset(IterableDataset):
     def _layout(self) -> tuple[int, int | None]:
         """``(first global index of this rank in this epoch, samples of this rank or None)``."""
         detected = self.__dict__.get("_detected")
-        if detected is not None and self.rank is None and self.world_size is None:
+        if detected is not None and self.rank is None and self.world_size is None and not _rank_is_known():
             rank, world = detected
         else:
             rank, world = resolve_rank(self.rank, self.world_size)

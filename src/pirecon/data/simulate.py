@@ -549,10 +549,6 @@ def simulate(out: str | os.PathLike, *, modality: str = "ct", phantom: str = "el
     progress : bool
         Show a tqdm progress bar (on stderr).
     """
-    from tqdm.auto import tqdm
-
-    from . import formats
-
     if not isinstance(out, (str, os.PathLike)) or not str(out):
         raise ValueError(f"out: expected a file path, found {out!r}")
     out = Path(out)
@@ -579,7 +575,26 @@ def simulate(out: str | os.PathLike, *, modality: str = "ct", phantom: str = "el
             raise ValueError("n: expected a positive integer, found None")
         n = _positive_int(n, "n")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(out.parent, os.W_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as err:
+        raise ValueError(f"out: expected a path in a writable directory, found {str(out)!r} "
+                         f"({err.strerror or err})") from None
+    try:
+        path = _generate_and_write(sim, out, n, seed, chunk_size, progress)
+    except OSError as err:
+        raise ValueError(f"out: could not write {str(out)!r} ({err.strerror or err})") from None
+    return Path(path)
+
+
+def _generate_and_write(sim, out: Path, n: int, seed: int, chunk_size: int, progress: bool):
+    """Simulate ``n`` samples into scratch buffers, then write the file atomically."""
+    from tqdm.auto import tqdm
+
+    from . import formats
+
     buffers: dict[str, np.ndarray] = {}
     desc = f"simulate {sim.modality} {out.name}"
     with tqdm(total=n, desc=desc, unit="slice", disable=not progress, dynamic_ncols=True) as bar:
@@ -610,7 +625,7 @@ def simulate(out: str | os.PathLike, *, modality: str = "ct", phantom: str = "el
                                          segmentation=buffers.get("segmentation"), labels=buffers.get("labels"),
                                          attrs=attrs)
         bar.set_postfix_str("done")
-    return Path(path)
+    return path
 
 
 # --------------------------------------------------------------------------
