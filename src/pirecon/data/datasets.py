@@ -35,6 +35,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
+from ._h5handles import LazyH5Handles
+
 __all__ = ["H5SliceDataset", "SimulationDataset", "resolve_rank", "KIND_OF_FORMAT"]
 
 #: Dataset kind of each raw file format (``formats.file_kind``).
@@ -76,7 +78,7 @@ def _item_tensor(key: str, array: np.ndarray) -> torch.Tensor:
 # Slices of HDF5 files
 # --------------------------------------------------------------------------
 
-class H5SliceDataset(Dataset):
+class H5SliceDataset(LazyH5Handles, Dataset):
     """Map-style dataset over the slices of many raw HDF5 files (``ct_raw``, ``mri_raw`` or fastMRI).
 
     Item ``i`` is slice ``s`` of file ``f`` in the order of ``paths``, then of
@@ -128,8 +130,7 @@ class H5SliceDataset(Dataset):
                     self._line_masks[i] = np.asarray(f["mask"][()], dtype=np.float32)
         self.num_slices = tuple(counts)
         self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        self._handles: dict[int, Any] = {}
-        self._pid = os.getpid()
+        self._reset_handles()
 
     # ---- indexing -------------------------------------------------------
 
@@ -150,40 +151,7 @@ class H5SliceDataset(Dataset):
     # ---- file handles (per process, never pickled) ------------------------
 
     def _file(self, i: int):
-        if self._pid != os.getpid():  # forked: the parent's handles are not ours
-            self._handles = {}
-            self._pid = os.getpid()
-        handle = self._handles.get(i)
-        if handle is None:
-            import h5py
-
-            handle = self._handles[i] = h5py.File(self.paths[i], "r")
-        return handle
-
-    def close(self) -> None:
-        """Close the files this process opened (they reopen on the next access)."""
-        if self._pid == os.getpid():
-            for handle in self._handles.values():
-                try:
-                    handle.close()
-                except Exception:  # already closed
-                    pass
-        self._handles = {}
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_handles"] = {}
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._pid = os.getpid()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
+        return self._h5(i, self.paths[i])
 
     # ---- metadata -------------------------------------------------------
 

@@ -67,13 +67,14 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch.utils.data
 
 from .._validation import check_choice, check_positive
 from ..ct.geometry import ParallelBeam2D
+from ._h5handles import LazyH5Handles
 
 __all__ = [
     "LODOPAB_MU_MAX",
@@ -128,7 +129,7 @@ def lodopab_geometry() -> ParallelBeam2D:
 _CHUNK = re.compile(r"^(observation|ground_truth)_(train|validation|test)_(\d+)\.(hdf5|h5)$")
 
 
-class LoDoPaBFiles(torch.utils.data.Dataset):
+class LoDoPaBFiles(LazyH5Handles, torch.utils.data.Dataset):
     """One part of LoDoPaB-CT on disk: ``(observation, ground_truth)`` pairs read one sample at a time.
 
     Parameters
@@ -215,8 +216,7 @@ class LoDoPaBFiles(torch.utils.data.Dataset):
             counts.append(n_obs)
         self.observation_shape, self.ground_truth_shape = obs_shape, gt_shape
         self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        self._handles: dict[Path, Any] = {}
-        self._pid = os.getpid()
+        self._reset_handles()
 
     def __len__(self) -> int:
         return int(self._offsets[-1])
@@ -243,36 +243,7 @@ class LoDoPaBFiles(torch.utils.data.Dataset):
         return observation, ground_truth
 
     def _file(self, path: Path):
-        import h5py
-
-        if self._pid != os.getpid():  # inherited through fork: never share HDF5 handles across processes
-            self._handles, self._pid = {}, os.getpid()
-        handle = self._handles.get(path)
-        if handle is None:
-            handle = self._handles[path] = h5py.File(path, "r")
-        return handle
-
-    def close(self) -> None:
-        """Close the files this process opened (they reopen on the next access)."""
-        if self._pid == os.getpid():
-            for handle in self._handles.values():
-                handle.close()
-        self._handles = {}
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_handles"] = {}
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._pid = os.getpid()
+        return self._h5(path, path)
 
     def __repr__(self) -> str:
         return (f"LoDoPaBFiles(root={str(self.root)!r}, part={self.part!r}, samples={len(self)}, "
