@@ -67,16 +67,15 @@ class Physics:
         file has none (plain fastMRI files). ``slices`` selects slices of an MRI file (maps and masks
         are per slice).
         """
-        from .data.formats import file_kind, read_ct_raw, read_mri_raw
+        from .data.formats import file_kind, read_ct_acquisition, read_mri_raw
 
         path = Path(path)
         kind = file_kind(path)
         if kind == "ct_raw":
             from .ct import RayTransform
 
-            raw = read_ct_raw(path)
-            return cls(RayTransform(raw.geometry, backend=backend), raw.noise, "ct",
-                       {"geometry": raw.geometry, "file": str(path)})
+            geometry, noise = read_ct_acquisition(path)
+            return cls(RayTransform(geometry, backend=backend), noise, "ct", {"geometry": geometry, "file": str(path)})
         if kind in ("mri_raw", "fastmri"):
             return cls._mri_from_raw(read_mri_raw(path), path, slices or slice(None))
         raise ValueError(f"{path}: expected a raw CT or MRI file, found a {kind!r} file")

@@ -496,6 +496,16 @@ def write_ct_raw(path, sinogram, geometry, *, noise=None, ground_truth=None, seg
     return path
 
 
+def read_ct_acquisition(path) -> tuple[Geometry, NoiseModel | None]:
+    """The geometry and noise model of a ``ct_raw`` file, from its attributes alone (no array is read)."""
+    from .validate import _inspect, _open
+
+    with _open(path) as f:
+        summary = _inspect(f, path, scan_values=False, expect=("ct_raw",))
+    noise = noise_from_dict(summary["noise"]) if summary.get("noise") is not None else None
+    return geometry_from_dict(summary["geometry"]), noise
+
+
 def read_ct_raw(path) -> CTRaw:
     """Read a ``ct_raw`` file whole; raises ``SpecError`` if it breaks its spec."""
     from .validate import _check_loaded, _inspect, _open
