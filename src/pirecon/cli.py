@@ -3,6 +3,7 @@
     pirecon demo --out DIR          simulate LPD-ellipses CT data, reconstruct with FBP, write metrics and a figure
     pirecon simulate ... --out F    simulate a raw CT or MRI file (data_specs/)
     pirecon validate FILE           check a file against its spec; one line, exit 0 or 2
+    pirecon reconstruct IN --method M --out OUT [--param k=v ...]   classical reconstruction of a raw file
 
 User errors (bad arguments, unwritable paths) print one line to stderr and
 exit with status 2; no traceback.
@@ -36,6 +37,12 @@ def _validate(args) -> int:
     from .data.validate import main_validate
 
     return main_validate(args.file)
+
+
+def _reconstruct(args) -> int:
+    from .reconstruct import reconstruct_main
+
+    return reconstruct_main(args)
 
 
 def _positive_int(text: str) -> int:
@@ -79,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a file against its spec (data_specs/)")
     validate.add_argument("file", help="an HDF5 file written by pirecon, or a fastMRI file")
     validate.set_defaults(run=_validate)
+
+    from .reconstruct import add_reconstruct_arguments
+
+    reconstruct = sub.add_parser("reconstruct", help="reconstruct a raw file with a classical method")
+    add_reconstruct_arguments(reconstruct)
+    reconstruct.set_defaults(run=_reconstruct)
     return parser
 
 
