@@ -69,3 +69,21 @@ def test_parameters_are_typed_and_checked():
 def test_missing_input_is_one_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no such file"):
         reconstruct_file(tmp_path / "missing.h5", tmp_path / "out.h5", "fbp", progress=False)
+
+
+@pytest.mark.parametrize("method, params", [("cgls", ["iterations=10"]), ("sirt", ["iterations=50", "nonnegative=false"]),
+                                            ("tv", ["lam=1.0", "iterations=100"])])
+def test_iterative_methods_beat_nothing_and_record_their_parameters(ct_file, tmp_path, method, params, capsys):
+    out = tmp_path / f"{method}.h5"
+    assert main(["reconstruct", str(ct_file), "--method", method, "--out", str(out), "--quiet",
+                 *[a for p in params for a in ("--param", p)]]) == 0
+    rec = read_reconstruction(out)
+    assert json.loads(rec.provenance["config"])["params"] == parse_params(method, params)
+    metrics = json.loads(rec.provenance["metrics"])
+    assert metrics["mean_psnr_db"] > 20
+    assert capsys.readouterr().out.startswith(f"wrote {out} ({method})")
+
+
+def test_tv_needs_lambda(ct_file, tmp_path):
+    with pytest.raises(ValueError, match="method 'tv': expected --param lam=<regularisation weight>, found none"):
+        reconstruct_file(ct_file, tmp_path / "tv.h5", "tv", {"iterations": 5}, progress=False)
