@@ -51,3 +51,14 @@ def test_mri_operators_small():
     assert rows["pirecon SenseOperator"]["seconds"] > 0
     assert rows["sigpy mri.linop.Sense"]["difference"] < 1e-5
     assert rows["torch with fftshift"]["difference"] < 1e-5
+
+
+@pytest.mark.slow
+def test_classical_small():
+    results = load("classical").main(["--num-test", "2", "--tv-iterations", "8"])
+    assert [r["method"] for r in results["ct"]] == ["FBP", "CGLS", "SIRT", "TV (PDHG)"]
+    assert [r["method"] for r in results["mri"]] == ["zero-filled (SENSE adjoint)", "CG-SENSE", "TV (PDHG)"]
+    fbp_row = results["ct"][0]
+    # the LPD-ellipses Hann FBP of Shepp-Logan (19.68 dB in the README) does not depend on the test-set size
+    assert fbp_row["parameter"] == "filter = hann"
+    assert abs(fbp_row["Shepp-Logan"][0] - 19.68) < 0.05
