@@ -204,7 +204,7 @@ def test_killed_simulation_leaves_no_file(tmp_path):
     out = tmp_path / "killed.h5"
     log = tmp_path / "stderr.txt"
     code = ("import sys; from pirecon.data.simulate import simulate; "
-            f"simulate(sys.argv[1], n=20000, seed=0, image_size=32, num_angles=16, chunk_size=16)")
+            "simulate(sys.argv[1], n=20000, seed=0, image_size=32, num_angles=16, chunk_size=16)")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(log, "wb") as stderr:
         proc = subprocess.Popen([sys.executable, "-c", code, str(out)], stderr=stderr, env=env)

@@ -3,7 +3,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from pirecon.cli import main
 from pirecon.data import read_reconstruction, validate

@@ -20,15 +20,11 @@ Prints Markdown tables with PSNR / SSIM (mean over images) and run times.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
+from _timing import timed
 
-def timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
 
 
 def ct_table(num_test: int, tv_iterations: int) -> list[dict]:

@@ -17,21 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import time
 
 import numpy as np
 import torch
 
+from _timing import median_time
 
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up: caches, projector creation, allocator
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def astra_direct(geometry, images: np.ndarray):

@@ -407,6 +407,13 @@ def _put(group: h5py.Group, name: str, data: np.ndarray, **attrs) -> h5py.Datase
     return ds
 
 
+def _put_task_labels(f: h5py.File, segmentation, labels) -> None:
+    """Write the optional ``segmentation`` and ``labels`` datasets with their ``num_classes`` attribute."""
+    for name, data in (("segmentation", segmentation), ("labels", labels)):
+        if data is not None:
+            _put(f, name, data, num_classes=np.int64(_num_classes(data)))
+
+
 def _json_text(obj) -> str:
     return json.dumps(obj, sort_keys=True, allow_nan=False)
 
@@ -489,10 +496,7 @@ def write_ct_raw(path, sinogram, geometry, *, noise=None, ground_truth=None, seg
             _put(f, "sinogram", sino)
             if gt is not None:
                 _put(f, "ground_truth", gt)
-            if seg is not None:
-                _put(f, "segmentation", seg, num_classes=np.int64(_num_classes(seg)))
-            if lab is not None:
-                _put(f, "labels", lab, num_classes=np.int64(_num_classes(lab)))
+            _put_task_labels(f, seg, lab)
     return path
 
 
@@ -745,10 +749,7 @@ def write_mri_raw(path, kspace, *, mask=None, trajectory=None, coil_maps=None, g
                 _put(f, "coil_maps", maps)
             if gt is not None:
                 _put(f, "ground_truth", gt)
-            if seg is not None:
-                _put(f, "segmentation", seg, num_classes=np.int64(_num_classes(seg)))
-            if lab is not None:
-                _put(f, "labels", lab, num_classes=np.int64(_num_classes(lab)))
+            _put_task_labels(f, seg, lab)
     return path
 
 

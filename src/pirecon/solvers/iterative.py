@@ -290,28 +290,39 @@ def landweber(y: torch.Tensor, operator: LinearOperator, *, iterations: int = 10
         step = float(check_positive(step, "step"))
     _check_nonnegative_kind(nonnegative, operator)
     callback = _check_callback(callback)
-    nr = len(operator.range_shape)
 
     with torch.no_grad():
         ops = _Ops(operator, y.dtype)
         x = _prepare_x0(x0, operator, batch, image_dtype, y.device)
-        if nonnegative:
-            x.clamp_(min=0)
-        r = y - ops.A(x)
-        history: list[float] = []
-        it = _iterator(iterations, progress, "Landweber")
-        try:
-            for k in it:
-                x.add_(ops.AH(r), alpha=step)
-                if nonnegative:
-                    x.clamp_(min=0)
-                r = y - ops.A(x)
-                history.append(float(_sqnorm(r, nr).sum()) ** 0.5)
-                if callback is not None:
-                    callback(k, x)
-        finally:
-            _close(it)
+        history = _projected_gradient(y, ops, x, None, step, nonnegative, iterations, progress, "Landweber", callback)
     return SolverResult(x, iterations, history)
+
+
+def _projected_gradient(y, ops, x, row_weight, col_weight, nonnegative: bool, iterations: int, progress: bool,
+                        name: str, callback) -> list[float]:
+    """``x <- P(x + C A^H (R (y - A x)))`` in place; returns ``||y - A x_{k+1}||_R`` per iteration.
+
+    ``R = 1`` when ``row_weight`` is ``None``; ``C`` is a scalar step or a per-pixel weight.
+    Landweber and SIRT are this iteration with different weights.
+    """
+    if nonnegative:
+        x.clamp_(min=0)
+    r = y - ops.A(x)
+    history: list[float] = []
+    it = _iterator(iterations, progress, name)
+    try:
+        for k in it:
+            x.add_(ops.AH(r if row_weight is None else r * row_weight) * col_weight)
+            if nonnegative:
+                x.clamp_(min=0)
+            r = y - ops.A(x)
+            squared = r.abs().square() if row_weight is None else r.square() * row_weight
+            history.append(float(squared.sum()) ** 0.5)
+            if callback is not None:
+                callback(k, x)
+    finally:
+        _close(it)
+    return history
 
 
 def _check_nonnegative_kind(nonnegative, operator: LinearOperator) -> None:
@@ -367,20 +378,5 @@ def sirt(y: torch.Tensor, operator: LinearOperator, *, iterations: int = 100, no
         R = torch.where(row > tiny, 1.0 / row.clamp(min=tiny), torch.zeros_like(row))
         C = torch.where(col > tiny, 1.0 / col.clamp(min=tiny), torch.zeros_like(col))
         x = _prepare_x0(x0, operator, batch, image_dtype, y.device)
-        if nonnegative:
-            x.clamp_(min=0)
-        r = y - ops.A(x)
-        history: list[float] = []
-        it = _iterator(iterations, progress, "SIRT")
-        try:
-            for k in it:
-                x.addcmul_(C, ops.AH(r * R))
-                if nonnegative:
-                    x.clamp_(min=0)
-                r = y - ops.A(x)
-                history.append(float((r.square() * R).sum()) ** 0.5)
-                if callback is not None:
-                    callback(k, x)
-        finally:
-            _close(it)
+        history = _projected_gradient(y, ops, x, R, C, nonnegative, iterations, progress, "SIRT", callback)
     return SolverResult(x, iterations, history)
