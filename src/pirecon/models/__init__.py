@@ -1,0 +1,27 @@
+"""Learned reconstructions: every model is called as ``model(y, physics)`` and returns a ``Reconstruction``.
+
+``MODELS`` maps short names to the model classes (``MODELS["lpd"](iterations=10)``).
+"""
+
+from .layers import ConvBlock, UNet, from_channels, num_channels, to_channels
+from .lgd import LearnedGradientDescent
+from .lpd import LearnedPrimalDual
+from .modl import MoDL, conjugate_gradient
+from .physics_tools import cartesian_mask, check_model_inputs, initial_image, operator_scale
+from .postprocessing import PostProcessingUNet
+from .reconstruction import Reconstruction
+from .varnet import NormalizedUNet, SensitivityNetwork, VarNet, calibration_mask
+
+MODELS = {
+    "lpd": LearnedPrimalDual,
+    "lgd": LearnedGradientDescent,
+    "modl": MoDL,
+    "varnet": VarNet,
+    "unet": PostProcessingUNet,
+}
+
+__all__ = ["Reconstruction", "MODELS",
+           "LearnedPrimalDual", "LearnedGradientDescent", "MoDL", "VarNet", "PostProcessingUNet",
+           "ConvBlock", "UNet", "NormalizedUNet", "SensitivityNetwork", "to_channels", "from_channels",
+           "num_channels", "initial_image", "operator_scale", "check_model_inputs", "cartesian_mask",
+           "calibration_mask", "conjugate_gradient"]

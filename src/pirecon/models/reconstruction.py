@@ -1,0 +1,28 @@
+"""``Reconstruction``: what every reconstructor returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+__all__ = ["Reconstruction"]
+
+
+@dataclass
+class Reconstruction:
+    """The output of ``model(y, physics)``.
+
+    Attributes
+    ----------
+    image : torch.Tensor
+        ``(B, 1, H, W)``: real float32 for CT, complex64 for MRI (same kind as ``physics.adjoint(y)``).
+    uncertainty : torch.Tensor or None
+        Per-pixel uncertainty ``(B, 1, H, W)`` (or interval bounds), filled by uncertainty heads.
+    task : dict of str to torch.Tensor
+        Diagnostic-task outputs (segmentation logits, class scores), filled by task heads.
+    """
+
+    image: torch.Tensor
+    uncertainty: torch.Tensor | None = None
+    task: dict[str, torch.Tensor] = field(default_factory=dict)
