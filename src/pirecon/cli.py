@@ -2,7 +2,8 @@
 
     pirecon demo --out DIR          simulate LPD-ellipses CT data, reconstruct with FBP, write metrics and a figure
     pirecon simulate ... --out F    simulate a raw CT or MRI file (data_specs/)
-    pirecon validate FILE           check a file against its spec; one line, exit 0 or 2
+    pirecon check FILE              check a file against its spec; one line, exit 0 or 2 (also: pirecon validate FILE)
+    pirecon fit|validate|test|predict --config experiments/X.yaml [--ckpt_path C]   train / evaluate with Lightning
     pirecon reconstruct IN --method M --out OUT [--param k=v ...]   classical reconstruction of a raw file
 
 User errors (bad arguments, unwritable paths) print one line to stderr and
@@ -83,9 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_simulate_arguments(simulate)
     simulate.set_defaults(run=_simulate)
 
-    validate = sub.add_parser("validate", help="check a file against its spec (data_specs/)")
-    validate.add_argument("file", help="an HDF5 file written by pirecon, or a fastMRI file")
-    validate.set_defaults(run=_validate)
+    for name in ("check", "validate"):
+        check = sub.add_parser(name, help="check a file against its spec (data_specs/)" if name == "check" else
+                               "with --config: evaluate a model (Lightning); with a FILE: as 'check'")
+        check.add_argument("file", help="an HDF5 file written by pirecon, or a fastMRI file")
+        check.set_defaults(run=_validate)
+    for name in ("fit", "test", "predict"):
+        sub.add_parser(name, help=f"Lightning {name} with --config experiments/X.yaml (pirecon {name} --help)",
+                       add_help=False)
 
     from .reconstruct import add_reconstruct_arguments
 
@@ -95,7 +101,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_lightning(argv: list[str]) -> bool:
+    """``fit``/``test``/``predict``, or ``validate`` with options rather than a single file to check."""
+    if not argv:
+        return False
+    if argv[0] in ("fit", "test", "predict"):
+        return True
+    return argv[0] == "validate" and not (len(argv) == 2 and not argv[1].startswith("-"))
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if _is_lightning(argv):
+        from .training.cli import run_lightning
+
+        return run_lightning(argv[0], argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

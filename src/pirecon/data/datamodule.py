@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
-from .datasets import H5SliceDataset, SimulationDataset
+from .datasets import H5SliceDataset, SimulationDataset, resolve_rank
 
-__all__ = ["ReconstructionDataModule", "resolve_files"]
+__all__ = ["ReconstructionDataModule", "ResumableSampler", "resolve_files"]
 
 _SIMULATE_ONLY = ("out", "n", "chunk_size", "progress")
 _DATASET_ONLY = ("length", "block_size", "rank", "world_size", "transform")
@@ -58,19 +58,67 @@ def resolve_files(spec, name: str) -> list[Path]:
     return out
 
 
-class _EpochDataLoader(DataLoader):
-    """A DataLoader that tells its ``SimulationDataset`` the epoch before each pass (workers copy it then)."""
+class ResumableSampler(DistributedSampler):
+    """A ``DistributedSampler`` (shuffled per epoch from ``seed``, split between ranks) that can start
+    mid-epoch: ``skip`` samples of this rank's order are left out of the next pass, then it is reset.
 
-    def __init__(self, *args, epoch_fn=None, **kwargs):
+    Being a ``DistributedSampler``, Lightning keeps it under DDP instead of inserting its own.
+    """
+
+    def __init__(self, dataset, *, shuffle: bool, seed: int = 0, num_replicas: int = 1, rank: int = 0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+        self.skip = 0
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        skip, self.skip = self.skip, 0
+        return iter(indices[skip:])
+
+    def __len__(self) -> int:
+        return super().__len__() - self.skip
+
+
+class _TrainLoader(DataLoader):
+    """The training loader: tells its data the epoch before each pass, and resumes mid-epoch.
+
+    Lightning stores ``state_dict()`` in checkpoints and calls ``load_state_dict`` when a run resumes;
+    the next pass then skips the batches the interrupted run had already trained on, so a resumed
+    run sees exactly the samples of an uninterrupted one (simulated streams are skipped without
+    simulating them; file orders are reshuffled from the same epoch seed and cut).
+    """
+
+    def __init__(self, *args, epoch_fn=None, done_fn=None, **kwargs):
         super().__init__(*args, **kwargs)
         self._epoch_fn = epoch_fn
+        self._done_fn = done_fn
         self._passes = 0
+        self._resume: dict | None = None
+
+    def state_dict(self) -> dict:
+        epoch = self._epoch_fn() if self._epoch_fn is not None else self._passes
+        return {"epoch": int(epoch), "batches": int(self._done_fn()) if self._done_fn is not None else 0}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = dict(state)
 
     def __iter__(self):
         epoch = self._epoch_fn() if self._epoch_fn is not None else None
-        self.dataset.set_epoch(self._passes if epoch is None else int(epoch))
+        epoch = self._passes if epoch is None else int(epoch)
+        skip = 0
+        if self._resume is not None and self._resume.get("epoch") == epoch:
+            skip = int(self._resume.get("batches", 0))
+        self._resume = None
         self._passes += 1
-        return super().__iter__()
+        if isinstance(self.dataset, SimulationDataset):
+            self.dataset.set_epoch(epoch)
+            self.dataset.resume_after(skip, self.batch_size)
+        elif isinstance(self.sampler, DistributedSampler):
+            self.sampler.set_epoch(epoch)
+            self.sampler.skip = skip * self.batch_size
+        iterator = super().__iter__()
+        if isinstance(self.dataset, SimulationDataset):
+            self.dataset.resume_after(0, self.batch_size)  # workers and the iterator hold their copy
+        return iterator
 
 
 class ReconstructionDataModule(pl.LightningDataModule):
@@ -78,8 +126,9 @@ class ReconstructionDataModule(pl.LightningDataModule):
 
     Parameters
     ----------
-    train, val, test : path, glob pattern or list of them, optional
-        Raw HDF5 files (``ct_raw``, ``mri_raw`` or fastMRI), read slice by slice.
+    train, val, test, predict : path, glob pattern or list of them, optional
+        Raw HDF5 files (``ct_raw``, ``mri_raw`` or fastMRI), read slice by slice. ``predict`` files
+        are reconstructed by ``pirecon predict``.
     simulation : dict, optional
         Keyword arguments of :class:`SimulationDataset` (``modality``,
         ``phantom``, ``seed``, ``length``, ``block_size``, and ``simulate``
@@ -94,12 +143,14 @@ class ReconstructionDataModule(pl.LightningDataModule):
         Of every loader.
     kind : {"ct", "mri"}, optional
         Expected kind of the files.
+    seed : int
+        Seed of the training files' shuffled order (epoch ``e`` uses ``seed + e``).
     """
 
     def __init__(self, train: str | list[str] | None = None, val: str | list[str] | None = None,
-                 test: str | list[str] | None = None, *, simulation: dict | None = None,
-                 val_simulation: dict | None = None, batch_size: int = 8, num_workers: int = 0,
-                 pin_memory: bool = False, kind: str | None = None):
+                 test: str | list[str] | None = None, predict: str | list[str] | None = None, *,
+                 simulation: dict | None = None, val_simulation: dict | None = None, batch_size: int = 8,
+                 num_workers: int = 0, pin_memory: bool = False, kind: str | None = None, seed: int = 0):
         super().__init__()
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size: expected a positive integer, found {batch_size!r}")
@@ -113,16 +164,20 @@ class ReconstructionDataModule(pl.LightningDataModule):
             missing = [k for k in ("out", "n") if k not in val_simulation]
             if missing:
                 raise ValueError(f"val_simulation: expected the keys 'out' and 'n', found no {missing[0]!r}")
-        if train is None and simulation is None and val is None and val_simulation is None and test is None:
-            raise ValueError("ReconstructionDataModule: expected train/val/test files or a simulation, found none")
-        self.train_files, self.val_files, self.test_files = train, val, test
+        if all(v is None for v in (train, val, test, predict, simulation, val_simulation)):
+            raise ValueError("ReconstructionDataModule: expected train/val/test/predict files or a simulation, "
+                             "found none")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed: expected an integer, found {seed!r}")
+        self.train_files, self.val_files, self.test_files, self.predict_files = train, val, test, predict
+        self.seed = seed
         self.simulation = dict(simulation) if simulation is not None else None
         self.val_simulation = dict(val_simulation) if val_simulation is not None else None
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.pin_memory = bool(pin_memory)
         self.kind = kind
-        self.train_dataset = self.val_dataset = self.test_dataset = None
+        self.train_dataset = self.val_dataset = self.test_dataset = self.predict_dataset = None
 
     # ---- data preparation (rank 0) --------------------------------------
 
@@ -148,7 +203,8 @@ class ReconstructionDataModule(pl.LightningDataModule):
     # ---- setup ----------------------------------------------------------
 
     def _files(self, stage: str) -> list[Path] | None:
-        spec = {"train": self.train_files, "val": self.val_files, "test": self.test_files}[stage]
+        spec = {"train": self.train_files, "val": self.val_files, "test": self.test_files,
+                "predict": self.predict_files}[stage]
         files = resolve_files(spec, stage) if spec is not None else []
         if stage == "val" and self.val_simulation is not None:
             files += resolve_files(self.val_simulation["out"], "val_simulation['out']")
@@ -179,6 +235,11 @@ class ReconstructionDataModule(pl.LightningDataModule):
                 self.test_dataset = H5SliceDataset(files, kind=self.kind)
             elif stage == "test":
                 raise ValueError("test: expected test files, found none")
+        if stage == "predict":
+            files = self._files("predict")
+            if files is None:
+                raise ValueError("predict: expected raw files to reconstruct (data.predict), found none")
+            self.predict_dataset = H5SliceDataset(files, kind=self.kind)
 
     # ---- loaders --------------------------------------------------------
 
@@ -186,11 +247,32 @@ class ReconstructionDataModule(pl.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return None if trainer is None else trainer.current_epoch
 
-    def _loader(self, dataset, *, shuffle: bool) -> DataLoader:
+    def _batches_done(self) -> int:
+        """Training batches of the current epoch whose step has run (what a resumed run skips)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 0
+        return int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+
+    def _rank(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            return trainer.global_rank, trainer.world_size
+        rank, world = resolve_rank()
+        return rank, world or 1
+
+    def _loader(self, dataset, *, train: bool = False) -> DataLoader:
         options = dict(batch_size=self.batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory)
+        if not train:
+            if isinstance(dataset, SimulationDataset):
+                return _TrainLoader(dataset, epoch_fn=lambda: 0, **options)  # the same samples every pass
+            return DataLoader(dataset, shuffle=False, **options)
         if isinstance(dataset, SimulationDataset):
-            return _EpochDataLoader(dataset, epoch_fn=self._current_epoch, **options)
-        return DataLoader(dataset, shuffle=shuffle, **options)
+            return _TrainLoader(dataset, epoch_fn=self._current_epoch, done_fn=self._batches_done, **options)
+        rank, world = self._rank()
+        sampler = ResumableSampler(dataset, shuffle=True, seed=self.seed, num_replicas=world, rank=rank)
+        return _TrainLoader(dataset, sampler=sampler, epoch_fn=self._current_epoch, done_fn=self._batches_done,
+                            **options)
 
     def _need(self, dataset, name: str):
         if dataset is None:
@@ -198,10 +280,35 @@ class ReconstructionDataModule(pl.LightningDataModule):
         return dataset
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self._need(self.train_dataset, "train"), shuffle=True)
+        return self._loader(self._need(self.train_dataset, "train"), train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self._need(self.val_dataset, "val"), shuffle=False)
+        return self._loader(self._need(self.val_dataset, "val"))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self._need(self.test_dataset, "test"), shuffle=False)
+        return self._loader(self._need(self.test_dataset, "test"))
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self._need(self.predict_dataset, "predict"))
+
+    # ---- physics ----------------------------------------------------------
+
+    def physics_description(self) -> tuple[str, object, object]:
+        """``(modality, geometry, noise)`` of the data: from the first file found (train, val, test,
+        predict), else from the simulation. CT data need the geometry; MRI physics comes per batch."""
+        for spec in (self.train_files, self.val_files, self.test_files, self.predict_files):
+            if spec is not None:
+                dataset = H5SliceDataset(resolve_files(spec, "data")[:1], kind=self.kind)
+                if dataset.kind == "ct":
+                    return "ct", dataset.geometry(0), dataset.noise(0)
+                return "mri", None, None
+        options = self.simulation or self.val_simulation
+        if options is None:
+            raise ValueError("data: expected files or a simulation to take the physics from, found neither")
+        from .simulate import Simulator
+
+        simulator = Simulator(**{k: v for k, v in options.items()
+                                 if k not in _SIMULATE_ONLY + _DATASET_ONLY + ("seed",)})
+        if simulator.modality == "ct":
+            return "ct", simulator.geometry, simulator.noise
+        return "mri", None, None

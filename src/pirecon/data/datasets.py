@@ -371,28 +371,60 @@ class SimulationDataset(IterableDataset):
             raise TypeError("SimulationDataset without length is endless and has no len()")
         return self._layout()[1]
 
-    def global_indices(self, worker: int = 0, num_workers: int = 1) -> Iterator[int]:
-        """The global sample indices worker ``worker`` of ``num_workers`` yields, in order."""
-        base, count = self._layout()
-        block = worker
-        while count is None or block * self.block_size < count:
-            start = block * self.block_size
-            stop = start + self.block_size if count is None else min(start + self.block_size, count)
-            yield from range(base + start, base + stop)
-            block += num_workers
+    def resume_after(self, batches: int, batch_size: int) -> None:
+        """Make the next iteration skip the first ``batches`` batches of ``batch_size`` samples its DataLoader
+        would yield (over all workers, in the loader's round-robin order), e.g. to resume mid-epoch."""
+        for name, value in (("batches", batches), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}: expected a non-negative integer, found {value!r}")
+        self._resume = (batches, batch_size)
 
-    def __iter__(self) -> Iterator[dict]:
-        info = get_worker_info()
-        worker, num_workers = (0, 1) if info is None else (info.id, info.num_workers)
+    def _blocks(self, worker: int, num_workers: int) -> Iterator[tuple[int, int]]:
+        """``(first global index, size)`` of the blocks worker ``worker`` of ``num_workers`` simulates, in order."""
         base, count = self._layout()
         block = worker
         while count is None or block * self.block_size < count:
             start = block * self.block_size
             size = self.block_size if count is None else min(self.block_size, count - start)
-            chunk = self.simulator.simulate(self.seed, base + start, size)
-            for i in range(size):
-                yield self._item(chunk, i, base + start + i)
+            yield base + start, size
             block += num_workers
+
+    def _role_and_skip(self, worker: int, num_workers: int) -> tuple[int, int]:
+        """The worker whose stream this worker yields, and how many of its samples to skip.
+
+        A DataLoader takes batch ``j`` from worker ``j % num_workers``; after skipping ``k`` batches the
+        first batch must come from worker ``k % num_workers``, so worker ``w`` yields the stream of
+        worker ``(w + k) % num_workers`` from its ``len(range(role, k, num_workers))``-th batch on.
+        """
+        batches, batch_size = self.__dict__.get("_resume") or (0, 1)
+        role = (worker + batches) % num_workers
+        return role, len(range(role, batches, num_workers)) * batch_size
+
+    def global_indices(self, worker: int = 0, num_workers: int = 1) -> Iterator[int]:
+        """The global sample indices worker ``worker`` of ``num_workers`` yields, in order."""
+        role, skip = self._role_and_skip(worker, num_workers)
+        for start, size in self._blocks(role, num_workers):
+            for index in range(start, start + size):
+                if skip:
+                    skip -= 1
+                    continue
+                yield index
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        worker, num_workers = (0, 1) if info is None else (info.id, info.num_workers)
+        role, skip = self._role_and_skip(worker, num_workers)  # now, not at the first next()
+        return self._samples(role, num_workers, skip)
+
+    def _samples(self, role: int, num_workers: int, skip: int) -> Iterator[dict]:
+        for start, size in self._blocks(role, num_workers):
+            if skip >= size:
+                skip -= size
+                continue
+            chunk = self.simulator.simulate(self.seed, start, size)
+            for i in range(skip, size):
+                yield self._item(chunk, i, start + i)
+            skip = 0
 
     def _item(self, chunk: dict, i: int, index: int) -> dict:
         item: dict[str, Any] = {}

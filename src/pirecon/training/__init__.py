@@ -1,0 +1,12 @@
+"""Training: the Lightning module, losses, checkpoints, the prediction writer and the ``pirecon fit`` CLI."""
+
+from .batch_physics import BatchPhysics, center_crop, measurement, target_and_prediction
+from .checkpoints import AtomicCheckpointIO, load_checkpoint
+from .losses import ReconstructionLoss
+from .model_spec import build_model
+from .module import ReconstructionModule, load_module, nmse
+from .writer import ReconstructionWriter
+
+__all__ = ["ReconstructionModule", "ReconstructionLoss", "BatchPhysics", "AtomicCheckpointIO", "ReconstructionWriter",
+           "build_model", "load_checkpoint", "load_module", "measurement", "target_and_prediction", "center_crop",
+           "nmse"]

@@ -1,0 +1,72 @@
+"""Models from configuration: ``{"class_path": ..., "init_args": {...}}`` to an ``nn.Module``.
+
+``class_path`` is a short name (``"lpd"``, ``"lgd"``, ``"modl"``, ``"varnet"``, ``"unet"``), a class
+name of :mod:`pirecon.models` (``"LearnedPrimalDual"``) or a dotted import path to any
+``torch.nn.Module`` subclass called as ``model(y, physics)``. The spec is plain data, so it is what
+checkpoints store (they load with ``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from torch import nn
+
+__all__ = ["build_model", "model_spec_from_name", "known_models"]
+
+
+def known_models() -> dict[str, type]:
+    """Short names and class names of the package's models."""
+    from .. import models
+
+    names = dict(models.MODELS)
+    names.update({cls.__name__: cls for cls in models.MODELS.values()})
+    return names
+
+
+def _resolve(class_path: str) -> type:
+    known = known_models()
+    if class_path in known:
+        return known[class_path]
+    short = class_path.rsplit(".", 1)[-1]
+    if class_path.startswith("pirecon.models.") and short in known:
+        return known[short]
+    module_name, _, name = class_path.rpartition(".")
+    cls = None
+    if module_name:
+        try:
+            cls = getattr(importlib.import_module(module_name), name, None)
+        except ImportError:
+            cls = None
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        choices = ", ".join(sorted(k for k in known if k.islower())) + " (or a pirecon.models class name)"
+        raise ValueError(f"model.class_path: expected one of {choices}, or an importable torch.nn.Module "
+                         f"subclass, found {class_path!r}")
+    return cls
+
+
+def build_model(spec: dict[str, Any] | nn.Module) -> nn.Module:
+    """The model of a spec (a ready ``nn.Module`` is returned as is)."""
+    if isinstance(spec, nn.Module):
+        return spec
+    if not isinstance(spec, dict) or not isinstance(spec.get("class_path"), str):
+        raise ValueError(f"model: expected {{'class_path': NAME, 'init_args': {{...}}}} or an nn.Module, found {spec!r}")
+    unknown = sorted(set(spec) - {"class_path", "init_args"})
+    if unknown:
+        raise ValueError(f"model: expected only the keys 'class_path' and 'init_args', found {unknown}")
+    cls = _resolve(spec["class_path"])
+    init_args = spec.get("init_args") or {}
+    if not isinstance(init_args, dict):
+        raise ValueError(f"model.init_args: expected a mapping of {cls.__name__} arguments, found {init_args!r}")
+    try:
+        return cls(**init_args)
+    except TypeError as err:
+        raise ValueError(f"model.init_args: {cls.__name__} does not take these arguments: {err}") from None
+
+
+def model_spec_from_name(name: str, **init_args) -> dict[str, Any]:
+    """``{"class_path": name, "init_args": init_args}``, checked now."""
+    spec = {"class_path": name, "init_args": init_args}
+    _resolve(name)
+    return spec

@@ -1,0 +1,225 @@
+"""``ReconstructionModule``: any pirecon model, trained end to end from raw data with Lightning.
+
+    module = ReconstructionModule({"class_path": "lpd", "init_args": {"iterations": 10}}, loss={"mse": 1.0})
+    trainer.fit(module, datamodule=ReconstructionDataModule(...))
+
+Each batch's physics comes from the data (:class:`BatchPhysics`): the CT geometry of the files or
+the simulation, the MRI coil maps and masks of the batch. Training minimises a weighted sum of MSE,
+L1 and 1 - SSIM; validation and test log PSNR, SSIM and NMSE (per image, averaged, synchronised
+across DDP ranks) and, on the first validation batch, a figure of ground truth, classical input,
+reconstruction and error (PNG under the log directory, and to TensorBoard). Adam with a cosine
+decay of the learning rate to zero over the run's steps (``schedule="cosine"``) or a constant rate.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from .._validation import check_choice, check_positive
+from ..metrics import psnr, ssim
+from .batch_physics import BatchPhysics, measurement, target_and_prediction
+from .losses import ReconstructionLoss
+from .model_spec import build_model
+
+__all__ = ["ReconstructionModule", "nmse"]
+
+SCHEDULES = ("cosine", "constant")
+
+
+def nmse(image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Normalised mean squared error per image: ``||image - target||^2 / ||target||^2``, shape ``(B,)``."""
+    difference = (image - target).flatten(1).abs().pow(2).sum(dim=1)
+    return difference / target.flatten(1).abs().pow(2).sum(dim=1).clamp_min(torch.finfo(difference.dtype).tiny)
+
+
+def _magnitude(x: torch.Tensor) -> torch.Tensor:
+    return x.abs() if x.is_complex() else x
+
+
+class ReconstructionModule(pl.LightningModule):
+    """Trains a reconstruction model ``model(y, physics) -> Reconstruction`` on raw data.
+
+    Parameters
+    ----------
+    model : dict or nn.Module
+        ``{"class_path": "lpd", "init_args": {...}}`` (see :mod:`pirecon.training.model_spec`), or a
+        ready module (then ``load_from_checkpoint`` needs ``model=`` again: a module is not stored in
+        the checkpoint's hyperparameters).
+    loss : dict
+        Weights ``{"mse": ..., "l1": ..., "ssim": ...}`` of :class:`ReconstructionLoss`.
+    lr, betas, weight_decay : Adam's learning rate, betas and weight decay.
+    schedule : {"cosine", "constant"}
+        Cosine decay of the learning rate to 0 over the run's optimiser steps, or constant.
+    backend : str
+        CT operator backend (``"auto"``, ``"sparse"``, ``"astra"``, ``"odl"``).
+    log_images_every_n_epochs : int
+        Write the validation figure every this many epochs (0: never).
+    num_logged_images : int
+        Images in the validation figure.
+    """
+
+    def __init__(self, model: dict[str, Any] | nn.Module, loss: dict[str, float] | None = None, lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, schedule: str = "cosine",
+                 backend: str = "auto", log_images_every_n_epochs: int = 1, num_logged_images: int = 4):
+        super().__init__()
+        self.save_hyperparameters(ignore=["model"] if isinstance(model, nn.Module) else None)
+        self.model = build_model(model)
+        self.loss = ReconstructionLoss(**(loss if loss is not None else {"mse": 1.0}))
+        self.lr = float(check_positive(lr, "lr"))
+        if not (isinstance(betas, (tuple, list)) and len(betas) == 2 and all(0 <= b < 1 for b in betas)):
+            raise ValueError(f"betas: expected two numbers in [0, 1), found {betas!r}")
+        self.betas = tuple(float(b) for b in betas)
+        if not weight_decay >= 0:
+            raise ValueError(f"weight_decay: expected a non-negative number, found {weight_decay!r}")
+        self.weight_decay = float(weight_decay)
+        self.schedule = check_choice(schedule, "schedule", SCHEDULES)
+        self.backend = backend
+        if isinstance(log_images_every_n_epochs, bool) or not isinstance(log_images_every_n_epochs, int) \
+                or log_images_every_n_epochs < 0:
+            raise ValueError(f"log_images_every_n_epochs: expected an integer >= 0, found {log_images_every_n_epochs!r}")
+        self.log_images_every_n_epochs = log_images_every_n_epochs
+        self.num_logged_images = int(check_positive(num_logged_images, "num_logged_images", integer=True))
+        self.batch_physics: BatchPhysics | None = None
+        self._physics_description: dict | None = None
+
+    # ---- physics ---------------------------------------------------------
+
+    def set_physics(self, modality: str, geometry=None, noise=None) -> None:
+        """Fix the physics of the data this module reconstructs (the datamodule does this in ``setup``)."""
+        self.batch_physics = BatchPhysics(modality, geometry, noise, backend=self.backend)
+        self._physics_description = {
+            "modality": modality,
+            "geometry": None if geometry is None else geometry.to_dict(),
+            "noise": None if noise is None else noise.to_dict(),
+        }
+
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None and hasattr(datamodule, "physics_description"):
+            modality, geometry, noise = datamodule.physics_description()
+            self.set_physics(modality, geometry, noise)
+        elif self.batch_physics is None:
+            raise ValueError("ReconstructionModule: expected a ReconstructionDataModule or set_physics(...) to know "
+                             "the data's physics, found neither")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self._physics_description is not None:
+            checkpoint["pirecon_physics"] = self._physics_description
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        description = checkpoint.get("pirecon_physics")
+        if description is not None:
+            from ..ct import geometry_from_dict
+            from ..noise import noise_from_dict
+
+            geometry = None if description["geometry"] is None else geometry_from_dict(description["geometry"])
+            noise = None if description["noise"] is None else noise_from_dict(description["noise"])
+            self.set_physics(description["modality"], geometry, noise)
+
+    # ---- steps -----------------------------------------------------------
+
+    def forward(self, y: torch.Tensor, physics):
+        """``model(y, physics)``: a :class:`pirecon.models.Reconstruction`."""
+        return self.model(y, physics)
+
+    def _reconstruct(self, batch: dict):
+        if self.batch_physics is None:
+            raise ValueError("ReconstructionModule: no physics; call set_physics(...) or train with a datamodule")
+        physics = self.batch_physics(batch)
+        y = measurement(batch)
+        return physics, y, self.model(y, physics)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        _, y, reconstruction = self._reconstruct(batch)
+        target, prediction = target_and_prediction(batch, reconstruction.image)
+        loss = self.loss(prediction, target)
+        self.log("train/loss", loss, prog_bar=True, batch_size=y.shape[0])
+        return loss
+
+    def _evaluate(self, batch: dict, batch_idx: int, stage: str) -> None:
+        physics, y, reconstruction = self._reconstruct(batch)
+        target, prediction = target_and_prediction(batch, reconstruction.image)
+        batch_size = y.shape[0]
+        self.log(f"{stage}/loss", self.loss(prediction, target), batch_size=batch_size, sync_dist=True)
+        magnitude, reference = _magnitude(prediction).float(), _magnitude(target).float()
+        scores = {"psnr": psnr(magnitude, reference), "ssim": ssim(magnitude, reference),
+                  "nmse": nmse(prediction, target)}
+        for name, values in scores.items():
+            self.log(f"{stage}/{name}", values.mean(), batch_size=batch_size, sync_dist=True,
+                     prog_bar=(name == "psnr"))
+        if stage == "val" and batch_idx == 0 and self._should_log_images():
+            from ..models.physics_tools import initial_image
+            from .figures import log_image_grid
+
+            with torch.no_grad():
+                start = target_and_prediction(batch, initial_image(y, physics))[1]
+            log_image_grid(self, reference, _magnitude(start), magnitude, self.num_logged_images)
+
+    def _should_log_images(self) -> bool:
+        every = self.log_images_every_n_epochs
+        return every > 0 and self.current_epoch % every == 0 and self.global_rank == 0 \
+            and not self.trainer.sanity_checking
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "test")
+
+    def predict_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> dict:
+        _, _, reconstruction = self._reconstruct(batch)
+        out = {"image": reconstruction.image.detach()}
+        for key in ("file", "slice", "index"):
+            if key in batch:
+                out[key] = batch[key]
+        return out
+
+    # ---- optimisation ------------------------------------------------------
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr, betas=self.betas,
+                                     weight_decay=self.weight_decay)
+        if self.schedule == "constant":
+            return optimizer
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total) or total <= 0:
+            raise ValueError("schedule: 'cosine' needs a finite run; expected trainer.max_steps or max_epochs with "
+                             f"a finite dataset, found {total} steps")
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def log_directory(self) -> Path:
+        """Where this run writes its figures: the first logger's directory, else the trainer's root."""
+        trainer = self.trainer
+        for logger in trainer.loggers:
+            directory = getattr(logger, "log_dir", None)
+            if directory:
+                return Path(directory)
+        return Path(trainer.default_root_dir)
+
+
+def load_module(path, map_location=None) -> ReconstructionModule:
+    """A trained :class:`ReconstructionModule` from a checkpoint, loaded with ``weights_only=True``.
+
+    The model is rebuilt from the spec stored in the checkpoint's hyperparameters and the physics
+    (CT geometry and noise) from the checkpoint, so ``module(y, module.batch_physics(batch))`` works
+    without a datamodule.
+    """
+    from .checkpoints import load_checkpoint
+
+    checkpoint = load_checkpoint(path, map_location=map_location)
+    hparams = {k: v for k, v in checkpoint.get("hyper_parameters", {}).items() if not k.startswith("_")}
+    if "model" not in hparams:
+        raise ValueError(f"{path}: expected the model's class_path/init_args in the checkpoint's hyperparameters, "
+                         "found none (the module was built from a ready nn.Module)")
+    module = ReconstructionModule(**hparams)
+    module.load_state_dict(checkpoint["state_dict"])
+    module.on_load_checkpoint(checkpoint)
+    return module.eval()
