@@ -1,5 +1,6 @@
 """The ``pirecon`` command.
 
+    pirecon job --out DIR           the main job: simulate LPD-ellipses data, train LPD, evaluate against FBP and TV, report
     pirecon demo --out DIR          simulate LPD-ellipses CT data, reconstruct with FBP, write metrics and a figure
     pirecon simulate ... --out F    simulate a raw CT or MRI file (data_specs/)
     pirecon check FILE              check a file against its spec; one line, exit 0 or 2 (also: pirecon validate FILE)
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from . import __version__
 
@@ -24,6 +26,16 @@ def _demo(args) -> int:
     scores = run_ct_demo(args.out, num_ellipses=args.num_ellipses, seed=args.seed, noise=args.noise,
                          progress=not args.quiet)
     print(_table_markdown(scores, best_filter(scores), args.num_ellipses))
+    print(f"wrote {args.out}/metrics.md, metrics.csv and figure.png")
+    return 0
+
+
+def _job(args) -> int:
+    from .job import run_job
+
+    run_job(args.out, steps=args.steps, batch_size=args.batch_size, checkpoint=args.checkpoint, num_test=args.num_test,
+            tv_iterations=args.tv_iterations, seed=args.seed, progress=not args.quiet)
+    print((Path(args.out) / "metrics.md").read_text())
     print(f"wrote {args.out}/metrics.md, metrics.csv and figure.png")
     return 0
 
@@ -70,6 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pirecon", description="Physics-informed reconstruction for medical imaging.")
     parser.add_argument("--version", action="version", version=f"pirecon {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    job = sub.add_parser("job", help="the main job: simulate LPD-ellipses data, train LPD, evaluate against FBP and "
+                                     "TV, write a report")
+    job.add_argument("--out", required=True, help="output directory (created if missing)")
+    job.add_argument("--steps", type=_positive_int, default=300, help="training steps (default 300)")
+    job.add_argument("--batch-size", type=_positive_int, default=5)
+    job.add_argument("--checkpoint", help="evaluate this checkpoint (from pirecon fit) instead of training")
+    job.add_argument("--num-test", type=_positive_int, default=100, help="held-out random-ellipse test images")
+    job.add_argument("--tv-iterations", type=_positive_int, default=2000)
+    job.add_argument("--seed", type=int, default=0)
+    job.add_argument("--quiet", action="store_true", help="no progress bars")
+    job.set_defaults(run=_job)
+
     demo = sub.add_parser("demo", help="simulate LPD-ellipses CT data, reconstruct with FBP, write a report")
     demo.add_argument("--out", required=True, help="output directory (created if missing)")
     demo.add_argument("--num-ellipses", type=_positive_int, default=20, help="held-out random-ellipse images")

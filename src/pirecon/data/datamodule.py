@@ -26,7 +26,7 @@ from typing import Any
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, DistributedSampler
 
-from .datasets import H5SliceDataset, SimulationDataset, resolve_rank
+from .datasets import H5SliceDataset, LoDoPaBDataset, SimulationDataset, Undersample, resolve_rank
 
 __all__ = ["ReconstructionDataModule", "ResumableSampler", "resolve_files"]
 
@@ -56,6 +56,20 @@ def resolve_files(spec, name: str) -> list[Path]:
                 raise ValueError(f"{name}: expected an existing HDF5 file, found no file at {text!r}")
             out.append(path)
     return out
+
+
+def _undersampling(options: dict) -> Undersample:
+    from ..mri import EquispacedMask, RandomMask
+
+    if not isinstance(options, dict) or set(options) - {"mask", "center_fractions", "accelerations", "seed"}:
+        raise ValueError(f"undersampling: expected keys among 'mask', 'center_fractions', 'accelerations', 'seed', "
+                         f"found {options!r}")
+    kinds = {"random": RandomMask, "equispaced": EquispacedMask}
+    kind = options.get("mask", "random")
+    if kind not in kinds:
+        raise ValueError(f"undersampling.mask: expected 'random' or 'equispaced', found {kind!r}")
+    mask = kinds[kind](options.get("center_fractions", [0.08]), options.get("accelerations", [4]))
+    return Undersample(mask, options.get("seed", 0))
 
 
 class ResumableSampler(DistributedSampler):
@@ -145,12 +159,20 @@ class ReconstructionDataModule(pl.LightningDataModule):
         Expected kind of the files.
     seed : int
         Seed of the training files' shuffled order (epoch ``e`` uses ``seed + e``).
+    lodopab : dict, optional
+        ``{"root": DIR, "units": "mm"}``: LoDoPaB-CT's train / validation / test parts in ``DIR``
+        (:class:`LoDoPaBDataset`) for the stages without files of their own.
+    undersampling : dict, optional
+        Retrospective undersampling of fully sampled MRI files (fastMRI training data):
+        ``{"mask": "random" | "equispaced", "center_fractions": [0.08], "accelerations": [4], "seed": 0}``
+        (:class:`Undersample`; files that store a mask keep it).
     """
 
     def __init__(self, train: str | list[str] | None = None, val: str | list[str] | None = None,
                  test: str | list[str] | None = None, predict: str | list[str] | None = None, *,
                  simulation: dict | None = None, val_simulation: dict | None = None, batch_size: int = 8,
-                 num_workers: int = 0, pin_memory: bool = False, kind: str | None = None, seed: int = 0):
+                 num_workers: int = 0, pin_memory: bool = False, kind: str | None = None, seed: int = 0,
+                 lodopab: dict | None = None, undersampling: dict | None = None):
         super().__init__()
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size: expected a positive integer, found {batch_size!r}")
@@ -164,7 +186,15 @@ class ReconstructionDataModule(pl.LightningDataModule):
             missing = [k for k in ("out", "n") if k not in val_simulation]
             if missing:
                 raise ValueError(f"val_simulation: expected the keys 'out' and 'n', found no {missing[0]!r}")
-        if all(v is None for v in (train, val, test, predict, simulation, val_simulation)):
+        if lodopab is not None and (not isinstance(lodopab, dict) or "root" not in lodopab
+                                    or set(lodopab) - {"root", "units"}):
+            raise ValueError(f"lodopab: expected {{'root': DIR, 'units': 'mm'}}, found {lodopab!r}")
+        if lodopab is not None and not Path(lodopab["root"]).expanduser().is_dir():
+            raise ValueError(f"lodopab.root: expected a directory with the LoDoPaB-CT files, "
+                             f"found no directory at {str(lodopab['root'])!r}")
+        self.lodopab = None if lodopab is None else dict(lodopab)
+        self.transform = None if undersampling is None else _undersampling(undersampling)
+        if all(v is None for v in (train, val, test, predict, simulation, val_simulation, lodopab)):
             raise ValueError("ReconstructionDataModule: expected train/val/test/predict files or a simulation, "
                              "found none")
         if isinstance(seed, bool) or not isinstance(seed, int):
@@ -218,28 +248,37 @@ class ReconstructionDataModule(pl.LightningDataModule):
         if stage in (None, "fit"):
             files = self._files("train")
             if files is not None:
-                self.train_dataset = H5SliceDataset(files, kind=self.kind)
+                self.train_dataset = H5SliceDataset(files, kind=self.kind, transform=self.transform)
             elif self.simulation is not None:
                 self.train_dataset = SimulationDataset(**self.simulation)
+            elif self.lodopab is not None:
+                self.train_dataset = self._lodopab("train")
             elif stage == "fit":
                 raise ValueError("train: expected training files or a simulation, found neither")
         if stage in (None, "fit", "validate"):
             files = self._files("val")
             if files is not None:
-                self.val_dataset = H5SliceDataset(files, kind=self.kind)
+                self.val_dataset = H5SliceDataset(files, kind=self.kind, transform=self.transform)
+            elif self.lodopab is not None:
+                self.val_dataset = self._lodopab("validation")
             elif stage == "validate":
                 raise ValueError("val: expected validation files or val_simulation, found neither")
         if stage in (None, "test"):
             files = self._files("test")
             if files is not None:
-                self.test_dataset = H5SliceDataset(files, kind=self.kind)
+                self.test_dataset = H5SliceDataset(files, kind=self.kind, transform=self.transform)
+            elif self.lodopab is not None:
+                self.test_dataset = self._lodopab("test")
             elif stage == "test":
                 raise ValueError("test: expected test files, found none")
         if stage == "predict":
             files = self._files("predict")
             if files is None:
                 raise ValueError("predict: expected raw files to reconstruct (data.predict), found none")
-            self.predict_dataset = H5SliceDataset(files, kind=self.kind)
+            self.predict_dataset = H5SliceDataset(files, kind=self.kind, transform=self.transform)
+
+    def _lodopab(self, part: str):
+        return LoDoPaBDataset(self.lodopab["root"], part, units=self.lodopab.get("units", "mm"))
 
     # ---- loaders --------------------------------------------------------
 
@@ -302,6 +341,10 @@ class ReconstructionDataModule(pl.LightningDataModule):
                 if dataset.kind == "ct":
                     return "ct", dataset.geometry(0), dataset.noise(0)
                 return "mri", None, None
+        if self.lodopab is not None:
+            from .readers import lodopab_geometry
+
+            return "ct", lodopab_geometry(), None
         options = self.simulation or self.val_simulation
         if options is None:
             raise ValueError("data: expected files or a simulation to take the physics from, found neither")

@@ -37,7 +37,7 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from ._h5handles import LazyH5Handles
 
-__all__ = ["H5SliceDataset", "SimulationDataset", "resolve_rank", "KIND_OF_FORMAT"]
+__all__ = ["H5SliceDataset", "SimulationDataset", "LoDoPaBDataset", "Undersample", "resolve_rank", "KIND_OF_FORMAT"]
 
 #: Dataset kind of each raw file format (``formats.file_kind``).
 KIND_OF_FORMAT = {"ct_raw": "ct", "mri_raw": "mri", "fastmri": "mri"}
@@ -443,3 +443,72 @@ class SimulationDataset(IterableDataset):
     def __repr__(self) -> str:
         return (f"SimulationDataset(modality={self.modality!r}, phantom={self.simulator.phantom!r}, "
                 f"seed={self.seed}, length={self.length}, block_size={self.block_size})")
+
+
+# --------------------------------------------------------------------------
+# Real-data adapters: LoDoPaB-CT parts, retrospective undersampling of fully sampled k-space
+# --------------------------------------------------------------------------
+
+class LoDoPaBDataset(Dataset):
+    """A LoDoPaB-CT part as training items: ``sinogram (1, 1000, 513)``, ``ground_truth (1, 362, 362)``
+    float32 and ``index``, in pirecon's units (``units="mm"``: line integrals in mm of the normalised
+    attenuation images, consistent with :func:`pirecon.data.readers.lodopab_geometry`).
+
+    Parameters
+    ----------
+    root : path
+        Directory with the unzipped ``observation_{part}_NNN.hdf5`` / ``ground_truth_{part}_NNN.hdf5`` files.
+    part : {"train", "validation", "test"}
+    units : {"mm", "normalized", "attenuation"}
+        As for :class:`pirecon.data.readers.LoDoPaBFiles`.
+    """
+
+    def __init__(self, root, part: str = "train", *, units: str = "mm"):
+        from .readers import LoDoPaBFiles
+
+        self.files = LoDoPaBFiles(root, part, units=units)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> dict:
+        observation, ground_truth = self.files[index]
+        return {"sinogram": torch.from_numpy(observation)[None], "ground_truth": torch.from_numpy(ground_truth)[None],
+                "index": int(index)}
+
+    def __repr__(self) -> str:
+        return f"LoDoPaBDataset(part={self.files.part!r}, samples={len(self)})"
+
+
+class Undersample:
+    """Transform of MRI items: retrospective Cartesian undersampling of fully sampled k-space.
+
+    Items without a ``mask`` (fastMRI training files store fully sampled k-space) get the mask
+    ``mask_function((H, W), seed=seed, start_index=g)`` with ``g`` the item's position
+    (``file * 2**32 + slice``), so a slice always gets the same mask; ``kspace`` becomes the masked
+    k-space and ``mask`` is added ``(1, 1, W)`` (or ``(1, H, W)`` for 2D masks). Items that
+    already have a mask are returned unchanged.
+
+    Parameters
+    ----------
+    mask_function : a :mod:`pirecon.mri.masks` mask (``RandomMask``, ``EquispacedMask``, ...)
+    seed : int
+    """
+
+    def __init__(self, mask_function, seed: int = 0):
+        if not callable(mask_function):
+            raise ValueError(f"mask_function: expected a pirecon.mri mask, found {type(mask_function).__name__}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed: expected an integer, found {seed!r}")
+        self.mask_function, self.seed = mask_function, seed
+
+    def __call__(self, item: dict) -> dict:
+        if "mask" in item or "kspace" not in item:
+            return item
+        kspace = item["kspace"]
+        position = item.get("file", 0) * 2**32 + item.get("slice", item.get("index", 0))
+        mask = self.mask_function(tuple(kspace.shape[-2:]), seed=self.seed, start_index=position).mask[0]
+        item = dict(item)
+        item["kspace"] = kspace * mask
+        item["mask"] = mask
+        return item

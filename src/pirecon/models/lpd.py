@@ -1,7 +1,8 @@
 """Learned Primal-Dual (Adler & Oktem 2018, "Learned Primal-Dual Reconstruction", IEEE TMI 37(6)).
 
 With the normalised operator ``K = A / ||A||`` and data ``g = y / ||A||``, primal memory ``f``
-(``P`` images) and dual memory ``h`` (``D`` measurements), both starting at zero:
+(``P`` images, starting at zero, or every one at the FBP with ``initial="fbp"``) and dual memory ``h``
+(``D`` measurements, starting at zero):
 
     h <- h + Gamma_i(h, K f[0], g)         (dual step, a CNN on measurement space)
     f <- f + Lambda_i(f, K^H h[0])         (primal step, a CNN on image space)
@@ -18,9 +19,9 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .._validation import check_positive
+from .._validation import check_choice, check_positive
 from .layers import ConvBlock, from_channels, num_channels, to_channels
-from .physics_tools import check_model_inputs, operator_scale
+from .physics_tools import check_model_inputs, initial_image, operator_scale
 from .reconstruction import Reconstruction
 
 __all__ = ["LearnedPrimalDual"]
@@ -51,11 +52,16 @@ class LearnedPrimalDual(nn.Module):
     measurement_dims, image_dims : int
         Spatial dimensions the CNNs convolve over: 2 for sinograms and Cartesian k-space, 1 for
         non-Cartesian k-space ``(coils, samples)``; 2 for images (3 for volumes).
+    initial : {"zeros", "fbp"}
+        Primal memory at the start: zero (the paper), or the classical image of
+        :func:`initial_image` (Hann FBP for CT, ``A^H y`` otherwise) in every channel, which
+        shortens training.
     """
 
     def __init__(self, iterations: int = 10, primal_channels: int = 5, dual_channels: int = 5, hidden: int = 32,
                  layers: int = 3, share_weights: bool = False, checkpointing: bool = False,
-                 complex_data: bool = False, coils: int = 1, measurement_dims: int = 2, image_dims: int = 2):
+                 complex_data: bool = False, coils: int = 1, measurement_dims: int = 2, image_dims: int = 2,
+                 initial: str = "zeros"):
         super().__init__()
         for name, value in (("iterations", iterations), ("primal_channels", primal_channels),
                             ("dual_channels", dual_channels), ("coils", coils)):
@@ -64,6 +70,7 @@ class LearnedPrimalDual(nn.Module):
         self.primal_channels, self.dual_channels = primal_channels, dual_channels
         self.share_weights, self.checkpointing = bool(share_weights), bool(checkpointing)
         self.complex_data = bool(complex_data)
+        self.initial = check_choice(initial, "initial", ("zeros", "fbp"))
         factor = 2 if complex_data else 1
         self.image_width = factor  # real channels of one image
         self.measurement_width = factor * coils  # real channels of one measurement
@@ -90,7 +97,11 @@ class LearnedPrimalDual(nn.Module):
         image_shape = op.adjoint(y[:1]).shape[2:]
         batch = y.shape[0]
         real_dtype = g.dtype
-        primal = g.new_zeros(batch, self.image_width * self.primal_channels, *image_shape, dtype=real_dtype)
+        if self.initial == "fbp":
+            start = to_channels(initial_image(y, physics)).to(real_dtype)
+            primal = start.repeat(1, self.primal_channels, *([1] * (start.ndim - 2)))
+        else:
+            primal = g.new_zeros(batch, self.image_width * self.primal_channels, *image_shape, dtype=real_dtype)
         dual = g.new_zeros(batch, self.measurement_width * self.dual_channels, *g.shape[2:])
         for i in range(self.iterations):
             k = 0 if self.share_weights else i

@@ -34,7 +34,8 @@ class _ApplyLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, op: "LinearOperator", x: torch.Tensor) -> torch.Tensor:
         ctx.op = op
-        return op._forward(x)
+        with torch.autocast(x.device.type, enabled=False):  # backends compute in the input's own precision
+            return op._forward(x)
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
@@ -94,6 +95,8 @@ class LinearOperator:
         if self.device_types is not None and isinstance(x, torch.Tensor) and x.device.type not in self.device_types:
             raise ValueError(f"{name}: expected a tensor on a {' or '.join(self.device_types)} device, found {x.device}")
         check_tensor(x, name, kind=self.domain_kind, trailing_shape=self.domain_shape, finite=self.check_finite)
+        if x.dtype in (torch.float16, torch.bfloat16):
+            x = x.float()  # mixed precision: operators work in float32 (ASTRA and sparse products need it)
         return _ApplyLinear.apply(self, x)
 
     forward = __call__

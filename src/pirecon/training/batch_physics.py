@@ -64,11 +64,19 @@ class BatchPhysics:
         Recorded in the CT physics (the data are already noisy).
     backend : str
         ``RayTransform`` backend for CT.
+    missing_coil_maps : {"espirit", "uniform"}
+        MRI batches without coil maps: ESPIRiT maps from the batch's calibration region, or uniform
+        maps ``1 / sqrt(coils)`` (cheap; only for models that estimate their own maps, like VarNet,
+        which use the physics' mask alone).
     """
 
-    def __init__(self, modality: str, geometry=None, noise=None, backend: str = "auto"):
+    def __init__(self, modality: str, geometry=None, noise=None, backend: str = "auto",
+                 missing_coil_maps: str = "espirit"):
         if modality not in ("ct", "mri"):
             raise ValueError(f"modality: expected 'ct' or 'mri', found {modality!r}")
+        if missing_coil_maps not in ("espirit", "uniform"):
+            raise ValueError(f"missing_coil_maps: expected 'espirit' or 'uniform', found {missing_coil_maps!r}")
+        self.missing_coil_maps = missing_coil_maps
         if modality == "ct" and geometry is None:
             raise ValueError("geometry: expected a CT geometry for CT batches, found None")
         self.modality, self.geometry, self.noise, self.backend = modality, geometry, noise, backend
@@ -93,7 +101,10 @@ class BatchPhysics:
         kspace = batch["kspace"]
         maps = batch.get("coil_maps")
         source = "batch"
-        if maps is None:
+        if maps is None and self.missing_coil_maps == "uniform":
+            maps = torch.full(kspace.shape[1:], kspace.shape[1] ** -0.5, dtype=kspace.dtype, device=kspace.device)
+            source = "uniform"
+        elif maps is None:
             with torch.no_grad():
                 maps = espirit_maps(kspace.cpu()).to(kspace.device)
             source = "espirit"

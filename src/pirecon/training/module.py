@@ -58,6 +58,8 @@ class ReconstructionModule(pl.LightningModule):
         Cosine decay of the learning rate to 0 over the run's optimiser steps, or constant.
     backend : str
         CT operator backend (``"auto"``, ``"sparse"``, ``"astra"``, ``"odl"``).
+    missing_coil_maps : {"espirit", "uniform"}
+        How MRI batches without coil maps get their physics (see :class:`BatchPhysics`).
     log_images_every_n_epochs : int
         Write the validation figure every this many epochs (0: never).
     num_logged_images : int
@@ -66,7 +68,8 @@ class ReconstructionModule(pl.LightningModule):
 
     def __init__(self, model: dict[str, Any] | nn.Module, loss: dict[str, float] | None = None, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, schedule: str = "cosine",
-                 backend: str = "auto", log_images_every_n_epochs: int = 1, num_logged_images: int = 4):
+                 backend: str = "auto", missing_coil_maps: str = "espirit", log_images_every_n_epochs: int = 1,
+                 num_logged_images: int = 4):
         super().__init__()
         self.save_hyperparameters(ignore=["model"] if isinstance(model, nn.Module) else None)
         self.model = build_model(model)
@@ -80,6 +83,7 @@ class ReconstructionModule(pl.LightningModule):
         self.weight_decay = float(weight_decay)
         self.schedule = check_choice(schedule, "schedule", SCHEDULES)
         self.backend = backend
+        self.missing_coil_maps = check_choice(missing_coil_maps, "missing_coil_maps", ("espirit", "uniform"))
         if isinstance(log_images_every_n_epochs, bool) or not isinstance(log_images_every_n_epochs, int) \
                 or log_images_every_n_epochs < 0:
             raise ValueError(f"log_images_every_n_epochs: expected an integer >= 0, found {log_images_every_n_epochs!r}")
@@ -92,7 +96,8 @@ class ReconstructionModule(pl.LightningModule):
 
     def set_physics(self, modality: str, geometry=None, noise=None) -> None:
         """Fix the physics of the data this module reconstructs (the datamodule does this in ``setup``)."""
-        self.batch_physics = BatchPhysics(modality, geometry, noise, backend=self.backend)
+        self.batch_physics = BatchPhysics(modality, geometry, noise, backend=self.backend,
+                                          missing_coil_maps=self.missing_coil_maps)
         self._physics_description = {
             "modality": modality,
             "geometry": None if geometry is None else geometry.to_dict(),

@@ -1,0 +1,250 @@
+"""The main job: raw CT data to a trained, evaluated Learned Primal-Dual, in one command.
+
+    pirecon job --out pirecon-job                    # simulate, train LPD, evaluate, report
+    pirecon job --out report --checkpoint last.ckpt  # evaluate a model trained by `pirecon fit`
+
+On the LPD-ellipses protocol (DESIGN.md):
+
+1. simulate: random-ellipse training images streamed on the fly (``SimulationDataset``), a fixed
+   validation file ``data/val.h5`` (10 images) and the test file ``data/test.h5``: modified
+   Shepp-Logan followed by ``num_test`` held-out random-ellipse images (indices from
+   ``HELD_OUT_START`` of the seed's stream, never trained on), 5% Gaussian noise;
+2. train LPD with Lightning (Adam, cosine decay, gradient clipping at 1), checkpoints and logs
+   under ``training/``;
+3. evaluate against Hann FBP and TV (PDHG, nonnegativity on Shepp-Logan), TV's lambda chosen by
+   a grid on the validation file (:func:`pirecon.tuning.grid_search`);
+4. report: ``metrics.md`` and ``metrics.csv`` (PSNR / SSIM on Shepp-Logan and the mean over the
+   ellipse images) and ``figure.png`` (ground truth, FBP, TV, LPD and their error maps).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ._atomic import atomic_path
+
+__all__ = ["run_job", "train_lpd", "evaluate_ct", "MethodScore", "JOB_MODEL", "TV_LAMBDAS"]
+
+JOB_MODEL = {"class_path": "lpd", "init_args": {"iterations": 10, "primal_channels": 5, "dual_channels": 5,
+                                                 "hidden": 16, "initial": "fbp"}}
+"""The LPD the job trains: the paper's 10 iterations and 5 + 5 memory channels, 16 hidden channels
+(half the paper's, for CPU budgets), primal memory starting at the FBP."""
+
+TV_LAMBDAS = (0.0625, 0.125, 0.25, 0.5, 1.0, 2.0)
+"""The TV regularisation weights tried on the validation images (data in mm line integrals)."""
+
+
+@dataclass(frozen=True)
+class MethodScore:
+    """One method's scores: Shepp-Logan, and the mean over the held-out ellipse images."""
+
+    method: str
+    parameter: str
+    psnr_shepp_logan: float
+    ssim_shepp_logan: float
+    psnr_ellipses: float
+    ssim_ellipses: float
+    seconds: float
+
+
+# ---- data --------------------------------------------------------------------------
+
+def _simulation_options(seed: int) -> dict:
+    return {"modality": "ct", "phantom": "ellipses", "seed": seed, "noise": "gaussian:0.05"}
+
+
+def _write_test_file(path: Path, num_test: int, seed: int) -> Path:
+    """Shepp-Logan and ``num_test`` held-out ellipse images through the LPD-ellipses physics, as a ct_raw file."""
+    from .ct import RayTransform, lpd_ellipses_geometry
+    from .data.formats import write_ct_raw
+    from .demo import HELD_OUT_START
+    from .noise import GaussianNoise
+    from .phantoms import random_ellipses, shepp_logan
+
+    geometry = lpd_ellipses_geometry()
+    truth = torch.cat([shepp_logan(geometry.image_shape),
+                       random_ellipses(geometry.image_shape, num_test, seed=seed, start_index=HELD_OUT_START)])
+    noise = GaussianNoise(relative=0.05)
+    with torch.no_grad():
+        sinogram = noise(RayTransform(geometry)(truth), seed=seed + 1)
+    write_ct_raw(path, sinogram[:, 0].numpy(), geometry, noise=noise, ground_truth=truth[:, 0].numpy())
+    return path
+
+
+# ---- training ----------------------------------------------------------------------
+
+def train_lpd(out: Path, *, steps: int, batch_size: int = 5, seed: int = 0, progress: bool = True,
+              model: dict | None = None, lr: float = 1e-3) -> Path:
+    """Train LPD on streamed LPD-ellipses data for ``steps`` steps; returns the last checkpoint."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+    from .data.datamodule import ReconstructionDataModule
+    from .training import ReconstructionModule
+    from .training.checkpoints import use_atomic_checkpoints
+
+    pl.seed_everything(seed, verbose=False)
+    root = out / "training"
+    datamodule = ReconstructionDataModule(
+        simulation=_simulation_options(seed),
+        val_simulation={"out": str(out / "data" / "val.h5"), "n": 10, "seed": seed + 1_000_003},
+        batch_size=batch_size)
+    module = ReconstructionModule(model or JOB_MODEL, lr=lr, betas=(0.9, 0.99), schedule="cosine")
+    checkpoints = ModelCheckpoint(root / "checkpoints", save_last=True, every_n_train_steps=max(1, steps // 10))
+    trainer = pl.Trainer(
+        max_steps=steps, accelerator="auto", devices=1, gradient_clip_val=1.0, default_root_dir=root,
+        val_check_interval=max(1, min(steps, 200)), check_val_every_n_epoch=None, limit_val_batches=2,
+        logger=[CSVLogger(root, name="", version=""), TensorBoardLogger(root, name="", version="")],
+        callbacks=[checkpoints], enable_progress_bar=progress, enable_model_summary=False)
+    use_atomic_checkpoints(trainer)
+    trainer.fit(module, datamodule=datamodule)
+    return root / "checkpoints" / "last.ckpt"
+
+
+# ---- evaluation ----------------------------------------------------------------------
+
+def _scores(method: str, parameter: str, image: torch.Tensor, truth: torch.Tensor, seconds: float) -> MethodScore:
+    from .metrics import psnr, ssim
+
+    p, s = psnr(image, truth), ssim(image, truth)
+    return MethodScore(method, parameter, float(p[0]), float(s[0]), float(p[1:].mean()), float(s[1:].mean()), seconds)
+
+
+def evaluate_ct(checkpoint: str | Path, test_file: str | Path, val_file: str | Path, *, tv_iterations: int = 2000,
+                progress: bool = True) -> tuple[list[MethodScore], dict[str, torch.Tensor], torch.Tensor]:
+    """FBP (Hann), TV (best lambda on ``val_file``) and the checkpoint's model on ``test_file``
+    (sample 0 Shepp-Logan, the rest ellipses). Returns the scores, the reconstructions and the truth."""
+    from . import solvers
+    from .ct import RayTransform, fbp
+    from .data.formats import read_ct_raw
+    from .training import load_module
+    from .tuning import grid_search
+
+    test, val = read_ct_raw(test_file), read_ct_raw(val_file)
+    A = RayTransform(test.geometry)
+    y = torch.from_numpy(test.sinogram)[:, None]
+    truth = torch.from_numpy(test.ground_truth)[:, None]
+    y_val = torch.from_numpy(val.sinogram)[:, None]
+    truth_val = torch.from_numpy(val.ground_truth)[:, None]
+    images, scores = {}, []
+
+    start = time.perf_counter()
+    images["FBP"] = fbp(y, A, "hann")
+    scores.append(_scores("FBP (Hann)", "-", images["FBP"], truth, time.perf_counter() - start))
+
+    tuned = grid_search(lambda lam: solvers.tv_pdhg(y_val, A, lam=lam, iterations=tv_iterations).image, TV_LAMBDAS,
+                        truth_val)
+    start = time.perf_counter()
+    # nonnegativity on Shepp-Logan (a nonnegative image class), not on the ellipses (negative in places)
+    shepp = solvers.tv_pdhg(y[:1], A, lam=tuned.best, iterations=tv_iterations, nonnegative=True, progress=progress)
+    rest = solvers.tv_pdhg(y[1:], A, lam=tuned.best, iterations=tv_iterations, progress=progress)
+    images["TV"] = torch.cat([shepp.image, rest.image])
+    scores.append(_scores("TV (PDHG)", f"lambda = {tuned.best:g}", images["TV"], truth, time.perf_counter() - start))
+
+    module = load_module(checkpoint)
+    start = time.perf_counter()
+    physics = module.batch_physics({})
+    with torch.no_grad():
+        images["LPD"] = torch.cat([module(chunk, physics).image for chunk in y.split(20)])
+    name = type(module.model).__name__
+    scores.append(_scores(name, Path(checkpoint).name, images["LPD"], truth, time.perf_counter() - start))
+    return scores, images, truth
+
+
+# ---- report ----------------------------------------------------------------------------
+
+def _markdown(scores: list[MethodScore], num_test: int, header: str) -> str:
+    lines = [header, "",
+             f"| method | parameter | PSNR Shepp-Logan (dB) | SSIM Shepp-Logan | PSNR ellipses, mean of {num_test} (dB) "
+             "| SSIM ellipses | time (s) |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for s in scores:
+        lines.append(f"| {s.method} | {s.parameter} | {s.psnr_shepp_logan:.2f} | {s.ssim_shepp_logan:.3f} | "
+                     f"{s.psnr_ellipses:.2f} | {s.ssim_ellipses:.3f} | {s.seconds:.1f} |")
+    tv, learned = scores[1], scores[-1]
+    lines += ["", f"{learned.method} minus TV: {learned.psnr_shepp_logan - tv.psnr_shepp_logan:+.2f} dB on "
+              f"Shepp-Logan, {learned.psnr_ellipses - tv.psnr_ellipses:+.2f} dB on the ellipse images.", "",
+              "![figure](figure.png)", ""]
+    return "\n".join(lines)
+
+
+def _write_csv(path: Path, scores: list[MethodScore]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["method", "parameter", "psnr_shepp_logan_db", "ssim_shepp_logan", "psnr_ellipses_db",
+                     "ssim_ellipses", "seconds"])
+    for s in scores:
+        writer.writerow([s.method, s.parameter, f"{s.psnr_shepp_logan:.4f}", f"{s.ssim_shepp_logan:.4f}",
+                         f"{s.psnr_ellipses:.4f}", f"{s.ssim_ellipses:.4f}", f"{s.seconds:.2f}"])
+    with atomic_path(path) as tmp:
+        tmp.write_text(buffer.getvalue())
+
+
+def _figure(path: Path, images: dict[str, torch.Tensor], truth: torch.Tensor, scores: list[MethodScore]) -> None:
+    from matplotlib.figure import Figure
+
+    names = list(images)
+    fig = Figure(figsize=(4 * (len(names) + 1), 8.4), layout="constrained")
+    axes = fig.subplots(2, len(names) + 1)
+    t = truth[0, 0].numpy()
+    gray = dict(cmap="gray", vmin=float(t.min()), vmax=float(t.max()))
+    axes[0, 0].imshow(t, **gray)
+    axes[0, 0].set_title("ground truth (modified Shepp-Logan)")
+    example = truth[1, 0].numpy() if truth.shape[0] > 1 else t
+    axes[1, 0].imshow(example, cmap="gray")
+    axes[1, 0].set_title("a held-out ellipse image")
+    bound = 0.25 * float(t.max() - t.min())
+    for column, (name, score) in enumerate(zip(names, scores), start=1):
+        x = images[name][0, 0].numpy()
+        axes[0, column].imshow(x, **gray)
+        axes[0, column].set_title(f"{score.method}: {score.psnr_shepp_logan:.2f} dB, SSIM {score.ssim_shepp_logan:.3f}")
+        shown = axes[1, column].imshow(x - t, cmap="RdBu_r", vmin=-bound, vmax=bound)
+        axes[1, column].set_title(f"error, {score.method}")
+    fig.colorbar(shown, ax=axes[1, -1], shrink=0.8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+
+
+def run_job(out: str | Path, *, steps: int = 300, batch_size: int = 5, checkpoint: str | Path | None = None,
+            num_test: int = 100, tv_iterations: int = 2000, seed: int = 0, progress: bool = True) -> list[MethodScore]:
+    """Simulate, train (unless ``checkpoint`` is given), evaluate and write the report to ``out``."""
+    out = Path(out)
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise ValueError(f"checkpoint: expected an existing checkpoint file, found no file at {str(checkpoint)!r}")
+    data = out / "data"
+    test_file = _write_test_file(data / "test.h5", num_test, seed) if not (data / "test.h5").exists() \
+        else data / "test.h5"
+    if checkpoint is None:
+        checkpoint = train_lpd(out, steps=steps, batch_size=batch_size, seed=seed, progress=progress)
+        trained = f"trained here for {steps} steps at batch {batch_size} (`training/`)"
+    else:
+        trained = f"from `{checkpoint}`"
+    val_file = data / "val.h5"
+    if not val_file.exists():
+        from .data.simulate import simulate
+
+        simulate(val_file, n=10, progress=False, **dict(_simulation_options(seed), seed=seed + 1_000_003))
+    scores, images, truth = evaluate_ct(checkpoint, test_file, val_file, tv_iterations=tv_iterations,
+                                        progress=progress)
+    header = (f"# pirecon main job: LPD-ellipses\n\n128 x 128 images, 30 parallel-beam angles, 183 detectors, "
+              f"Gaussian noise with std 5% of mean |data|, seed {seed}. Model {trained}. TV: {tv_iterations} PDHG "
+              f"iterations, lambda chosen on the validation images (`data/val.h5`). Test: modified Shepp-Logan "
+              f"and {num_test} held-out random-ellipse images (`data/test.h5`).")
+    with atomic_path(out / "metrics.md") as tmp:
+        tmp.write_text(_markdown(scores, num_test, header))
+    _write_csv(out / "metrics.csv", scores)
+    _figure(out / "figure.png", images, truth, scores)
+    return scores
+

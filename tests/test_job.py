@@ -1,0 +1,63 @@
+"""The main job: simulate, train, evaluate against FBP and TV, report."""
+
+import csv
+
+import pytest
+
+from pirecon.cli import main
+from pirecon.job import run_job
+
+
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    out = tmp_path_factory.mktemp("job")
+    scores = run_job(out, steps=3, batch_size=2, num_test=3, tv_iterations=10, progress=False)
+    return out, scores
+
+
+def test_report_files(job):
+    out, scores = job
+    assert [s.method for s in scores] == ["FBP (Hann)", "TV (PDHG)", "LearnedPrimalDual"]
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [r["method"] for r in rows] == [s.method for s in scores]
+    for row, score in zip(rows, scores):
+        assert float(row["psnr_shepp_logan_db"]) == pytest.approx(score.psnr_shepp_logan, abs=1e-4)
+    text = (out / "metrics.md").read_text()
+    assert "| TV (PDHG) | lambda = " in text and "LearnedPrimalDual minus TV:" in text
+    assert (out / "figure.png").stat().st_size > 10_000
+    assert (out / "training" / "checkpoints" / "last.ckpt").is_file()
+    assert (out / "training" / "metrics.csv").is_file()
+
+
+def test_fbp_row_is_the_hann_fbp_of_the_test_file(job):
+    import torch
+
+    from pirecon.ct import RayTransform, fbp
+    from pirecon.data.formats import read_ct_raw
+    from pirecon.metrics import psnr
+
+    out, scores = job
+    test = read_ct_raw(out / "data" / "test.h5")
+    assert test.sinogram.shape[0] == 4  # Shepp-Logan and 3 ellipse images
+    y = torch.from_numpy(test.sinogram)[:, None]
+    truth = torch.from_numpy(test.ground_truth)[:, None]
+    expected = psnr(fbp(y, RayTransform(test.geometry), "hann"), truth)
+    assert scores[0].psnr_shepp_logan == pytest.approx(float(expected[0]), abs=1e-6)
+    assert scores[0].psnr_ellipses == pytest.approx(float(expected[1:].mean()), abs=1e-6)
+
+
+def test_evaluating_a_checkpoint_reproduces_the_scores(job, tmp_path):
+    out, scores = job
+    for name in ("data",):
+        (tmp_path / name).symlink_to(out / name)
+    again = run_job(tmp_path, checkpoint=out / "training" / "checkpoints" / "last.ckpt", num_test=3, tv_iterations=10,
+                    progress=False)
+    assert again[-1].psnr_shepp_logan == pytest.approx(scores[-1].psnr_shepp_logan, abs=1e-5)
+    assert again[1].parameter == scores[1].parameter
+
+
+def test_missing_checkpoint_is_one_line(tmp_path, capsys):
+    assert main(["job", "--out", str(tmp_path), "--checkpoint", str(tmp_path / "none.ckpt"), "--num-test", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"pirecon job: error: checkpoint: expected an existing checkpoint file, found no file at "
+                   f"{str(tmp_path / 'none.ckpt')!r}"]
