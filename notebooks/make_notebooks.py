@@ -649,12 +649,305 @@ MRI_PHYSICS = [
 
 
 # ---------------------------------------------------------------------------
+# 03: training Learned Primal-Dual
+# ---------------------------------------------------------------------------
+
+TRAIN_LPD = [
+    md(r"""
+    # 03 · Training Learned Primal-Dual
+
+    Learned Primal-Dual (LPD; Adler & Öktem, "Learned Primal-Dual Reconstruction", IEEE TMI 37(6), 2018)
+    unrolls a primal-dual optimisation scheme for a fixed number of iterations and replaces its proximal
+    steps by small CNNs, trained end to end from pairs of noisy measurements and ground-truth images.
+    This notebook trains a deliberately tiny LPD with the package's training stack
+    (`ReconstructionDataModule`, `ReconstructionModule`, a PyTorch Lightning `Trainer`), then compares it
+    with filtered back-projection on Shepp-Logan and on held-out random-ellipse images, and reloads it
+    from its checkpoint.
+
+    Training takes a minute or two on a 2-core CPU, the whole notebook less than three minutes.
+    Such a short run gives a model well short of what the paper's full schedule reaches: the point here is
+    the workflow, not the numbers.
+    """),
+    code(r"""
+    import os
+    import shutil
+    import tempfile
+    import time
+    import warnings
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import pandas as pd
+    import pytorch_lightning as pl
+    import torch
+    from pytorch_lightning.callbacks import ModelCheckpoint
+    from pytorch_lightning.loggers import CSVLogger
+
+    from pirecon import metrics
+    from pirecon.ct import RayTransform, fbp, lpd_ellipses_geometry
+    from pirecon.data.datamodule import ReconstructionDataModule
+    from pirecon.data.simulate import Simulator
+    from pirecon.demo import HELD_OUT_START
+    from pirecon.noise import GaussianNoise
+    from pirecon.phantoms import random_ellipses, shepp_logan
+    from pirecon.physics import Physics
+    from pirecon.training import ReconstructionModule, load_checkpoint, load_module
+
+    OUT = os.environ.get("PIRECON_NOTEBOOK_OUT")  # directory for figures; nothing is saved when unset
+    WORK = Path(tempfile.mkdtemp(prefix="pirecon-03-"))  # validation file, logs and checkpoints; removed at the end
+    # the data are simulated in the training process itself (a few ms per sample), no DataLoader workers needed
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    print(f"working directory {WORK}; torch uses {torch.get_num_threads()} threads")
+
+
+    def quality(img, ref):
+        # (PSNR in dB, SSIM) per image, as tensors (B,); peak = range max - min of each reference (pirecon.metrics)
+        return metrics.psnr(img, ref), metrics.ssim(img, ref)
+
+
+    def show(ax, img, title, label="", **kw):
+        img = img.detach().squeeze().numpy() if torch.is_tensor(img) else np.squeeze(img)
+        im = ax.imshow(img, interpolation="nearest", **kw)
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=label)
+        return im
+
+
+    def save(fig, name):
+        if OUT:
+            Path(OUT).mkdir(parents=True, exist_ok=True)
+            fig.savefig(Path(OUT) / name, dpi=110, bbox_inches="tight")
+    """),
+    md(r"""
+    ## 1. Data: the LPD-ellipses protocol, streamed
+
+    The protocol of the paper (notebook 01, section 1): 128×128 images of 1 mm pixels, 30 parallel-beam
+    angles, 183 detector bins, and white Gaussian noise with standard deviation 5% of the mean absolute value
+    of each clean sinogram (`"gaussian:0.05"`). The images are random ellipses (`random_ellipses`: a Poisson
+    number of ellipses, mean 50, with random positions, shapes and signed values that add where they overlap).
+
+    `ReconstructionDataModule(simulation=...)` does not read training files: a `SimulationDataset` simulates
+    batches on the fly, a fresh stream every epoch. Every sample is a pure function of `(seed, index)`
+    (separate seeded streams for the phantom and the noise), so a run is reproducible whatever the batch size or
+    the number of workers, and resuming a run sees the same samples as an uninterrupted one. Sample $i$ of
+    the stream is exactly what `Simulator(...).simulate(seed, i, 1)` returns on its own, as checked below.
+
+    `val_simulation` writes a fixed validation file (4 images, its own seed 1000003) once, in
+    `prepare_data`. The test images of section 5 are indices `HELD_OUT_START` = 10⁶ onwards of the seed-0
+    stream: this short run trains on the first 1200 indices only, so they are never seen in training.
+    """),
+    code(r"""
+    SIMULATION = {"modality": "ct", "phantom": "ellipses", "seed": 0, "noise": "gaussian:0.05"}
+    datamodule = ReconstructionDataModule(
+        simulation=SIMULATION,
+        val_simulation={"out": WORK / "val.h5", "n": 4, "seed": 1000003},   # other options default to simulation's
+        batch_size=4)
+    datamodule.prepare_data()   # writes val.h5 (Trainer.fit does this too, and skips an existing file)
+    datamodule.setup("fit")
+
+    batch = next(iter(datamodule.train_dataloader()))   # the first batch: samples 0-3 of the seed-0 stream
+    print({k: (tuple(v.shape), v.dtype) for k, v in batch.items()})
+    print("physics of the data:", datamodule.physics_description())
+
+    # sample 2 on its own, from a fresh simulator: the same bytes as in the batch
+    alone = Simulator("ct", "ellipses", noise="gaussian:0.05").simulate(seed=0, start=2, count=1)
+    assert torch.equal(batch["sinogram"][2], torch.from_numpy(alone["sinogram"]))
+    assert torch.equal(batch["ground_truth"][2], torch.from_numpy(alone["ground_truth"]))
+    print("sample 2 of the stream = Simulator(...).simulate(seed=0, start=2, count=1)")
+
+    fig, axes = plt.subplots(1, 4, figsize=(18, 3.8), constrained_layout=True)
+    for j in range(3):
+        show(axes[j], batch["ground_truth"][j], f"training image {j}", "a.u.", cmap="gray")
+    show(axes[3], batch["sinogram"][0], "its noisy sinogram (image 0)", "a.u. · mm", cmap="gray", aspect="auto")
+    axes[3].set_xlabel("detector bin")
+    axes[3].set_ylabel("angle index")
+    save(fig, "03_train_lpd_data.png")
+    """),
+    md(r"""
+    ## 2. The model
+
+    With the normalised operator $K = A/\|A\|$ and data $g = y/\|A\|$, LPD keeps a primal memory
+    $f$ (5 images) and a dual memory $h$ (5 sinograms, starting at zero) and runs, for $i = 1, \dots, I$,
+
+    $$h \leftarrow h + \Gamma_i\big(h,\ K f^{(1)},\ g\big) \qquad \text{(dual step, a CNN on sinograms)},$$
+    $$f \leftarrow f + \Lambda_i\big(f,\ K^T h^{(1)}\big) \qquad \text{(primal step, a CNN on images)},$$
+
+    where $f^{(1)}, h^{(1)}$ are the first channels; the reconstruction is $f^{(1)}$ after the last iteration.
+    Each $\Gamma_i, \Lambda_i$ is a block of three 3×3 convolutions with PReLU, with its own weights per
+    iteration. The operator enters every iteration, so the CNNs only learn corrections that are consistent with
+    the physics; gradients flow through $K$ and $K^T$ (`RayTransform` is differentiable).
+
+    The paper uses $I = 10$ iterations and 32 hidden channels and starts the primal memory at zero. Here
+    `iterations=5, hidden=16` keeps a step cheap, and `initial="fbp"` starts every primal channel at the Hann
+    FBP, so the network begins from a sensible image and only has to learn to improve it, which shortens training.
+    `ReconstructionModule` builds the model from its `class_path`/`init_args` spec (stored in the checkpoint),
+    minimises the mean squared error against the ground truth with Adam, and logs PSNR, SSIM and NMSE on the
+    validation images.
+    """),
+    code(r"""
+    pl.seed_everything(0, verbose=False)   # the network's initial weights
+    module = ReconstructionModule(
+        {"class_path": "lpd", "init_args": {"iterations": 5, "hidden": 16, "initial": "fbp"}},
+        lr=2e-3, schedule="cosine", log_images_every_n_epochs=0)
+    print(type(module.model).__name__, f"with {sum(p.numel() for p in module.model.parameters()):,} parameters")
+    """),
+    md(r"""
+    ## 3. Training
+
+    A standard Lightning `Trainer`: `STEPS` optimiser steps of batch 4, the learning rate decaying from
+    $2\cdot10^{-3}$ to zero along a cosine (`schedule="cosine"`), gradient norms clipped at 1 (as in the
+    paper), validation on the 4 validation images every 50 steps, metrics to a CSV file and the latest
+    weights to a checkpoint. The simulated stream is endless, so validation is scheduled in steps
+    (`check_val_every_n_epoch=None`). Expect one to two minutes on an idle 2-core machine; the time depends on
+    torch's thread count (printed above; `torch.set_num_threads` or `OMP_NUM_THREADS` changes it).
+    """),
+    code(r"""
+    STEPS = 300
+    RUN = WORK / "training"     # metrics.csv and checkpoints/
+    checkpoint = ModelCheckpoint(dirpath=RUN / "checkpoints", save_last=True)
+    trainer = pl.Trainer(
+        max_steps=STEPS, accelerator="cpu", devices=1, gradient_clip_val=1.0,
+        val_check_interval=50, check_val_every_n_epoch=None, limit_val_batches=1, log_every_n_steps=10,
+        logger=CSVLogger(RUN, name="", version=""), callbacks=[checkpoint], default_root_dir=RUN,
+        enable_model_summary=False)
+
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    seconds = time.perf_counter() - start
+    print(f"{trainer.global_step} steps in {seconds:.0f} s ({1e3 * seconds / trainer.global_step:.0f} ms per step, "
+          f"validation included); checkpoint {checkpoint.last_model_path}")
+    """),
+    md(r"""
+    ## 4. Learning curves
+
+    The CSV logger's `metrics.csv` holds one row per logging event: the training loss (the MSE of one batch,
+    every 10 steps, hence noisy: the batches differ) and the validation metrics (averaged over the 4 validation
+    images). For reference, the dashed line is the mean PSNR of Hann FBP on the same validation images.
+    """),
+    code(r"""
+    log = pd.read_csv(RUN / "metrics.csv")
+    train = log.dropna(subset=["train/loss"])
+    val = log.dropna(subset=["val/psnr"])
+    print(val[["step", "val/loss", "val/psnr", "val/ssim"]].to_string(index=False))
+
+    val_batch = next(iter(datamodule.val_dataloader()))
+    A = module.batch_physics({}).operator     # the RayTransform of the data's geometry
+    val_fbp = float(quality(fbp(val_batch["sinogram"], A, "hann"), val_batch["ground_truth"])[0].mean())
+    print(f"Hann FBP on the validation images: mean PSNR {val_fbp:.2f} dB")
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), constrained_layout=True)
+    axes[0].semilogy(train["step"], train["train/loss"], ".-", lw=0.8)
+    axes[0].set(xlabel="step", ylabel="training loss (MSE of a batch)", title="training loss")
+    axes[1].plot(val["step"], val["val/psnr"], "o-", label="LPD")
+    axes[1].axhline(val_fbp, color="k", ls="--", lw=1, label="Hann FBP")
+    axes[1].set(xlabel="step", ylabel="mean PSNR [dB]", title="validation PSNR (4 images)")
+    axes[1].legend()
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.title.set_fontsize(10)
+    save(fig, "03_train_lpd_curves.png")
+    """),
+    md(r"""
+    ## 5. Reconstruction: Shepp-Logan and held-out ellipses
+
+    New data, simulated with the protocol's physics: the modified Shepp-Logan phantom (a different image class
+    from the training ellipses) and 8 held-out random-ellipse images. The trained model reconstructs in
+    evaluation mode without gradients, `module(y, physics).image`, its physics from `module.batch_physics`
+    (the `RayTransform` of the data's geometry; CT batches all share it, so any batch, even `{}`, gives it).
+    """),
+    code(r"""
+    geometry = lpd_ellipses_geometry()
+    truth = torch.cat([shepp_logan((128, 128)),
+                       random_ellipses((128, 128), 8, seed=0, start_index=HELD_OUT_START)])   # (9, 1, 128, 128)
+    y = Physics(RayTransform(geometry), GaussianNoise(relative=0.05)).simulate(truth, seed=7)
+
+    x_fbp = fbp(y, RayTransform(geometry), "hann")
+    module.eval()
+    physics = module.batch_physics({})
+    with torch.no_grad():
+        x_lpd = module(y, physics).image
+
+    scores = {"FBP (Hann)": quality(x_fbp, truth), "LPD": quality(x_lpd, truth)}
+    print(f"{'':>12} {'Shepp-Logan':>20} {'held-out ellipses (mean of 8)':>31}")
+    print(f"{'':>12} {'PSNR [dB]':>10} {'SSIM':>9} {'PSNR [dB]':>15} {'SSIM':>15}")
+    for name, (p, s) in scores.items():
+        print(f"{name:>12} {p[0]:10.2f} {s[0]:9.3f} {p[1:].mean():15.2f} {s[1:].mean():15.3f}")
+    gain = scores["LPD"][0][1:] - scores["FBP (Hann)"][0][1:]
+    print(f"PSNR gain of LPD over FBP per held-out ellipse image: {np.round(gain.numpy(), 2)} dB")
+    assert gain.mean() > 0, "LPD should beat FBP on the held-out ellipses after training"
+    """),
+    md(r"""
+    Left to right: ground truth, Hann FBP, LPD, and the two errors on a common colour scale, for Shepp-Logan
+    and the first two held-out ellipse images.
+    """),
+    code(r"""
+    rows = [0, 1, 2]
+    fig, axes = plt.subplots(len(rows), 5, figsize=(22, 4.2 * len(rows)), constrained_layout=True)
+    for r, i in enumerate(rows):
+        name = "Shepp-Logan" if i == 0 else f"held-out ellipses {i - 1}"
+        lo, hi = float(truth[i].min()), float(truth[i].max())
+        image = dict(cmap="gray", vmin=lo, vmax=hi)
+        lim = float(torch.maximum((x_fbp[i] - truth[i]).abs().max(), (x_lpd[i] - truth[i]).abs().max()))
+        error = dict(cmap="RdBu_r", vmin=-lim, vmax=lim)
+        (p_fbp, s_fbp), (p_lpd, s_lpd) = [(float(p[i]), float(s[i])) for p, s in scores.values()]
+        show(axes[r, 0], truth[i], f"truth: {name}", "a.u.", **image)
+        show(axes[r, 1], x_fbp[i], f"FBP (Hann): {p_fbp:.1f} dB, SSIM {s_fbp:.2f}", "a.u.", **image)
+        show(axes[r, 2], x_lpd[i], f"LPD ({STEPS} steps): {p_lpd:.1f} dB, SSIM {s_lpd:.2f}", "a.u.", **image)
+        show(axes[r, 3], x_fbp[i] - truth[i], "error: FBP − truth", "a.u.", **error)
+        show(axes[r, 4], x_lpd[i] - truth[i], "error: LPD − truth", "a.u.", **error)
+    save(fig, "03_train_lpd.png")
+    """),
+    md(r"""
+    ## 6. Reloading the trained model
+
+    `load_module(path)` rebuilds the `ReconstructionModule` from a checkpoint alone: the model from the
+    `class_path`/`init_args` spec in its hyperparameters, the weights from its state dict, and the physics
+    (CT geometry and noise model) that the training run stored in it, so no datamodule is needed. The file is
+    read with `torch.load(..., weights_only=True)`, which never unpickles arbitrary objects. The reloaded
+    model gives the same reconstructions.
+    """),
+    code(r"""
+    path = checkpoint.last_model_path
+    print(f"{Path(path).name}: step {load_checkpoint(path)['global_step']}")
+    reloaded = load_module(path)            # in eval mode
+    print("geometry from the checkpoint:", reloaded.batch_physics.geometry)
+    with torch.no_grad():
+        x_reloaded = reloaded(y, reloaded.batch_physics({})).image
+    difference = float((x_reloaded - x_lpd).abs().max())
+    print(f"max |reloaded - trained| = {difference:.1e}")
+    assert torch.allclose(x_reloaded, x_lpd, rtol=0, atol=1e-5)
+
+    shutil.rmtree(WORK)   # the validation file, the logs and the checkpoints
+    """),
+    md(r"""
+    ## 7. Going further
+
+    A few minutes of CPU training on a small network gives a model well short of the paper's: the network
+    has half the iterations and half the hidden channels, and it saw 1200 training images where the
+    full schedule shows it half a million. The same stack scales up without code changes:
+
+    * `pirecon fit --config experiments/ct_lpd_ellipses.yaml` trains the paper's configuration on its full
+      schedule (10 iterations, 32 hidden channels, batch 5, 100 000 steps; resumable, and multi-GPU with
+      `--trainer.devices`);
+    * `experiments/ct_lpd_ellipses_cpu.yaml` is the same protocol on a 30-minute CPU budget;
+    * `pirecon job --out DIR` is the main job end to end: simulate the data, train LPD, evaluate it against
+      FBP and TV on Shepp-Logan and held-out ellipses, and write a report (`metrics.md`, `metrics.csv`,
+      `figure.png`).
+    """),
+]
+
+
+# ---------------------------------------------------------------------------
 # Registry and writer
 # ---------------------------------------------------------------------------
 
 NOTEBOOKS: list[tuple[str, list[tuple[str, str]]]] = [
     ("01_ct_physics.ipynb", CT_PHYSICS),
     ("02_mri_physics.ipynb", MRI_PHYSICS),
+    ("03_train_lpd.ipynb", TRAIN_LPD),
 ]
 
 

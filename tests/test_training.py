@@ -1,5 +1,6 @@
 """The Lightning module, losses, batch physics, resumable loaders, checkpoints and the prediction writer."""
 
+import math
 
 import numpy as np
 import pytest
@@ -293,3 +294,17 @@ def test_bad_options():
         ReconstructionModule(TINY_LPD, schedule="linear")
     with pytest.raises(ValueError, match=r"betas: expected two numbers in \[0, 1\), found \(0.9, 1.5\)"):
         ReconstructionModule(TINY_LPD, betas=(0.9, 1.5))
+
+
+@pytest.mark.parametrize("accelerator", ["cpu", pytest.param("gpu", marks=pytest.mark.cuda)])
+def test_bf16_mixed_precision(tmp_path, ct_files, accelerator):
+    """bf16 autocast: the networks run in bfloat16, the operators in float32; the loss stays finite."""
+    if accelerator == "gpu" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    train, val = ct_files
+    module = ReconstructionModule(TINY_LPD, log_images_every_n_epochs=0)
+    trainer = tiny_trainer(tmp_path, accelerator=accelerator, max_steps=2, precision="bf16-mixed",
+                           limit_val_batches=1, val_check_interval=2, check_val_every_n_epoch=None)
+    trainer.fit(module, datamodule=ReconstructionDataModule(train=str(train), val=str(val), batch_size=2))
+    assert math.isfinite(trainer.callback_metrics["val/psnr"].item())
+    assert all(torch.isfinite(p).all() for p in module.parameters())

@@ -194,8 +194,8 @@ def test_corrupt_checkpoint_is_one_line(tmp_path):
 
 def test_validate_with_a_file_still_checks_the_spec(tmp_path):
     path = simulate(tmp_path / "x.h5", modality="ct", image_size=32, num_angles=10, n=1, progress=False)
-    result = pirecon("validate", path)
-    assert "ok" in result.stdout.lower() or result.returncode == 0
+    assert pirecon("validate", path).stdout.strip() == f"OK {path}: ct_raw, 1 slices"
+    assert pirecon("check", path).stdout.strip() == f"OK {path}: ct_raw, 1 slices"
 
 
 @pytest.mark.parametrize("config", sorted(EXPERIMENTS.glob("*.yaml")), ids=lambda p: p.name)

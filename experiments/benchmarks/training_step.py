@@ -218,6 +218,7 @@ def run_row(name: str, args) -> dict:
                   # the process peak was reached before the steps: the increase is then an upper bound only
                   "peak_before_steps": peak <= maxrss_before}
     probe_loss, probe_grad_norms = probe(LearnedPrimalDual, physics, x, y)  # after the memory readings
+    operator_seconds = operator_work(op, x, y, model.iterations, cuda)
     try:
         import odl
 
@@ -230,11 +231,30 @@ def run_row(name: str, args) -> dict:
         "autograd_node": autograd_node.__name__,
         "threads": torch.get_num_threads(), "repeats": args.repeats,
         "loss_first": losses[0], "loss_last": losses[-1], "losses": losses, "step_seconds": step_seconds,
-        "probe_loss": probe_loss, "probe_grad_norms": probe_grad_norms,
+        "probe_loss": probe_loss, "probe_grad_norms": probe_grad_norms, "operator_seconds": operator_seconds,
         **memory,
         "machine": {"torch": torch.__version__, "odl": odl_version, "python": platform.python_version(),
                     "cuda_device": torch.cuda.get_device_name(device) if cuda else None},
     }
+
+
+def operator_work(op, x, y, iterations: int, cuda: bool) -> float:
+    """Median time of the operator applications one LPD step makes: each iteration applies ``A`` and
+    ``A^T`` once in the forward pass and once more each in the backward pass (the backward of ``A`` is
+    ``A^T`` and vice versa), so ``2 * iterations`` of each, at the step's batch size, without autograd."""
+    import torch
+
+    from _timing import median_time
+
+    def work():
+        with torch.no_grad():
+            for _ in range(2 * iterations):
+                op(x)
+                op.adjoint(y)
+        if cuda:
+            torch.cuda.synchronize()
+
+    return median_time(work, 3)
 
 
 def probe(model_class, physics, x, y) -> tuple[float, list[float]]:
@@ -357,6 +377,14 @@ def report(results: list[dict], args, command: str) -> str:
         + "; warm-up step: " + ", ".join(f"{r['row']} {r['step_seconds'][0]:.3f}" for r in results) + "."]
     lines += ["", "Autograd node of `A x`: "
               + ", ".join(f"{r['row']} `{r['autograd_node']}`" for r in results) + "."]
+    if sparse:
+        lines += ["", f"Operator work inside one step ({2 * 10} applications of `A` and of `A^T` at batch "
+                      f"{args.batch}, timed on their own, median of 3):", "",
+                  "| backend | operator s/step | x slower than sparse | share of the step |", "|---|---:|---:|---:|"]
+        for r in results:
+            lines.append(f"| {LABELS[r['row']]} | {r['operator_seconds']:.3f} | "
+                         f"{r['operator_seconds'] / sparse['operator_seconds']:.1f} | "
+                         f"{r['operator_seconds'] / r['seconds_per_step']:.0%} |")
     if any(r.get("peak_before_steps") for r in results):
         flagged = ", ".join(r["row"] for r in results if r.get("peak_before_steps"))
         lines.append(f"Warning: in row(s) {flagged} the process peak RSS was reached before the steps, so the "
