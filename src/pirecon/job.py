@@ -79,7 +79,7 @@ def _write_test_file(path: Path, num_test: int, seed: int) -> Path:
 
 # ---- training ----------------------------------------------------------------------
 
-def train_lpd(out: Path, *, steps: int, batch_size: int = 5, seed: int = 0, progress: bool = True,
+def train_lpd(out: Path, *, steps: int, batch_size: int = 2, seed: int = 0, progress: bool = True,
               model: dict | None = None, lr: float = 1e-3) -> Path:
     """Train LPD on streamed LPD-ellipses data for ``steps`` steps; returns the last checkpoint."""
     import pytorch_lightning as pl
@@ -217,7 +217,7 @@ def _figure(path: Path, images: dict[str, torch.Tensor], truth: torch.Tensor, sc
         tmp.write_bytes(buffer.getvalue())
 
 
-def run_job(out: str | Path, *, steps: int = 300, batch_size: int = 5, checkpoint: str | Path | None = None,
+def run_job(out: str | Path, *, steps: int = 600, batch_size: int = 2, checkpoint: str | Path | None = None,
             num_test: int = 100, tv_iterations: int = 2000, seed: int = 0, progress: bool = True) -> list[MethodScore]:
     """Simulate, train (unless ``checkpoint`` is given), evaluate and write the report to ``out``."""
     out = Path(out)

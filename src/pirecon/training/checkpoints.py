@@ -28,12 +28,14 @@ def load_checkpoint(path, map_location=None) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"checkpoint: expected an existing checkpoint file, found no file at {str(path)!r}")
+    expected = f"{path}: expected a PyTorch checkpoint (zip file of tensors), found a corrupt or truncated file"
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{expected} (not a readable zip archive)")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path}: expected a PyTorch checkpoint (zip file of tensors), found a corrupt or "
-                         f"truncated file ({reason[:200]})") from None
+        raise ValueError(f"{expected} ({reason[:200]})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(f"{path}: expected a Lightning checkpoint with a 'state_dict', "
                          f"found {type(checkpoint).__name__} without one")

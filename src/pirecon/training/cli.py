@@ -13,6 +13,7 @@ gets one line, not a traceback.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import yaml
@@ -95,6 +96,9 @@ def run_lightning(subcommand: str, argv: list[str]) -> int:
             use_atomic_checkpoints(trainer)
             return trainer
 
+    # LightningCLI warns when sys.argv also holds arguments; they are the same ones (and DDP re-launches
+    # from sys.argv, so it stays as it is)
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
     try:
         for path in _config_paths(argv):
             check_config(path)
