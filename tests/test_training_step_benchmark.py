@@ -12,13 +12,17 @@ SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "benchmarks" / "t
 LABELS = {"sparse": "pirecon `sparse`", "astra": "pirecon `astra`", "odl": "ODL OperatorModule (`astra_cpu`)"}
 
 
-def table_rows(stdout: str) -> dict[str, list[str]]:
-    """The Markdown table's data rows, by backend label."""
-    rows = {}
+def table_rows(stdout: str, header: str = "| backend | s/step |") -> dict[str, list[str]]:
+    """The data rows of the Markdown table whose header starts with ``header``, by backend label."""
+    rows, inside = {}, False
     for line in stdout.splitlines():
-        if line.startswith("| ") and not line.startswith("| backend"):
+        if line.startswith(header):
+            inside = True
+        elif inside and line.startswith("| ") and not line.startswith("|---"):
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
             rows[cells[0]] = cells[1:]
+        elif inside and not line.startswith("|"):
+            break
     return rows
 
 
@@ -41,6 +45,10 @@ def test_training_step_small(tmp_path):
         assert all(math.isfinite(v) and v > 0 for v in (seconds, ratio, increase, peak))
         assert increase < peak
     assert float(rows[LABELS["sparse"]][1]) == 1.0
+    operator = table_rows(out, "| backend | operator s/step |")
+    assert list(operator) == list(LABELS.values())
+    for seconds, ratio, share in operator.values():
+        assert float(seconds) > 0 and float(ratio) > 0 and 0 < float(share.rstrip("%")) <= 100
     assert "**ODL OperatorModule / sparse:" in out and "Command: `python " in out and "torch " in out
 
     assert "odl `OperatorFunctionBackward`" in out  # the odl row differentiates through ODL's autograd
@@ -54,4 +62,4 @@ def test_training_step_small(tmp_path):
         assert all(math.isfinite(v) and v > 0 for v in values)
         assert max(abs(v - values[0]) / values[0] for v in values) < 1e-3, (key, values)
     assert all(float(r["probe_grad_norms_largest_relative_difference"]) < 1e-2 for r in records)
-    assert (tmp_path / "training_step.md").read_text().count("| pirecon `") == 2
+    assert (tmp_path / "training_step.md").read_text().count("| pirecon `") == 4  # two rows in each of the two tables

@@ -96,7 +96,10 @@ class LinearOperator:
             raise ValueError(f"{name}: expected a tensor on a {' or '.join(self.device_types)} device, found {x.device}")
         check_tensor(x, name, kind=self.domain_kind, trailing_shape=self.domain_shape, finite=self.check_finite)
         if x.dtype in (torch.float16, torch.bfloat16):
-            x = x.float()  # mixed precision: operators work in float32 (ASTRA and sparse products need it)
+            # mixed precision: the backends compute in float32 (ASTRA and sparse products need it), the
+            # result comes back in the input's dtype
+            y = _ApplyLinear.apply(self, x.float())
+            return y if y.is_complex() else y.to(x.dtype)
         return _ApplyLinear.apply(self, x)
 
     forward = __call__
