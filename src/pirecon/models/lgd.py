@@ -68,10 +68,7 @@ class LearnedGradientDescent(nn.Module):
             ConvBlock(state + self.image_width, state, hidden, layers) for _ in range(blocks))
 
     def forward(self, y: torch.Tensor, physics) -> Reconstruction:
-        check_model_inputs(y, physics, "LearnedGradientDescent")
-        if y.is_complex() != self.complex_data:
-            raise ValueError(f"LearnedGradientDescent: expected {'complex' if self.complex_data else 'real'} "
-                             f"measurements (complex_data={self.complex_data}), found {y.dtype}")
+        check_model_inputs(y, physics, "LearnedGradientDescent", self.complex_data)
         scale = operator_scale(physics)
         op = physics.operator
         g = y * scale

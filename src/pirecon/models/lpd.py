@@ -83,10 +83,7 @@ class LearnedPrimalDual(nn.Module):
                       layers, dim=measurement_dims) for _ in range(blocks))
 
     def forward(self, y: torch.Tensor, physics) -> Reconstruction:
-        check_model_inputs(y, physics, "LearnedPrimalDual")
-        if y.is_complex() != self.complex_data:
-            raise ValueError(f"LearnedPrimalDual: expected {'complex' if self.complex_data else 'real'} measurements "
-                             f"(complex_data={self.complex_data}), found {y.dtype}")
+        check_model_inputs(y, physics, "LearnedPrimalDual", self.complex_data)
         if num_channels(y) != self.measurement_width:
             coils = self.measurement_width // self.image_width
             raise ValueError(f"LearnedPrimalDual: expected measurements with {coils} channel(s) (coils={coils}), "

@@ -74,10 +74,7 @@ class MoDL(nn.Module):
         return self.log_lam.exp()
 
     def forward(self, y: torch.Tensor, physics) -> Reconstruction:
-        check_model_inputs(y, physics, "MoDL")
-        if y.is_complex() != self.complex_data:
-            raise ValueError(f"MoDL: expected {'complex' if self.complex_data else 'real'} measurements "
-                             f"(complex_data={self.complex_data}), found {y.dtype}")
+        check_model_inputs(y, physics, "MoDL", self.complex_data)
         scale = operator_scale(physics)
         op = physics.operator
         rhs_data = op.adjoint(y) * scale**2  # K^H g

@@ -15,14 +15,18 @@ from .._validation import check_tensor
 __all__ = ["check_model_inputs", "operator_scale", "initial_image", "cartesian_mask"]
 
 
-def check_model_inputs(y, physics, model: str) -> None:
-    """Raise ``ValueError``/``TypeError`` naming ``model`` unless ``y`` is a batched tensor and ``physics`` a Physics."""
+def check_model_inputs(y, physics, model: str, complex_data: bool | None = None) -> None:
+    """Raise ``ValueError``/``TypeError`` naming ``model`` unless ``y`` is a batched tensor and ``physics`` a Physics
+    (and, when ``complex_data`` is given, ``y`` is complex exactly when the model expects complex data)."""
     from ..physics import Physics
 
     if not isinstance(physics, Physics):
         raise TypeError(f"{model}: expected physics to be a pirecon.physics.Physics, found {type(physics).__name__}")
     kind = "complex" if physics.operator.range_kind == "complex" else "real"
     check_tensor(y, f"{model}: y", kind=kind, min_ndim=len(physics.operator.range_shape) + 1, finite=False)
+    if complex_data is not None and y.is_complex() != complex_data:
+        raise ValueError(f"{model}: expected {'complex' if complex_data else 'real'} measurements "
+                         f"(complex_data={complex_data}), found {y.dtype}")
     expected = tuple(physics.operator.range_shape)
     found = tuple(y.shape[-len(expected):])
     if found != expected:

@@ -47,10 +47,7 @@ class PostProcessingUNet(nn.Module):
         self.unet = UNet(width, width, channels, depth)
 
     def forward(self, y: torch.Tensor, physics) -> Reconstruction:
-        check_model_inputs(y, physics, "PostProcessingUNet")
-        if y.is_complex() != self.complex_data:
-            raise ValueError(f"PostProcessingUNet: expected {'complex' if self.complex_data else 'real'} "
-                             f"measurements (complex_data={self.complex_data}), found {y.dtype}")
+        check_model_inputs(y, physics, "PostProcessingUNet", self.complex_data)
         x0 = initial_image(y, physics, self.filter)
         if x0.is_complex() != self.complex_data:
             raise ValueError(f"PostProcessingUNet: expected {'complex' if self.complex_data else 'real'} images "
