@@ -33,6 +33,25 @@ def code(source: str) -> tuple[str, str]:
     return ("code", source)
 
 
+# Plot helpers shared by the notebooks that define them (each notebook stays self-contained).
+SHOW_AND_SAVE = """\
+    def show(ax, img, title, label="", **kw):
+        img = img.detach().squeeze().numpy() if torch.is_tensor(img) else np.squeeze(img)
+        im = ax.imshow(img, interpolation="nearest", **kw)
+        ax.set_title(title, fontsize=10)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=label)
+        return im
+
+
+    def save(fig, name):
+        if OUT:
+            Path(OUT).mkdir(parents=True, exist_ok=True)
+            fig.savefig(Path(OUT) / name, dpi=110, bbox_inches="tight")
+"""
+
+
 # ---------------------------------------------------------------------------
 # 01: CT physics
 # ---------------------------------------------------------------------------
@@ -350,21 +369,7 @@ MRI_PHYSICS = [
         return alpha * z, complex(alpha)
 
 
-    def show(ax, img, title, label="", **kw):
-        img = img.detach().squeeze().numpy() if torch.is_tensor(img) else np.squeeze(img)
-        im = ax.imshow(img, interpolation="nearest", **kw)
-        ax.set_title(title, fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=label)
-        return im
-
-
-    def save(fig, name):
-        if OUT:
-            Path(OUT).mkdir(parents=True, exist_ok=True)
-            fig.savefig(Path(OUT) / name, dpi=110, bbox_inches="tight")
-
+""" + SHOW_AND_SAVE + """
 
     PHASE = dict(cmap="twilight", vmin=-math.pi, vmax=math.pi)  # cyclic colour map for phases in rad
     """),
@@ -706,21 +711,7 @@ TRAIN_LPD = [
         return metrics.psnr(img, ref), metrics.ssim(img, ref)
 
 
-    def show(ax, img, title, label="", **kw):
-        img = img.detach().squeeze().numpy() if torch.is_tensor(img) else np.squeeze(img)
-        im = ax.imshow(img, interpolation="nearest", **kw)
-        ax.set_title(title, fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=label)
-        return im
-
-
-    def save(fig, name):
-        if OUT:
-            Path(OUT).mkdir(parents=True, exist_ok=True)
-            fig.savefig(Path(OUT) / name, dpi=110, bbox_inches="tight")
-    """),
+""" + SHOW_AND_SAVE + """    """),
     md(r"""
     ## 1. Data: the LPD-ellipses protocol, streamed
 

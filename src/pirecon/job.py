@@ -79,9 +79,10 @@ def _write_test_file(path: Path, num_test: int, seed: int) -> Path:
 
 # ---- training ----------------------------------------------------------------------
 
-def train_lpd(out: Path, *, steps: int, batch_size: int = 2, seed: int = 0, progress: bool = True,
+def train_lpd(out: Path, val_file: Path, *, steps: int, batch_size: int = 2, seed: int = 0, progress: bool = True,
               model: dict | None = None, lr: float = 1e-3) -> Path:
-    """Train LPD on streamed LPD-ellipses data for ``steps`` steps; returns the last checkpoint."""
+    """Train LPD on streamed LPD-ellipses data for ``steps`` steps, validating on ``val_file``; returns the
+    last checkpoint."""
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
@@ -92,10 +93,8 @@ def train_lpd(out: Path, *, steps: int, batch_size: int = 2, seed: int = 0, prog
 
     pl.seed_everything(seed, verbose=False)
     root = out / "training"
-    datamodule = ReconstructionDataModule(
-        simulation=_simulation_options(seed),
-        val_simulation={"out": str(out / "data" / "val.h5"), "n": 10, "seed": seed + 1_000_003},
-        batch_size=batch_size)
+    datamodule = ReconstructionDataModule(simulation=_simulation_options(seed), val=str(val_file),
+                                          batch_size=batch_size)
     module = ReconstructionModule(model or JOB_MODEL, lr=lr, betas=(0.9, 0.99), schedule="cosine")
     checkpoints = ModelCheckpoint(root / "checkpoints", save_last=True, every_n_train_steps=max(1, steps // 10))
     trainer = pl.Trainer(
@@ -224,18 +223,18 @@ def run_job(out: str | Path, *, steps: int = 600, batch_size: int = 2, checkpoin
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise ValueError(f"checkpoint: expected an existing checkpoint file, found no file at {str(checkpoint)!r}")
     data = out / "data"
-    test_file = _write_test_file(data / "test.h5", num_test, seed) if not (data / "test.h5").exists() \
-        else data / "test.h5"
-    if checkpoint is None:
-        checkpoint = train_lpd(out, steps=steps, batch_size=batch_size, seed=seed, progress=progress)
-        trained = f"trained here for {steps} steps at batch {batch_size} (`training/`)"
-    else:
-        trained = f"from `{checkpoint}`"
-    val_file = data / "val.h5"
+    test_file, val_file = data / "test.h5", data / "val.h5"
+    if not test_file.exists():
+        _write_test_file(test_file, num_test, seed)
     if not val_file.exists():
         from .data.simulate import simulate
 
         simulate(val_file, n=10, progress=False, **dict(_simulation_options(seed), seed=seed + 1_000_003))
+    if checkpoint is None:
+        checkpoint = train_lpd(out, val_file, steps=steps, batch_size=batch_size, seed=seed, progress=progress)
+        trained = f"trained here for {steps} steps at batch {batch_size} (`training/`)"
+    else:
+        trained = f"from `{checkpoint}`"
     scores, images, truth = evaluate_ct(checkpoint, test_file, val_file, tv_iterations=tv_iterations,
                                         progress=progress)
     header = (f"# pirecon main job: LPD-ellipses\n\n128 x 128 images, 30 parallel-beam angles, 183 detectors, "

@@ -12,7 +12,7 @@ from torchmetrics.functional.image import peak_signal_noise_ratio, structural_si
 
 from ._validation import check_tensor
 
-__all__ = ["psnr", "ssim"]
+__all__ = ["psnr", "ssim", "nmse"]
 
 
 def _pairs(image: torch.Tensor, truth: torch.Tensor):
@@ -42,3 +42,10 @@ def ssim(image: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     return torch.stack([
         structural_similarity_index_measure(i[None], t[None], data_range=float(r)) for i, t, r in zip(image, truth, ranges)
     ])
+
+
+def nmse(image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Normalised mean squared error per image: ``||image - target||^2 / ||target||^2``, shape ``(B,)``;
+    real or complex, differentiable (fastMRI's NMSE)."""
+    difference = (image - target).flatten(1).abs().pow(2).sum(dim=1)
+    return difference / target.flatten(1).abs().pow(2).sum(dim=1).clamp_min(torch.finfo(difference.dtype).tiny)

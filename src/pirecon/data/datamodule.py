@@ -256,26 +256,25 @@ class ReconstructionDataModule(pl.LightningDataModule):
             elif stage == "fit":
                 raise ValueError("train: expected training files or a simulation, found neither")
         if stage in (None, "fit", "validate"):
-            files = self._files("val")
-            if files is not None:
-                self.val_dataset = H5SliceDataset(files, kind=self.kind, transform=self.transform)
-            elif self.lodopab is not None:
-                self.val_dataset = self._lodopab("validation")
-            elif stage == "validate":
+            self.val_dataset = self._evaluation_dataset("val", "validation")
+            if self.val_dataset is None and stage == "validate":
                 raise ValueError("val: expected validation files or val_simulation, found neither")
         if stage in (None, "test"):
-            files = self._files("test")
-            if files is not None:
-                self.test_dataset = H5SliceDataset(files, kind=self.kind, transform=self.transform)
-            elif self.lodopab is not None:
-                self.test_dataset = self._lodopab("test")
-            elif stage == "test":
+            self.test_dataset = self._evaluation_dataset("test", "test")
+            if self.test_dataset is None and stage == "test":
                 raise ValueError("test: expected test files, found none")
         if stage == "predict":
             files = self._files("predict")
             if files is None:
                 raise ValueError("predict: expected raw files to reconstruct (data.predict), found none")
             self.predict_dataset = H5SliceDataset(files, kind=self.kind, transform=self.transform)
+
+    def _evaluation_dataset(self, stage: str, lodopab_part: str):
+        """The stage's files, else its LoDoPaB-CT part, else ``None``."""
+        files = self._files(stage)
+        if files is not None:
+            return H5SliceDataset(files, kind=self.kind, transform=self.transform)
+        return self._lodopab(lodopab_part) if self.lodopab is not None else None
 
     def _lodopab(self, part: str):
         return LoDoPaBDataset(self.lodopab["root"], part, units=self.lodopab.get("units", "mm"))
@@ -302,9 +301,7 @@ class ReconstructionDataModule(pl.LightningDataModule):
 
     def _loader(self, dataset, *, train: bool = False) -> DataLoader:
         options = dict(batch_size=self.batch_size, num_workers=self.num_workers, pin_memory=self.pin_memory)
-        if not train:
-            if isinstance(dataset, SimulationDataset):
-                return _TrainLoader(dataset, epoch_fn=lambda: 0, **options)  # the same samples every pass
+        if not train:  # validation, test and prediction read files in order
             return DataLoader(dataset, shuffle=False, **options)
         if isinstance(dataset, SimulationDataset):
             return _TrainLoader(dataset, epoch_fn=self._current_epoch, done_fn=self._batches_done, **options)

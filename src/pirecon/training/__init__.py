@@ -4,7 +4,8 @@ from .batch_physics import BatchPhysics, center_crop, measurement, target_and_pr
 from .checkpoints import AtomicCheckpointIO, load_checkpoint
 from .losses import ReconstructionLoss
 from .model_spec import build_model
-from .module import ReconstructionModule, load_module, nmse
+from ..metrics import nmse
+from .module import ReconstructionModule, load_module
 from .writer import ReconstructionWriter
 
 __all__ = ["ReconstructionModule", "ReconstructionLoss", "BatchPhysics", "AtomicCheckpointIO", "ReconstructionWriter",

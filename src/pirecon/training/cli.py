@@ -37,7 +37,7 @@ def check_config(path: Path) -> None:
     """Raise ``ValueError`` (one line, naming the file and key) for a missing config, an unknown model
     or missing data files."""
     from ..data.datamodule import resolve_files
-    from .model_spec import _resolve
+    from .model_spec import resolve_model_class
 
     if not path.is_file():
         raise ValueError(f"--config: expected an existing YAML file, found no file at {str(path)!r}")
@@ -50,7 +50,7 @@ def check_config(path: Path) -> None:
     model = (config.get("model") or {}).get("model")
     if isinstance(model, dict) and isinstance(model.get("class_path"), str):
         try:
-            _resolve(model["class_path"])
+            resolve_model_class(model["class_path"])
         except ValueError as err:
             raise ValueError(f"{path}: model.{err}") from None
     data = config.get("data") or {}

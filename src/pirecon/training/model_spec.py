@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["build_model", "model_spec_from_name", "known_models"]
+__all__ = ["build_model", "resolve_model_class", "known_models"]
 
 
 def known_models() -> dict[str, type]:
@@ -25,7 +25,8 @@ def known_models() -> dict[str, type]:
     return names
 
 
-def _resolve(class_path: str) -> type:
+def resolve_model_class(class_path: str) -> type:
+    """The model class a ``class_path`` names; ``ValueError`` listing the known names otherwise."""
     known = known_models()
     if class_path in known:
         return known[class_path]
@@ -55,7 +56,7 @@ def build_model(spec: dict[str, Any] | nn.Module) -> nn.Module:
     unknown = sorted(set(spec) - {"class_path", "init_args"})
     if unknown:
         raise ValueError(f"model: expected only the keys 'class_path' and 'init_args', found {unknown}")
-    cls = _resolve(spec["class_path"])
+    cls = resolve_model_class(spec["class_path"])
     init_args = spec.get("init_args") or {}
     if not isinstance(init_args, dict):
         raise ValueError(f"model.init_args: expected a mapping of {cls.__name__} arguments, found {init_args!r}")
@@ -64,9 +65,3 @@ def build_model(spec: dict[str, Any] | nn.Module) -> nn.Module:
     except TypeError as err:
         raise ValueError(f"model.init_args: {cls.__name__} does not take these arguments: {err}") from None
 
-
-def model_spec_from_name(name: str, **init_args) -> dict[str, Any]:
-    """``{"class_path": name, "init_args": init_args}``, checked now."""
-    spec = {"class_path": name, "init_args": init_args}
-    _resolve(name)
-    return spec

@@ -22,20 +22,14 @@ import torch
 from torch import nn
 
 from .._validation import check_choice, check_positive
-from ..metrics import psnr, ssim
+from ..metrics import nmse, psnr, ssim
 from .batch_physics import BatchPhysics, measurement, target_and_prediction
 from .losses import ReconstructionLoss
 from .model_spec import build_model
 
-__all__ = ["ReconstructionModule", "nmse"]
+__all__ = ["ReconstructionModule", "load_module"]
 
 SCHEDULES = ("cosine", "constant")
-
-
-def nmse(image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Normalised mean squared error per image: ``||image - target||^2 / ||target||^2``, shape ``(B,)``."""
-    difference = (image - target).flatten(1).abs().pow(2).sum(dim=1)
-    return difference / target.flatten(1).abs().pow(2).sum(dim=1).clamp_min(torch.finfo(difference.dtype).tiny)
 
 
 def _magnitude(x: torch.Tensor) -> torch.Tensor:
