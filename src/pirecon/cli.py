@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     job = sub.add_parser("job", help="the main job: simulate LPD-ellipses data, train LPD, evaluate against FBP and "
                                      "TV, write a report")
     job.add_argument("--out", required=True, help="output directory (created if missing)")
-    job.add_argument("--steps", type=_positive_int, default=600, help="training steps (default 600)")
+    job.add_argument("--steps", type=_positive_int, default=1200, help="training steps (default 1200)")
     job.add_argument("--batch-size", type=_positive_int, default=2)
     job.add_argument("--checkpoint", help="evaluate this checkpoint (from pirecon fit) instead of training")
     job.add_argument("--num-test", type=_positive_int, default=100, help="held-out random-ellipse test images")

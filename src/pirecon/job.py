@@ -29,12 +29,17 @@ import torch
 
 from ._atomic import atomic_path
 
-__all__ = ["run_job", "train_lpd", "evaluate_ct", "MethodScore", "JOB_MODEL", "TV_LAMBDAS"]
+__all__ = ["run_job", "prepare_data", "train_lpd", "evaluate_ct", "evaluate_checkpoint", "MethodScore", "JOB_MODEL",
+           "JOB_LR", "TV_LAMBDAS"]
 
-JOB_MODEL = {"class_path": "lpd", "init_args": {"iterations": 10, "primal_channels": 5, "dual_channels": 5,
-                                                 "hidden": 16, "initial": "fbp"}}
-"""The LPD the job trains: the paper's 10 iterations and 5 + 5 memory channels, 16 hidden channels
-(half the paper's, for CPU budgets), primal memory starting at the FBP."""
+JOB_MODEL = {"class_path": "lpd", "init_args": {"iterations": 5, "primal_channels": 5, "dual_channels": 5,
+                                                 "hidden": 16, "initial": "fbp", "identity_init": True}}
+"""The LPD the job trains, that of ``experiments/ct_lpd_ellipses_cpu.yaml``: the paper's 5 + 5 memory
+channels, 5 iterations and 16 hidden channels (half the paper's, for CPU budgets), primal memory
+starting at the FBP and every block's last convolution at zero."""
+
+JOB_LR = 3e-3
+"""Adam's initial learning rate in the job (cosine decay to 0), as in the CPU configuration."""
 
 TV_LAMBDAS = (0.0625, 0.125, 0.25, 0.5, 1.0, 2.0)
 """The TV regularisation weights tried on the validation images (data in mm line integrals)."""
@@ -77,10 +82,23 @@ def _write_test_file(path: Path, num_test: int, seed: int) -> Path:
     return path
 
 
+def prepare_data(directory: Path, num_test: int = 100, seed: int = 0) -> tuple[Path, Path]:
+    """``(test.h5, val.h5)`` in ``directory``, written unless they exist: Shepp-Logan and ``num_test``
+    held-out ellipse images, and 10 validation images (a stream of its own seed)."""
+    test_file, val_file = directory / "test.h5", directory / "val.h5"
+    if not test_file.exists():
+        _write_test_file(test_file, num_test, seed)
+    if not val_file.exists():
+        from .data.simulate import simulate
+
+        simulate(val_file, n=10, progress=False, **dict(_simulation_options(seed), seed=seed + 1_000_003))
+    return test_file, val_file
+
+
 # ---- training ----------------------------------------------------------------------
 
 def train_lpd(out: Path, val_file: Path, *, steps: int, batch_size: int = 2, seed: int = 0, progress: bool = True,
-              model: dict | None = None, lr: float = 1e-3) -> Path:
+              model: dict | None = None, lr: float = JOB_LR) -> Path:
     """Train LPD on streamed LPD-ellipses data for ``steps`` steps, validating on ``val_file``; returns the
     last checkpoint."""
     import pytorch_lightning as pl
@@ -123,7 +141,6 @@ def evaluate_ct(checkpoint: str | Path, test_file: str | Path, val_file: str | P
     from . import solvers
     from .ct import RayTransform, fbp
     from .data.formats import read_ct_raw
-    from .training import load_module
     from .tuning import grid_search
 
     test, val = read_ct_raw(test_file), read_ct_raw(val_file)
@@ -147,14 +164,24 @@ def evaluate_ct(checkpoint: str | Path, test_file: str | Path, val_file: str | P
     images["TV"] = torch.cat([shepp.image, rest.image])
     scores.append(_scores("TV (PDHG)", f"lambda = {tuned.best:g}", images["TV"], truth, time.perf_counter() - start))
 
+    score, images["LPD"] = evaluate_checkpoint(checkpoint, y, truth)
+    scores.append(score)
+    return scores, images, truth
+
+
+def evaluate_checkpoint(checkpoint: str | Path, y: torch.Tensor, truth: torch.Tensor
+                        ) -> tuple[MethodScore, torch.Tensor]:
+    """The score and the reconstructions ``(N, 1, H, W)`` of a trained checkpoint on sinograms
+    ``y (N, 1, angles, detectors)`` of the test file (sample 0 Shepp-Logan, the rest ellipses)."""
+    from .training import load_module
+
     module = load_module(checkpoint)
     start = time.perf_counter()
     physics = module.batch_physics({})
     with torch.no_grad():
-        images["LPD"] = torch.cat([module(chunk, physics).image for chunk in y.split(20)])
+        image = torch.cat([module(chunk, physics).image for chunk in y.split(20)])
     name = type(module.model).__name__
-    scores.append(_scores(name, Path(checkpoint).name, images["LPD"], truth, time.perf_counter() - start))
-    return scores, images, truth
+    return _scores(name, Path(checkpoint).name, image, truth, time.perf_counter() - start), image
 
 
 # ---- report ----------------------------------------------------------------------------
@@ -216,20 +243,13 @@ def _figure(path: Path, images: dict[str, torch.Tensor], truth: torch.Tensor, sc
         tmp.write_bytes(buffer.getvalue())
 
 
-def run_job(out: str | Path, *, steps: int = 600, batch_size: int = 2, checkpoint: str | Path | None = None,
+def run_job(out: str | Path, *, steps: int = 1200, batch_size: int = 2, checkpoint: str | Path | None = None,
             num_test: int = 100, tv_iterations: int = 2000, seed: int = 0, progress: bool = True) -> list[MethodScore]:
     """Simulate, train (unless ``checkpoint`` is given), evaluate and write the report to ``out``."""
     out = Path(out)
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise ValueError(f"checkpoint: expected an existing checkpoint file, found no file at {str(checkpoint)!r}")
-    data = out / "data"
-    test_file, val_file = data / "test.h5", data / "val.h5"
-    if not test_file.exists():
-        _write_test_file(test_file, num_test, seed)
-    if not val_file.exists():
-        from .data.simulate import simulate
-
-        simulate(val_file, n=10, progress=False, **dict(_simulation_options(seed), seed=seed + 1_000_003))
+    test_file, val_file = prepare_data(out / "data", num_test, seed)
     if checkpoint is None:
         checkpoint = train_lpd(out, val_file, steps=steps, batch_size=batch_size, seed=seed, progress=progress)
         trained = f"trained here for {steps} steps at batch {batch_size} (`training/`)"

@@ -39,10 +39,13 @@ class ConvBlock(nn.Module):
     """``layers`` convolutions (kernel 3, same padding) with PReLU between them: ``(B, in, *S) -> (B, out, *S)``.
 
     The block of Learned Primal-Dual (3 layers, 32 hidden channels). ``dim`` is the number of
-    spatial dimensions (1, 2 or 3). Weights start Xavier-uniform, biases at zero (as in the paper).
+    spatial dimensions (1, 2 or 3). Weights start Xavier-uniform, biases at zero (as in the paper);
+    with ``zero_output=True`` the last convolution's weights start at zero too, so the block starts
+    as the zero map (a residual update ``x + block(x)`` that starts as the identity).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, hidden: int = 32, layers: int = 3, dim: int = 2):
+    def __init__(self, in_channels: int, out_channels: int, hidden: int = 32, layers: int = 3, dim: int = 2,
+                 zero_output: bool = False):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("hidden", hidden)):
             check_positive(value, name, integer=True)
@@ -60,6 +63,8 @@ class ConvBlock(nn.Module):
             if isinstance(module, conv):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
+        if zero_output:
+            nn.init.zeros_(modules[-1].weight)
         self.net = nn.Sequential(*modules)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

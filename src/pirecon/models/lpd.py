@@ -56,12 +56,17 @@ class LearnedPrimalDual(nn.Module):
         Primal memory at the start: zero (the paper), or the classical image of
         :func:`initial_image` (Hann FBP for CT, ``A^H y`` otherwise) in every channel, which
         shortens training.
+    identity_init : bool
+        Start the last convolution of every block at zero, so each residual update starts as the
+        identity and the untrained network returns its initial primal memory (with
+        ``initial="fbp"``: the FBP) instead of a random perturbation of it. The paper starts every
+        layer Xavier-uniform (``False``); ``True`` shortens training.
     """
 
     def __init__(self, iterations: int = 10, primal_channels: int = 5, dual_channels: int = 5, hidden: int = 32,
                  layers: int = 3, share_weights: bool = False, checkpointing: bool = False,
                  complex_data: bool = False, coils: int = 1, measurement_dims: int = 2, image_dims: int = 2,
-                 initial: str = "zeros"):
+                 initial: str = "zeros", identity_init: bool = False):
         super().__init__()
         for name, value in (("iterations", iterations), ("primal_channels", primal_channels),
                             ("dual_channels", dual_channels), ("coils", coils)):
@@ -71,16 +76,17 @@ class LearnedPrimalDual(nn.Module):
         self.share_weights, self.checkpointing = bool(share_weights), bool(checkpointing)
         self.complex_data = bool(complex_data)
         self.initial = check_choice(initial, "initial", ("zeros", "fbp"))
+        self.identity_init = bool(identity_init)
         factor = 2 if complex_data else 1
         self.image_width = factor  # real channels of one image
         self.measurement_width = factor * coils  # real channels of one measurement
         blocks = 1 if share_weights else iterations
         self.primal_blocks = nn.ModuleList(
             ConvBlock(self.image_width * (primal_channels + 1), self.image_width * primal_channels, hidden, layers,
-                      dim=image_dims) for _ in range(blocks))
+                      dim=image_dims, zero_output=self.identity_init) for _ in range(blocks))
         self.dual_blocks = nn.ModuleList(
             ConvBlock(self.measurement_width * (dual_channels + 2), self.measurement_width * dual_channels, hidden,
-                      layers, dim=measurement_dims) for _ in range(blocks))
+                      layers, dim=measurement_dims, zero_output=self.identity_init) for _ in range(blocks))
 
     def forward(self, y: torch.Tensor, physics) -> Reconstruction:
         check_model_inputs(y, physics, "LearnedPrimalDual", self.complex_data)

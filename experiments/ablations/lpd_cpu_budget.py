@@ -1,0 +1,99 @@
+"""Which choices make Learned Primal-Dual learn fastest on a CPU budget: short runs of equal wall time.
+
+LPD-ellipses protocol (the data of ``pirecon job``): every variant trains with Lightning
+(:func:`pirecon.job.train_lpd`: Adam with cosine decay to 0 over its steps, beta2 0.99,
+gradient-norm clipping at 1, batch 2, seed 0, primal memory starting at the Hann FBP, 16 hidden
+channels unless named) and is scored on modified Shepp-Logan and 100 held-out random-ellipse
+images (:func:`pirecon.job.evaluate_checkpoint`). A step of the 5-iteration network costs about
+half one of the 10-iteration network, so those variants get twice the steps; the 32-hidden-channel
+network costs about twice the 16-channel one per step, so it gets half. The variants:
+
+* ``10 it, lr 1e-3``: the paper's iterations, learning rate and Xavier initialisation;
+* ``10 it, lr 3e-3``: a larger learning rate;
+* ``10 it, lr 3e-3, identity init``: every block's last convolution starts at zero (the untrained
+  network returns the FBP);
+* ``5 it, lr 3e-3`` and ``5 it, lr 3e-3, identity init``: half the iterations, twice the steps;
+* ``5 it, 32 hidden, lr 3e-3, identity init``: the paper's width, half the steps.
+
+    python experiments/ablations/lpd_cpu_budget.py                 # all variants, about 35 min on 2 cores
+    python experiments/ablations/lpd_cpu_budget.py --scale 0.5     # half the steps of every variant
+
+Each variant's score is kept in ``OUT/<variant>/score.json``; a rerun skips the variants already
+scored (delete the file to redo one). The table goes to ``OUT/lpd_cpu_budget.md`` and the output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from pirecon.data.formats import read_ct_raw
+from pirecon.job import JOB_MODEL, evaluate_checkpoint, prepare_data, train_lpd
+
+VARIANTS = (
+    # name, LPD options on top of JOB_MODEL, learning rate, steps at --scale 1
+    ("10 it, lr 1e-3", {"iterations": 10, "identity_init": False}, 1e-3, 1000),
+    ("10 it, lr 3e-3", {"iterations": 10, "identity_init": False}, 3e-3, 1000),
+    ("10 it, lr 3e-3, identity init", {"iterations": 10, "identity_init": True}, 3e-3, 1000),
+    ("5 it, lr 3e-3", {"iterations": 5, "identity_init": False}, 3e-3, 2000),
+    ("5 it, lr 3e-3, identity init", {"iterations": 5, "identity_init": True}, 3e-3, 2000),
+    ("5 it, 32 hidden, lr 3e-3, identity init", {"iterations": 5, "hidden": 32, "identity_init": True}, 3e-3, 1000),
+)
+
+
+def _directory_name(name: str, steps: int) -> str:
+    return f"{name.replace(', ', '_').replace(' ', '-')}_{steps}-steps"
+
+
+def run_variant(out: Path, name: str, options: dict, lr: float, steps: int, test_file: Path, val_file: Path) -> dict:
+    """Train one variant (unless its ``score.json`` exists) and return its row."""
+    directory = out / _directory_name(name, steps)
+    score_file = directory / "score.json"
+    if score_file.exists():
+        return json.loads(score_file.read_text())
+    model = {"class_path": JOB_MODEL["class_path"], "init_args": {**JOB_MODEL["init_args"], **options}}
+    start = time.perf_counter()
+    checkpoint = train_lpd(directory, val_file, steps=steps, batch_size=2, model=model, lr=lr)
+    seconds = time.perf_counter() - start
+    test = read_ct_raw(test_file)
+    score, _ = evaluate_checkpoint(checkpoint, torch.from_numpy(test.sinogram)[:, None],
+                                   torch.from_numpy(test.ground_truth)[:, None])
+    row = {"variant": name, "lr": lr, "steps": steps, "train_seconds": seconds, **asdict(score)}
+    score_file.write_text(json.dumps(row, indent=1))
+    return row
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| variant | steps | training (s) | PSNR Shepp-Logan (dB) | PSNR ellipses, mean (dB) |",
+             "|---|---:|---:|---:|---:|"]
+    for row in rows:
+        lines.append(f"| {row['variant']} | {row['steps']} | {row['train_seconds']:.0f} | "
+                     f"{row['psnr_shepp_logan']:.2f} | {row['psnr_ellipses']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("reports/ablations/lpd_cpu_budget"))
+    parser.add_argument("--scale", type=float, default=1.0, help="multiplies every variant's steps (default 1)")
+    parser.add_argument("--num-test", type=int, default=100, help="held-out ellipse images (default 100)")
+    args = parser.parse_args()
+    if not args.scale > 0:
+        parser.error(f"--scale: expected a positive number, found {args.scale}")
+    if args.num_test < 1:
+        parser.error(f"--num-test: expected a positive integer, found {args.num_test}")
+    test_file, val_file = prepare_data(args.out / "data", args.num_test)
+    rows = [run_variant(args.out, name, options, lr, max(1, round(steps * args.scale)), test_file, val_file)
+            for name, options, lr, steps in VARIANTS]
+    table = markdown(rows)
+    (args.out / "lpd_cpu_budget.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
