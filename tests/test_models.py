@@ -151,8 +151,7 @@ def test_lgd_starts_from_fbp_or_zero(ct):
         torch.testing.assert_close(model(y, physics).image, fbp(y, physics.operator, "hann"))
 
 
-
-def test_lpd_identity_init_returns_the_fbp_untrained_and_still_learns(ct):
+def test_lpd_identity_init_returns_the_fbp_untrained_and_its_zero_layers_get_gradients(ct):
     physics, y, x = ct
     torch.manual_seed(0)
     model = LearnedPrimalDual(iterations=3, hidden=8, initial="fbp", identity_init=True)
@@ -163,6 +162,7 @@ def test_lpd_identity_init_returns_the_fbp_untrained_and_still_learns(ct):
     assert last.grad is not None and last.grad.abs().max() > 0  # the zero layer gets a gradient
     default = LearnedPrimalDual(iterations=3, hidden=8, initial="fbp")
     assert default.primal_blocks[0].net[-1].weight.abs().max() > 0  # the paper's Xavier start by default
+
 
 # --------------------------------------------------------------------------
 # MoDL's data consistency
