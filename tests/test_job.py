@@ -1,11 +1,12 @@
 """The main job: simulate, train, evaluate against FBP and TV, report."""
 
 import csv
+from pathlib import Path
 
 import pytest
 
 from pirecon.cli import main
-from pirecon.job import run_job
+from pirecon.job import JOB_LR, JOB_MODEL, run_job
 
 
 @pytest.fixture(scope="module")
@@ -61,3 +62,11 @@ def test_missing_checkpoint_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"pirecon job: error: checkpoint: expected an existing checkpoint file, found no file at "
                    f"{str(tmp_path / 'none.ckpt')!r}"]
+
+
+def test_job_trains_the_cpu_configuration_model():
+    yaml = pytest.importorskip("yaml")
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "experiments" / "ct_lpd_ellipses_cpu.yaml")
+                            .read_text())
+    assert config["model"]["model"] == JOB_MODEL
+    assert config["model"]["lr"] == JOB_LR

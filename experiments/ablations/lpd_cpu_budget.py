@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from pirecon._atomic import atomic_path
 from pirecon.data.formats import read_ct_raw
 from pirecon.job import JOB_MODEL, evaluate_checkpoint, prepare_data, train_lpd
 
@@ -50,21 +52,23 @@ def _directory_name(name: str, steps: int) -> str:
     return f"{name.replace(', ', '_').replace(' ', '-')}_{steps}-steps"
 
 
-def run_variant(out: Path, name: str, options: dict, lr: float, steps: int, test_file: Path, val_file: Path) -> dict:
-    """Train one variant (unless its ``score.json`` exists) and return its row."""
+def run_variant(out: Path, name: str, options: dict, lr: float, steps: int, val_file: Path,
+                y: torch.Tensor, truth: torch.Tensor) -> dict:
+    """Train one variant (unless its ``score.json`` exists), score it on sinograms ``y`` against
+    ``truth`` (the test file's, ``(N, 1, ...)``) and return its row."""
     directory = out / _directory_name(name, steps)
     score_file = directory / "score.json"
     if score_file.exists():
         return json.loads(score_file.read_text())
+    shutil.rmtree(directory, ignore_errors=True)  # a killed earlier try: train afresh, not beside its checkpoints
     model = {"class_path": JOB_MODEL["class_path"], "init_args": {**JOB_MODEL["init_args"], **options}}
     start = time.perf_counter()
     checkpoint = train_lpd(directory, val_file, steps=steps, batch_size=2, model=model, lr=lr)
     seconds = time.perf_counter() - start
-    test = read_ct_raw(test_file)
-    score, _ = evaluate_checkpoint(checkpoint, torch.from_numpy(test.sinogram)[:, None],
-                                   torch.from_numpy(test.ground_truth)[:, None])
+    score, _ = evaluate_checkpoint(checkpoint, y, truth)
     row = {"variant": name, "lr": lr, "steps": steps, "train_seconds": seconds, **asdict(score)}
-    score_file.write_text(json.dumps(row, indent=1))
+    with atomic_path(score_file) as tmp:  # a killed run leaves no half-written score to skip over
+        tmp.write_text(json.dumps(row, indent=1))
     return row
 
 
@@ -88,10 +92,13 @@ def main() -> None:
     if args.num_test < 1:
         parser.error(f"--num-test: expected a positive integer, found {args.num_test}")
     test_file, val_file = prepare_data(args.out / "data", args.num_test)
-    rows = [run_variant(args.out, name, options, lr, max(1, round(steps * args.scale)), test_file, val_file)
+    test = read_ct_raw(test_file)
+    y, truth = torch.from_numpy(test.sinogram)[:, None], torch.from_numpy(test.ground_truth)[:, None]
+    rows = [run_variant(args.out, name, options, lr, max(1, round(steps * args.scale)), val_file, y, truth)
             for name, options, lr, steps in VARIANTS]
     table = markdown(rows)
-    (args.out / "lpd_cpu_budget.md").write_text(table)
+    with atomic_path(args.out / "lpd_cpu_budget.md") as tmp:
+        tmp.write_text(table)
     print(table)
 
 

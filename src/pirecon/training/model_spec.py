@@ -64,4 +64,3 @@ def build_model(spec: dict[str, Any] | nn.Module) -> nn.Module:
         return cls(**init_args)
     except TypeError as err:
         raise ValueError(f"model.init_args: {cls.__name__} does not take these arguments: {err}") from None
-
