@@ -114,7 +114,9 @@ def test_simulation_workers_are_distinct_and_reproducible(tmp_path):
     assert torch.equal(serial["index"], torch.arange(12))
     assert torch.equal(serial["sinogram"], parallel["sinogram"][order])
     raw = read_ct_raw(simulate(tmp_path / "same.h5", n=12, seed=4, noise="none", progress=False, **CT))
-    assert np.array_equal(serial["sinogram"][:, 0].numpy(), raw.sinogram)
+    assert np.array_equal(serial["ground_truth"][:, 0].numpy(), raw.ground_truth)
+    # the projector's float32 sums may round differently for another number of samples at once
+    np.testing.assert_allclose(serial["sinogram"][:, 0].numpy(), raw.sinogram, rtol=0, atol=1e-5)
     # a new epoch draws new samples
     ds.set_epoch(1)
     assert set(collect(DataLoader(ds, batch_size=4))["index"].tolist()).isdisjoint(range(12))
@@ -151,8 +153,10 @@ def test_simulation_items_match_the_file_items(ct_files):
     sim_item = next(iter(SimulationDataset("ct", "lesions", seed=0, lesion_options={"radius_range": (0.1, 0.2)},
                                            **CT)))
     assert set(file_item) - {"file", "slice"} == set(sim_item) - {"index"}
-    for key in ("sinogram", "ground_truth", "segmentation", "label"):
+    for key in ("ground_truth", "segmentation", "label"):
         assert torch.equal(file_item[key], sim_item[key]), key
+    # the projector's float32 sums may round differently for another number of samples at once
+    torch.testing.assert_close(file_item["sinogram"], sim_item["sinogram"], rtol=0, atol=1e-5)
 
 
 # --------------------------------------------------------------------------

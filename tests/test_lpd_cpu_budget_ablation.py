@@ -20,9 +20,16 @@ def test_ablation_rows_and_resume(tmp_path):
     assert done.returncode == 0, done.stderr
     table = (tmp_path / "lpd_cpu_budget.md").read_text()
     rows = [line for line in table.splitlines()[2:] if line.startswith("| ")]
-    assert [row.split(" | ")[0].lstrip("| ") for row in rows] == [
+    names = [row.split(" | ")[0].lstrip("| ") for row in rows]
+    marked = [name for name in names if name.endswith(" (chosen)")]
+    assert len(marked) == 1
+    names = [name.removesuffix(" (chosen)").strip("*") for name in names]
+    assert names == [
         "10 it, lr 1e-3", "10 it, lr 3e-3", "10 it, lr 3e-3, identity init", "5 it, lr 3e-3",
         "5 it, lr 3e-3, identity init", "5 it, 32 hidden, lr 3e-3, identity init"]
+    records = [json.loads(path.read_text()) for path in sorted(tmp_path.glob("*/score.json"))]
+    by_validation = max(records, key=lambda r: r["psnr_validation"])["variant"]
+    assert marked[0] == f"**{by_validation}** (chosen)"  # chosen on validation images, whatever the test scores
     assert [int(row.split(" | ")[1]) for row in rows] == [2, 2, 2, 4, 4, 2]
     scores = sorted(tmp_path.glob("*/score.json"))
     assert len(scores) == 6

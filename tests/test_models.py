@@ -164,6 +164,59 @@ def test_lpd_identity_init_returns_the_fbp_untrained_and_its_zero_layers_get_gra
     assert default.primal_blocks[0].net[-1].weight.abs().max() > 0  # the paper's Xavier start by default
 
 
+class _ChannelConstants(nn.Module):
+    """A stand-in CNN block whose update puts ``offset + c`` in output channel ``c`` (and records its input)."""
+
+    def __init__(self, channels, offset):
+        super().__init__()
+        self.channels, self.offset, self.inputs = channels, offset, []
+
+    def forward(self, stacked):
+        self.inputs.append(stacked.detach().clone())
+        shape = (stacked.shape[0], self.channels, *stacked.shape[2:])
+        values = self.offset + torch.arange(self.channels, dtype=stacked.dtype)
+        return values.view(1, -1, *([1] * (stacked.ndim - 2))).expand(shape)
+
+
+class _Recording(RayTransform):
+    """A ray transform that records the images it projects and the measurements it back-projects."""
+
+    def __init__(self, geometry):
+        super().__init__(geometry)
+        self.forward_inputs, self.adjoint_inputs = [], []
+
+    def _forward(self, x):
+        self.forward_inputs.append(x.detach().clone())
+        return super()._forward(x)
+
+    def _adjoint(self, y):
+        self.adjoint_inputs.append(y.detach().clone())
+        return super()._adjoint(y)
+
+
+def test_lpd_follows_algorithm_3_forward_on_f2_adjoint_on_h1_output_f1():
+    """Adler & Oktem (2018), Algorithm 3: h <- Gamma(h, K f^(2), g); f <- Lambda(f, K* h^(1)); return f^(1)."""
+    operator = _Recording(ParallelBeam2D((SIZE, SIZE), pixel_size=1.0, num_angles=ANGLES))
+    physics = Physics(operator, None, "ct")
+    y = physics(random_ellipses((SIZE, SIZE), 1, seed=0))
+    model = LearnedPrimalDual(iterations=2, primal_channels=3, dual_channels=2, hidden=4)
+    model.primal_blocks[0] = _ChannelConstants(3, offset=1.0)   # f after iteration 1: channels 1, 2, 3
+    model.dual_blocks[0] = _ChannelConstants(2, offset=10.0)    # h after iteration 1: channels 10, 11
+    operator.forward_inputs.clear(), operator.adjoint_inputs.clear()
+    with torch.no_grad():
+        model(y, physics)
+    # iteration 2 projects f^(2) = 2 (iteration 1 projects the zero start), and back-projects h^(1)
+    torch.testing.assert_close(operator.forward_inputs[1], torch.full((1, 1, SIZE, SIZE), 2.0))
+    assert operator.forward_inputs[0].abs().max() == 0
+    h1 = operator.adjoint_inputs[0]
+    torch.testing.assert_close(h1, torch.full_like(h1, 10.0))
+    # the output is f^(1): 1 from iteration 1 plus 100 from iteration 2 (f^(2) would be 2 + 101)
+    model.primal_blocks[1] = _ChannelConstants(3, offset=100.0)
+    with torch.no_grad():
+        image = model(y, physics).image
+    torch.testing.assert_close(image, torch.full((1, 1, SIZE, SIZE), 101.0))
+
+
 # --------------------------------------------------------------------------
 # MoDL's data consistency
 # --------------------------------------------------------------------------

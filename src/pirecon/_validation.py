@@ -19,6 +19,9 @@ __all__ = [
     "check_positive",
     "make_generator",
     "sample_generators",
+    "SPLITS",
+    "split_seed",
+    "seed_split",
 ]
 
 
@@ -120,7 +123,7 @@ def make_generator(seed: int | torch.Generator | None, device: torch.device | st
     if seed is None:
         gen.seed()
     elif isinstance(seed, int) and not isinstance(seed, bool):
-        gen.manual_seed(seed)
+        gen.manual_seed(_torch_seed(seed))
     else:
         raise TypeError(f"seed: expected an int, a torch.Generator or None, found {type(seed).__name__}")
     return gen
@@ -139,7 +142,7 @@ def sample_generators(seed: int | torch.Generator | None, batch_size: int, start
     import numpy as np
 
     if isinstance(seed, int) and not isinstance(seed, bool):
-        base = seed % (1 << 64)
+        base = _stream_base(seed)
     else:
         gen = make_generator(seed)
         base = int(torch.randint(0, 2**63 - 1, (1,), generator=gen, device=gen.device).item())
@@ -149,3 +152,49 @@ def sample_generators(seed: int | torch.Generator | None, batch_size: int, start
         state = np.random.SeedSequence(base, spawn_key=key).generate_state(1, dtype=np.uint64)
         generators.append(torch.Generator().manual_seed(int(state[0])))
     return generators
+
+
+# --------------------------------------------------------------------------
+# Disjoint data splits under one seed
+# --------------------------------------------------------------------------
+
+SPLITS = {"train": 0, "validation": 1, "test": 2, "calibration": 3, "panel": 4}
+"""Data splits and their tags. Fixed forever: changing a tag changes every image of its split."""
+
+
+def split_seed(seed: int, split: str) -> int:
+    """The integer seed of ``split``'s stream under ``seed``: streams of different splits never meet.
+
+    ``"train"`` is the seed itself reduced to 64 bits (what every seeded function uses today);
+    any other split is ``seed mod 2^64 + tag * 2^64``, an integer no training seed can equal. NumPy's
+    ``SeedSequence`` reads a seed as 32-bit words, zero-padded to four: a training seed gives
+    ``[lo, hi, 0, 0]``, a seed of split ``tag`` gives ``[lo, hi, tag, 0]``, so whatever the sample
+    index, the epoch, the rank or the worker, a training sample and a held-out sample are never drawn
+    from the same input. Pass the result wherever a function takes an integer seed.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise ValueError(f"seed: expected an integer, found {seed!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split: expected one of {', '.join(repr(k) for k in SPLITS)}, found {split!r}")
+    return int(seed) % (1 << 64) + (SPLITS[split] << 64)
+
+
+def seed_split(seed: int) -> str:
+    """The split whose stream an integer seed (as given to a seeded function) draws from."""
+    tag = seed >> 64 if 0 <= seed < (len(SPLITS) << 64) else 0
+    return next(name for name, value in SPLITS.items() if value == tag)
+
+
+def _stream_base(seed: int) -> int:
+    """The ``SeedSequence`` entropy of an integer seed: a split seed as it is, any other seed mod 2^64."""
+    return seed if seed_split(seed) != "train" else seed % (1 << 64)
+
+
+def _torch_seed(seed: int) -> int:
+    """A ``torch.Generator`` seed: a 64-bit seed as it is, a split seed hashed to 64 bits."""
+    import numpy as np
+
+    base = _stream_base(seed)
+    if base < (1 << 64):
+        return seed
+    return int(np.random.SeedSequence(base).generate_state(1, dtype=np.uint64)[0])

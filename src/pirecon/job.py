@@ -7,8 +7,9 @@ On the LPD-ellipses protocol (DESIGN.md):
 
 1. simulate: random-ellipse training images streamed on the fly (``SimulationDataset``), a fixed
    validation file ``data/val.h5`` (10 images) and the test file ``data/test.h5``: modified
-   Shepp-Logan followed by ``num_test`` held-out random-ellipse images (indices from
-   ``HELD_OUT_START`` of the seed's stream, never trained on), 5% Gaussian noise;
+   Shepp-Logan followed by ``num_test`` random-ellipse images of the seed's test split, 5% Gaussian
+   noise; training, validation and test images come from disjoint streams of the seed
+   (:func:`pirecon._validation.split_seed`), so no training run reaches the test images;
 2. train LPD with Lightning (Adam, cosine decay, gradient clipping at 1), checkpoints and logs
    under ``training/``;
 3. evaluate against Hann FBP and TV (PDHG, nonnegativity on Shepp-Logan), TV's lambda chosen by
@@ -67,31 +68,33 @@ def _simulation_options(seed: int) -> dict:
 def _write_test_file(path: Path, num_test: int, seed: int) -> Path:
     """Shepp-Logan and ``num_test`` held-out ellipse images through the LPD-ellipses physics, as a ct_raw file."""
     from .ct import RayTransform, lpd_ellipses_geometry
+    from ._validation import split_seed
     from .data.formats import write_ct_raw
-    from .demo import HELD_OUT_START
     from .noise import GaussianNoise
     from .phantoms import random_ellipses, shepp_logan
 
     geometry = lpd_ellipses_geometry()
+    test_seed = split_seed(seed, "test")
     truth = torch.cat([shepp_logan(geometry.image_shape),
-                       random_ellipses(geometry.image_shape, num_test, seed=seed, start_index=HELD_OUT_START)])
+                       random_ellipses(geometry.image_shape, num_test, seed=test_seed)])
     noise = GaussianNoise(relative=0.05)
     with torch.no_grad():
-        sinogram = noise(RayTransform(geometry)(truth), seed=seed + 1)
+        sinogram = noise(RayTransform(geometry)(truth), seed=test_seed)
     write_ct_raw(path, sinogram[:, 0].numpy(), geometry, noise=noise, ground_truth=truth[:, 0].numpy())
     return path
 
 
 def prepare_data(directory: Path, num_test: int = 100, seed: int = 0) -> tuple[Path, Path]:
     """``(test.h5, val.h5)`` in ``directory``, written unless they exist: Shepp-Logan and ``num_test``
-    held-out ellipse images, and 10 validation images (a stream of its own seed)."""
+    ellipse images of the seed's test split, and 10 images of its validation split (neither reachable by
+    any training stream: :func:`pirecon._validation.split_seed`)."""
     test_file, val_file = directory / "test.h5", directory / "val.h5"
     if not test_file.exists():
         _write_test_file(test_file, num_test, seed)
     if not val_file.exists():
         from .data.simulate import simulate
 
-        simulate(val_file, n=10, progress=False, **dict(_simulation_options(seed), seed=seed + 1_000_003))
+        simulate(val_file, n=10, progress=False, split="validation", **_simulation_options(seed))
     return test_file, val_file
 
 

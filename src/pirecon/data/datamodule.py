@@ -6,7 +6,7 @@
     # endless simulated training data, a fixed simulated validation file written once by prepare_data()
     dm = ReconstructionDataModule(
         simulation={"modality": "ct", "phantom": "ellipses", "seed": 0, "length": 10_000},
-        val_simulation={"out": "data/val.h5", "n": 64, "seed": 1},   # other simulate() options default to simulation's
+        val_simulation={"out": "data/val.h5", "n": 64},   # the seed's validation split; other options as simulation's
         batch_size=8)
 
 File datasets are :class:`H5SliceDataset` (map-style: Lightning adds a
@@ -150,7 +150,9 @@ class ReconstructionDataModule(pl.LightningDataModule):
     val_simulation : dict, optional
         Keyword arguments of :func:`pirecon.data.simulate.simulate` for a
         fixed validation file, with ``out`` (the file) and ``n`` required;
-        options not given are taken from ``simulation``. ``prepare_data``
+        options not given are taken from ``simulation``, and ``split`` defaults
+        to ``"validation"``: the training seed's validation stream, which no
+        training stream reaches (``"train"`` is refused). ``prepare_data``
         writes the file if it does not exist yet; it is then the validation
         set (unless ``val`` is given too, then both are used).
     batch_size, num_workers, pin_memory :
@@ -213,9 +215,11 @@ class ReconstructionDataModule(pl.LightningDataModule):
 
     def _val_simulation_arguments(self) -> dict[str, Any]:
         args = {k: v for k, v in (self.simulation or {}).items() if k not in _DATASET_ONLY}
-        args.pop("seed", None)  # the validation file has its own seed (default below)
         args.update(self.val_simulation)
-        args.setdefault("seed", 1_000_003)
+        args.setdefault("split", "validation")  # the training seed's validation stream, disjoint from training
+        if args["split"] == "train":
+            raise ValueError("val_simulation: expected a held-out split ('validation', 'test', 'calibration' or "
+                             "'panel'), found 'train'")
         args.setdefault("progress", False)
         return args
 

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
+from .._validation import split_seed
 from ._h5handles import LazyH5Handles
 
 __all__ = ["H5SliceDataset", "SimulationDataset", "LoDoPaBDataset", "Undersample", "resolve_rank", "KIND_OF_FORMAT"]
@@ -263,8 +264,11 @@ def resolve_rank(rank: int | None = None, world_size: int | None = None) -> tupl
 class SimulationDataset(IterableDataset):
     """An endless (or epoch-sized) stream of samples simulated on the fly (:class:`pirecon.data.simulate.Simulator`).
 
-    Every sample is sample ``g`` of the simulator's stream for ``seed``, a
-    pure function of ``(seed, g)``; the global index ``g`` is determined by
+    Every sample is sample ``g`` of the simulator's training stream for ``seed``
+    (``split_seed(seed, "train")``), a pure function of ``(seed, g)``. The
+    validation, test and calibration streams of every seed are other inputs to
+    the seeding (:func:`pirecon._validation.split_seed`), so no index, epoch,
+    rank or worker count ever yields a held-out sample. The global index ``g`` is determined by
     ``(epoch, rank, worker, position)``, so different DataLoader workers and
     DDP ranks never produce the same sample, and the same seed reproduces the
     same samples:
@@ -421,7 +425,7 @@ class SimulationDataset(IterableDataset):
             if skip >= size:
                 skip -= size
                 continue
-            chunk = self.simulator.simulate(self.seed, start, size)
+            chunk = self.simulator.simulate(split_seed(self.seed, "train"), start, size)
             for i in range(skip, size):
                 yield self._item(chunk, i, start + i)
             skip = 0

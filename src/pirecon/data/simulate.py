@@ -62,7 +62,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import sample_generators
+from .._validation import SPLITS, sample_generators, split_seed
 
 __all__ = ["simulate", "Simulator", "parse_noise", "add_simulate_arguments", "simulate_main", "PHANTOMS"]
 
@@ -495,7 +495,8 @@ def simulate(out: str | os.PathLike, *, modality: str = "ct", phantom: str = "el
              num_detectors: int | None = None, pixel_size: float | None = None, noise: str | None = None,
              intensity_scale: float | None = None, coils: int | None = None, acceleration: float | None = None,
              center_fraction: float | None = None, mask: str | None = None, oversample: int = 1,
-             lesion_options: dict | None = None, chunk_size: int = 32, progress: bool = True) -> Path:
+             lesion_options: dict | None = None, split: str = "train", chunk_size: int = 32,
+             progress: bool = True) -> Path:
     """Simulate ``n`` samples and write them to ``out`` as one raw HDF5 file; returns ``out``.
 
     Parameters
@@ -518,7 +519,7 @@ def simulate(out: str | os.PathLike, *, modality: str = "ct", phantom: str = "el
         Number of samples; with ``images:DIR`` at most the number of images
         (default: all of them).
     seed : int
-        Sample ``i`` depends only on ``(seed, i)``.
+        Sample ``i`` depends only on ``(seed, split, i)``.
     image_size : int, optional
         Side of the square images (default 128, or the geometry's).
     geometry : ParallelBeam2D or FanBeam2D, optional
@@ -544,6 +545,10 @@ def simulate(out: str | os.PathLike, *, modality: str = "ct", phantom: str = "el
     lesion_options : dict, optional
         Keyword arguments of :func:`pirecon.phantoms.lesions` (``num_lesions``,
         ``radius_range``, ``contrast``, ``presence_probability``, ``background``).
+    split : {"train", "validation", "test", "calibration", "panel"}
+        Which of the seed's disjoint streams to draw from (:func:`pirecon._validation.split_seed`):
+        held-out files use ``"validation"``, ``"test"`` or ``"calibration"``, and no training stream,
+        whatever its length, ever reaches them. Stored in the file's ``split`` attribute.
     chunk_size : int
         Samples simulated at once.
     progress : bool
@@ -556,6 +561,8 @@ def simulate(out: str | os.PathLike, *, modality: str = "ct", phantom: str = "el
         raise ValueError(f"out: expected a file path, found the directory {str(out)!r}")
     if not _is_int(seed):
         raise ValueError(f"seed: expected an integer, found {seed!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split: expected one of {', '.join(repr(k) for k in SPLITS)}, found {split!r}")
     chunk_size = _positive_int(chunk_size, "chunk_size")
     sim = Simulator(modality, phantom, image_size=image_size, geometry=geometry, num_angles=num_angles,
                     num_detectors=num_detectors, pixel_size=pixel_size, noise=noise,
@@ -583,14 +590,14 @@ def simulate(out: str | os.PathLike, *, modality: str = "ct", phantom: str = "el
         raise ValueError(f"out: expected a path in a writable directory, found {str(out)!r} "
                          f"({err.strerror or err})") from None
     try:
-        path = _generate_and_write(sim, out, n, seed, chunk_size, progress)
+        path = _generate_and_write(sim, out, n, seed, split, chunk_size, progress)
     except OSError as err:
         raise ValueError(f"out: could not write {str(out)!r} ({err.strerror or err})") from None
     return Path(path)
 
 
-def _generate_and_write(sim, out: Path, n: int, seed: int, chunk_size: int, progress: bool):
-    """Simulate ``n`` samples into scratch buffers, then write the file atomically."""
+def _generate_and_write(sim, out: Path, n: int, seed: int, split: str, chunk_size: int, progress: bool):
+    """Simulate ``n`` samples of ``split``'s stream into scratch buffers, then write the file atomically."""
     from tqdm.auto import tqdm
 
     from . import formats
@@ -600,14 +607,14 @@ def _generate_and_write(sim, out: Path, n: int, seed: int, chunk_size: int, prog
     with tqdm(total=n, desc=desc, unit="slice", disable=not progress, dynamic_ncols=True) as bar:
         for start in range(0, n, chunk_size):
             count = min(chunk_size, n - start)
-            chunk = sim.simulate(seed, start, count)
+            chunk = sim.simulate(split_seed(seed, split), start, count)
             for key, value in chunk.items():
                 if key not in buffers:
                     buffers[key] = _buffer((n, *value.shape[1:]), value.dtype, out.parent)
                 buffers[key][start:start + count] = value
             bar.update(count)
         bar.set_postfix_str("writing")
-        attrs = {"simulation": json.dumps(sim.describe(), sort_keys=True), "seed": int(seed)}
+        attrs = {"simulation": json.dumps(sim.describe(), sort_keys=True), "seed": int(seed), "split": split}
         if sim.modality == "ct":
             path = formats.write_ct_raw(out, buffers["sinogram"], sim.geometry, noise=sim.noise,
                                         ground_truth=buffers["ground_truth"],
@@ -638,7 +645,10 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     parser.add_argument("--phantom", default="ellipses",
                         help="'ellipses', 'shepp-logan', 'lesions' or 'images:DIR' (default ellipses)")
     parser.add_argument("--n", type=int, default=None, help="number of samples (images:DIR: default all)")
-    parser.add_argument("--seed", type=int, default=0, help="sample i depends only on (seed, i) (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="sample i depends only on (seed, split, i) (default 0)")
+    parser.add_argument("--split", default="train", choices=tuple(SPLITS),
+                        help="the seed's stream to draw from; held-out files use validation, test or calibration, "
+                             "which no training stream reaches (default train)")
     parser.add_argument("--out", required=True, help="raw HDF5 file to write")
     parser.add_argument("--image-size", type=int, default=None, help="image side in pixels (default 128)")
     ct = parser.add_argument_group("CT")
@@ -666,7 +676,7 @@ def simulate_main(args: argparse.Namespace) -> int:
                     image_size=args.image_size, num_angles=args.num_angles, num_detectors=args.num_detectors,
                     pixel_size=args.pixel_size, intensity_scale=args.intensity_scale, noise=args.noise,
                     oversample=args.oversample, coils=args.coils, acceleration=args.acceleration,
-                    center_fraction=args.center_fraction, mask=args.mask, chunk_size=args.chunk_size,
-                    progress=not args.quiet)
+                    center_fraction=args.center_fraction, mask=args.mask, split=args.split,
+                    chunk_size=args.chunk_size, progress=not args.quiet)
     print(f"wrote {path}")
     return 0

@@ -4,10 +4,13 @@ With the normalised operator ``K = A / ||A||`` and data ``g = y / ||A||``, prima
 (``P`` images, starting at zero, or every one at the FBP with ``initial="fbp"``) and dual memory ``h``
 (``D`` measurements, starting at zero):
 
-    h <- h + Gamma_i(h, K f[0], g)         (dual step, a CNN on measurement space)
+    h <- h + Gamma_i(h, K f[1], g)         (dual step, a CNN on measurement space)
     f <- f + Lambda_i(f, K^H h[0])         (primal step, a CNN on image space)
 
-for ``i = 1..iterations``; the reconstruction is ``f[0]``. Complex images and measurements enter
+for ``i = 1..iterations``; the reconstruction is ``f[0]``. As in Algorithm 3 of the paper, the forward
+operator sees the second primal channel ``f[1]`` (``f^(2)``), the adjoint the first dual channel
+``h[0]`` (``h^(1)``), and the output is the first primal channel ``f[0]`` (``f^(1)``); with a single
+primal channel the forward operator sees ``f[0]``. Complex images and measurements enter
 the CNNs as 2 real channels. The dual CNN convolves over the measurement's own grid: sinograms
 ``(angles, detectors)``, Cartesian k-space ``(H, W)`` with coils as channels, non-Cartesian
 k-space ``(samples,)`` with 1D convolutions.
@@ -77,6 +80,7 @@ class LearnedPrimalDual(nn.Module):
         self.complex_data = bool(complex_data)
         self.initial = check_choice(initial, "initial", ("zeros", "fbp"))
         self.identity_init = bool(identity_init)
+        self.image_dims = image_dims
         factor = 2 if complex_data else 1
         self.image_width = factor  # real channels of one image
         self.measurement_width = factor * coils  # real channels of one measurement
@@ -97,7 +101,7 @@ class LearnedPrimalDual(nn.Module):
         scale = operator_scale(physics)
         op = physics.operator
         g = to_channels(y * scale)
-        image_shape = op.adjoint(y[:1]).shape[2:]
+        image_shape = op.domain_shape[-self.image_dims:]
         batch = y.shape[0]
         real_dtype = g.dtype
         if self.initial == "fbp":
@@ -118,7 +122,11 @@ class LearnedPrimalDual(nn.Module):
 
 
 class _PrimalDualStep:
-    """One primal-dual iteration on real channel stacks (a plain callable, so it can be checkpointed)."""
+    """One primal-dual iteration on real channel stacks (a plain callable, so it can be checkpointed).
+
+    The forward operator is applied to primal channel ``f^(2)`` (the first channel when there is only
+    one), the adjoint to dual channel ``h^(1)``: Algorithm 3 of Adler & Oktem (2018).
+    """
 
     def __init__(self, op, scale, dual_block, primal_block, complex_data, image_width, measurement_width):
         self.op, self.scale = op, scale
@@ -127,7 +135,8 @@ class _PrimalDualStep:
         self.image_width, self.measurement_width = image_width, measurement_width
 
     def __call__(self, primal, dual, g):
-        current = from_channels(primal[:, :self.image_width], self.complex_data)
+        first = self.image_width if primal.shape[1] > self.image_width else 0  # f^(2), or f^(1) when alone
+        current = from_channels(primal[:, first:first + self.image_width], self.complex_data)
         evaluated = to_channels(self.op(current) * self.scale)
         dual = dual + self.dual_block(torch.cat([dual, evaluated, g], dim=1))
         back = from_channels(dual[:, :self.measurement_width], self.complex_data)
