@@ -691,9 +691,9 @@ TRAIN_LPD = [
 
     from pirecon import metrics
     from pirecon.ct import RayTransform, fbp, lpd_ellipses_geometry
-    from pirecon.data.datamodule import ReconstructionDataModule
+    from pirecon.training.datamodule import ReconstructionDataModule
     from pirecon.data.simulate import Simulator
-    from pirecon.demo import HELD_OUT_START
+    from pirecon._validation import split_seed
     from pirecon.noise import GaussianNoise
     from pirecon.phantoms import random_ellipses, shepp_logan
     from pirecon.physics import Physics
@@ -726,15 +726,16 @@ TRAIN_LPD = [
     the number of workers, and resuming a run sees the same samples as an uninterrupted one. Sample $i$ of
     the stream is exactly what `Simulator(...).simulate(seed, i, 1)` returns on its own, as checked below.
 
-    `val_simulation` writes a fixed validation file (4 images, its own seed 1000003) once, in
-    `prepare_data`. The test images of section 5 are indices `HELD_OUT_START` = 10⁶ onwards of the seed-0
-    stream: this short run trains on the first 1200 indices only, so they are never seen in training.
+    `val_simulation` writes a fixed validation file (4 images) once, in `prepare_data`, from the seed's
+    *validation* split, and the test images of section 5 come from its *test* split
+    (`split_seed(0, "test")`). The splits are separate inputs to the seeding, so no training stream reaches
+    them, however long the run, whatever the number of ranks and workers.
     """),
     code(r"""
     SIMULATION = {"modality": "ct", "phantom": "ellipses", "seed": 0, "noise": "gaussian:0.05"}
     datamodule = ReconstructionDataModule(
         simulation=SIMULATION,
-        val_simulation={"out": WORK / "val.h5", "n": 4, "seed": 1000003},   # other options default to simulation's
+        val_simulation={"out": WORK / "val.h5", "n": 4},   # the seed's validation split; other options as simulation's
         batch_size=4)
     datamodule.prepare_data()   # writes val.h5 (Trainer.fit does this too, and skips an existing file)
     datamodule.setup("fit")
@@ -855,7 +856,7 @@ TRAIN_LPD = [
     code(r"""
     geometry = lpd_ellipses_geometry()
     truth = torch.cat([shepp_logan((128, 128)),
-                       random_ellipses((128, 128), 8, seed=0, start_index=HELD_OUT_START)])   # (9, 1, 128, 128)
+                       random_ellipses((128, 128), 8, seed=split_seed(0, "test"))])   # (9, 1, 128, 128)
     y = Physics(RayTransform(geometry), GaussianNoise(relative=0.05)).simulate(truth, seed=7)
 
     x_fbp = fbp(y, RayTransform(geometry), "hann")

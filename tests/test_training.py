@@ -7,7 +7,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from pirecon.data.datamodule import ReconstructionDataModule, ResumableSampler
+from pirecon.training.datamodule import ReconstructionDataModule, ResumableSampler
 from pirecon.data.datasets import H5SliceDataset, SimulationDataset
 from pirecon.data.simulate import simulate
 from pirecon.training import (BatchPhysics, ReconstructionLoss, ReconstructionModule, center_crop, load_checkpoint,
@@ -223,6 +223,31 @@ def test_checkpoint_round_trip_is_weights_only(tmp_path, ct_files):
         expected = module.eval()(batch["sinogram"], module.batch_physics(batch)).image
         found = loaded(batch["sinogram"], loaded.batch_physics(batch)).image
     assert torch.equal(expected, found)
+
+
+def test_resuming_on_data_of_another_geometry_names_both_unless_the_data_physics_is_asked_for(tmp_path, ct_files):
+    train, _ = ct_files
+    trainer = tiny_trainer(tmp_path, max_steps=2, limit_val_batches=0)
+    trainer.fit(ReconstructionModule(TINY_LPD), datamodule=ReconstructionDataModule(train=str(train), batch_size=2))
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    other = simulate(tmp_path / "other.h5", n=4, progress=False, **dict(CT_SIM, num_angles=12))
+    with pytest.raises(ValueError, match=r"^physics mismatch in geometry: the checkpoint .*model.ckpt has "
+                                         r"ParallelBeam2D\(image_shape=\(32, 32\), pixel_size=1.0, num_angles=10, .*\), "
+                                         r"the data \(set physics_mismatch='use_data' to use the data's physics\) has "
+                                         r"ParallelBeam2D\(image_shape=\(32, 32\), pixel_size=1.0, num_angles=12, .*\)$"):
+        tiny_trainer(tmp_path, max_steps=4, limit_val_batches=0).fit(
+            ReconstructionModule(TINY_LPD), datamodule=ReconstructionDataModule(train=str(other), batch_size=2),
+            ckpt_path=path)
+    # a geometry-agnostic use: the data's physics, explicitly
+    module = ReconstructionModule(TINY_LPD, physics_mismatch="use_data")
+    tiny_trainer(tmp_path, max_steps=4, limit_val_batches=0).fit(
+        module, datamodule=ReconstructionDataModule(train=str(other), batch_size=2), ckpt_path=path)
+    assert module.batch_physics.geometry.num_angles == 12
+    # the same data as the checkpoint's resumes as before
+    tiny_trainer(tmp_path, max_steps=4, limit_val_batches=0).fit(
+        ReconstructionModule(TINY_LPD), datamodule=ReconstructionDataModule(train=str(train), batch_size=2),
+        ckpt_path=path)
 
 
 @pytest.mark.parametrize("content, message", [

@@ -204,7 +204,7 @@ def test_validate_with_a_file_still_checks_the_spec(tmp_path):
 @pytest.mark.parametrize("config", sorted(EXPERIMENTS.glob("*.yaml")), ids=lambda p: p.name)
 def test_experiment_configs_build(config):
     """Every experiment's model and loss build; simulated data configs build their datamodule too."""
-    from pirecon.data.datamodule import ReconstructionDataModule
+    from pirecon.training.datamodule import ReconstructionDataModule
     from pirecon.training import ReconstructionModule
 
     data = yaml.safe_load(config.read_text())
@@ -215,3 +215,62 @@ def test_experiment_configs_build(config):
         dm = ReconstructionDataModule(**data["data"])
         modality, geometry, _ = dm.physics_description()
         assert modality == data["data"]["simulation"]["modality"]
+
+
+def test_a_bug_during_training_keeps_its_traceback(tmp_path, monkeypatch):
+    """In process: a plain ValueError deep inside a run is a bug, not a user error (no exit 2)."""
+    from pirecon.cli import main
+    from pirecon.training.module import ReconstructionModule
+
+    def broken(self, batch, batch_idx):
+        raise ValueError("a bug deep inside")
+
+    monkeypatch.setattr(ReconstructionModule, "training_step", broken)
+    with pytest.raises(ValueError, match="^a bug deep inside$"):
+        main(["fit", "--config", str(tiny_config(tmp_path / "run"))])
+
+
+def test_a_bug_exits_1_with_a_traceback(tmp_path):
+    config = tiny_config(tmp_path / "run")
+    script = textwrap.dedent(f'''
+        import sys
+        from pirecon.training import checkpoints
+
+        def broken(*args, **kwargs):
+            raise ValueError("a bug deep inside")
+
+        checkpoints.use_atomic_checkpoints = broken  # called on the trainer LightningCLI builds
+        from pirecon.cli import main
+        sys.exit(main(["fit", "--config", {str(config)!r}]))
+    ''')
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" in result.stderr and result.stderr.strip().endswith("ValueError: a bug deep inside")
+
+
+def test_missing_data_option_is_one_line(tmp_path, capsys):
+    from pirecon.cli import main
+
+    config = tiny_config(tmp_path / "run")
+    missing = tmp_path / "nowhere.h5"
+    assert main(["test", "--config", str(config), "--data.test", str(missing)]) == 2
+    assert capsys.readouterr().err == (f"pirecon test: error: --data.test: expected an existing HDF5 file, "
+                                       f"found no file at {str(missing)!r}\n")
+    assert main(["test", "--config", str(config), f"--data.test=[{tmp_path / 'none*.h5'}]"]) == 2
+    assert capsys.readouterr().err == (f"pirecon test: error: --data.test: expected files matching the pattern "
+                                       f"{str(tmp_path / 'none*.h5')!r}, found none\n")
+
+
+def test_config_errors_are_config_errors(tmp_path):
+    from pirecon.errors import ConfigError
+    from pirecon.training.cli import check_config
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match=rf"^{bad}: expected YAML, found a syntax error"):
+        check_config(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match=rf"^{bad}: expected a mapping of sections"):
+        check_config(bad)
+    with pytest.raises(ConfigError, match=r"^--config: expected an existing YAML file"):
+        check_config(tmp_path / "none.yaml")

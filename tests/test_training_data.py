@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from pirecon.data.datamodule import ReconstructionDataModule
+from pirecon.training.datamodule import ReconstructionDataModule
 from pirecon.data.datasets import H5SliceDataset
 from pirecon.data.readers import LoDoPaBFiles, lodopab_geometry
 from pirecon.training import ReconstructionModule

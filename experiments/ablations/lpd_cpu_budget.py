@@ -33,10 +33,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
-
 from pirecon._atomic import atomic_path
-from pirecon.data.formats import read_ct_raw
+from pirecon.data.acquisition import Acquisition, read_acquisition
 from pirecon.job import JOB_MODEL, evaluate_checkpoint, prepare_data, train_lpd
 from pirecon.metrics import psnr
 
@@ -55,16 +53,10 @@ def _directory_name(name: str, steps: int) -> str:
     return f"{name.replace(', ', '_').replace(' ', '-')}_{steps}-steps"
 
 
-def _images(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sinograms ``(N, 1, angles, detectors)`` and ground truth ``(N, 1, H, W)`` of a ct_raw file."""
-    raw = read_ct_raw(path)
-    return torch.from_numpy(raw.sinogram)[:, None], torch.from_numpy(raw.ground_truth)[:, None]
-
-
 def run_variant(out: Path, name: str, options: dict, lr: float, steps: int, val_file: Path,
-                y: torch.Tensor, truth: torch.Tensor) -> dict:
-    """Train one variant (unless its ``score.json`` exists), score it on the validation file and on
-    sinograms ``y`` against ``truth`` (the test file's, ``(N, 1, ...)``) and return its row."""
+                test: Acquisition) -> dict:
+    """Train one variant (unless its ``score.json`` exists), score it on the validation file and on the
+    test file's acquisition, and return its row."""
     directory = out / _directory_name(name, steps)
     score_file = directory / "score.json"
     if score_file.exists():
@@ -74,11 +66,11 @@ def run_variant(out: Path, name: str, options: dict, lr: float, steps: int, val_
     start = time.perf_counter()
     checkpoint = train_lpd(directory, val_file, steps=steps, batch_size=2, model=model, lr=lr)
     seconds = time.perf_counter() - start
-    y_val, truth_val = _images(val_file)
-    _, validation_images = evaluate_checkpoint(checkpoint, y_val, truth_val)
-    score, _ = evaluate_checkpoint(checkpoint, y, truth)
+    validation = read_acquisition(val_file)
+    _, validation_images = evaluate_checkpoint(checkpoint, validation)
+    score, _ = evaluate_checkpoint(checkpoint, test)
     row = {"variant": name, "lr": lr, "steps": steps, "train_seconds": seconds,
-           "psnr_validation": float(psnr(validation_images, truth_val).mean()), **asdict(score)}
+           "psnr_validation": float(psnr(validation_images, validation.ground_truth).mean()), **asdict(score)}
     with atomic_path(score_file) as tmp:  # a killed run leaves no half-written score to skip over
         tmp.write_text(json.dumps(row, indent=1))
     return row
@@ -112,8 +104,8 @@ def main() -> None:
     if args.num_test < 1:
         parser.error(f"--num-test: expected a positive integer, found {args.num_test}")
     test_file, val_file = prepare_data(args.out / "data", args.num_test)
-    y, truth = _images(test_file)
-    rows = [run_variant(args.out, name, options, lr, max(1, round(steps * args.scale)), val_file, y, truth)
+    test = read_acquisition(test_file)
+    rows = [run_variant(args.out, name, options, lr, max(1, round(steps * args.scale)), val_file, test)
             for name, options, lr, steps in VARIANTS]
     table = markdown(rows)
     with atomic_path(args.out / "lpd_cpu_budget.md") as tmp:

@@ -103,29 +103,11 @@ def prepare_data(directory: Path, num_test: int = 100, seed: int = 0) -> tuple[P
 def train_lpd(out: Path, val_file: Path, *, steps: int, batch_size: int = 2, seed: int = 0, progress: bool = True,
               model: dict | None = None, lr: float = JOB_LR) -> Path:
     """Train LPD on streamed LPD-ellipses data for ``steps`` steps, validating on ``val_file``; returns the
-    last checkpoint."""
-    import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import ModelCheckpoint
-    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+    last checkpoint (:func:`pirecon.training.fit.fit_on_simulation`)."""
+    from .training.fit import fit_on_simulation
 
-    from .data.datamodule import ReconstructionDataModule
-    from .training import ReconstructionModule
-    from .training.checkpoints import use_atomic_checkpoints
-
-    pl.seed_everything(seed, verbose=False)
-    root = out / "training"
-    datamodule = ReconstructionDataModule(simulation=_simulation_options(seed), val=str(val_file),
-                                          batch_size=batch_size)
-    module = ReconstructionModule(model or JOB_MODEL, lr=lr, betas=(0.9, 0.99), schedule="cosine")
-    checkpoints = ModelCheckpoint(root / "checkpoints", save_last=True, every_n_train_steps=max(1, steps // 10))
-    trainer = pl.Trainer(
-        max_steps=steps, accelerator="auto", devices=1, gradient_clip_val=1.0, default_root_dir=root,
-        val_check_interval=max(1, min(steps, 200)), check_val_every_n_epoch=None, limit_val_batches=2,
-        logger=[CSVLogger(root, name="", version=""), TensorBoardLogger(root, name="", version="")],
-        callbacks=[checkpoints], enable_progress_bar=progress, enable_model_summary=False)
-    use_atomic_checkpoints(trainer)
-    trainer.fit(module, datamodule=datamodule)
-    return root / "checkpoints" / "last.ckpt"
+    return fit_on_simulation(out, val_file, model=model or JOB_MODEL, simulation=_simulation_options(seed),
+                             steps=steps, lr=lr, batch_size=batch_size, seed=seed, progress=progress)
 
 
 # ---- evaluation ----------------------------------------------------------------------
@@ -142,16 +124,15 @@ def evaluate_ct(checkpoint: str | Path, test_file: str | Path, val_file: str | P
     """FBP (Hann), TV (best lambda on ``val_file``) and the checkpoint's model on ``test_file``
     (sample 0 Shepp-Logan, the rest ellipses). Returns the scores, the reconstructions and the truth."""
     from . import solvers
-    from .ct import RayTransform, fbp
-    from .data.formats import read_ct_raw
+    from .ct import fbp
+    from .data.acquisition import check_same_physics, read_acquisition
     from .tuning import grid_search
 
-    test, val = read_ct_raw(test_file), read_ct_raw(val_file)
-    A = RayTransform(test.geometry)
-    y = torch.from_numpy(test.sinogram)[:, None]
-    truth = torch.from_numpy(test.ground_truth)[:, None]
-    y_val = torch.from_numpy(val.sinogram)[:, None]
-    truth_val = torch.from_numpy(val.ground_truth)[:, None]
+    test, val = read_acquisition(test_file), read_acquisition(val_file)
+    check_same_physics(val.description(), test.description(), stored_name=str(val_file), found_name=str(test_file))
+    A = test.physics.operator
+    y, truth = test.y, test.ground_truth
+    y_val, truth_val = val.y, val.ground_truth
     images, scores = {}, []
 
     start = time.perf_counter()
@@ -167,24 +148,26 @@ def evaluate_ct(checkpoint: str | Path, test_file: str | Path, val_file: str | P
     images["TV"] = torch.cat([shepp.image, rest.image])
     scores.append(_scores("TV (PDHG)", f"lambda = {tuned.best:g}", images["TV"], truth, time.perf_counter() - start))
 
-    score, images["LPD"] = evaluate_checkpoint(checkpoint, y, truth)
+    score, images["LPD"] = evaluate_checkpoint(checkpoint, test)
     scores.append(score)
     return scores, images, truth
 
 
-def evaluate_checkpoint(checkpoint: str | Path, y: torch.Tensor, truth: torch.Tensor
-                        ) -> tuple[MethodScore, torch.Tensor]:
-    """The score and the reconstructions ``(N, 1, H, W)`` of a trained checkpoint on sinograms
-    ``y (N, 1, angles, detectors)`` of the test file (sample 0 Shepp-Logan, the rest ellipses)."""
+def evaluate_checkpoint(checkpoint: str | Path, acquisition) -> tuple[MethodScore, torch.Tensor]:
+    """The score and the reconstructions ``(N, 1, H, W)`` of a trained checkpoint on a test file's
+    :class:`pirecon.data.acquisition.Acquisition` (sample 0 Shepp-Logan, the rest ellipses). The file's
+    physics must be the one the checkpoint was trained with; a mismatch is an error naming both."""
+    from .data.acquisition import check_same_physics
     from .training import load_module
 
     module = load_module(checkpoint)
+    check_same_physics(module.batch_physics.description(), acquisition.description(),
+                       stored_name=f"the checkpoint {checkpoint}", found_name=str(acquisition.source))
     start = time.perf_counter()
-    physics = module.batch_physics({})
     with torch.no_grad():
-        image = torch.cat([module(chunk, physics).image for chunk in y.split(20)])
-    name = type(module.model).__name__
-    return _scores(name, Path(checkpoint).name, image, truth, time.perf_counter() - start), image
+        image = torch.cat([module(chunk, acquisition.physics).image for chunk in acquisition.y.split(20)])
+    return (_scores(type(module.model).__name__, Path(checkpoint).name, image, acquisition.ground_truth,
+                    time.perf_counter() - start), image)
 
 
 # ---- report ----------------------------------------------------------------------------

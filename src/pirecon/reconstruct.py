@@ -2,7 +2,8 @@
 
     pirecon reconstruct INPUT.h5 --method fbp|zero-filled|cgls|sirt|tv --out OUT.h5 [--param k=v ...]
 
-The physics comes from the file itself (``Physics.from_file``). When the file
+The measurements and the physics come from the file itself, read once through
+:func:`pirecon.data.acquisition.read_acquisition`. When the file
 has ground truth, PSNR and SSIM per slice are reported and stored in the
 provenance.
 """
@@ -58,19 +59,6 @@ def parse_params(method: str, pairs: list[str]) -> dict[str, Any]:
     return params
 
 
-def _measurements(path: Path, kind: str):
-    """Measurements as the operator expects them, and the ground truth ``(N, 1, H, W)`` or ``None``."""
-    from .data.formats import read_ct_raw, read_mri_raw
-
-    if kind == "ct_raw":
-        raw = read_ct_raw(path)
-        truth = None if raw.ground_truth is None else torch.from_numpy(raw.ground_truth)[:, None]
-        return torch.from_numpy(raw.sinogram)[:, None], truth
-    raw = read_mri_raw(path)
-    truth = None if raw.ground_truth is None else torch.from_numpy(raw.ground_truth)[:, None]
-    return torch.from_numpy(raw.kspace), truth
-
-
 def _run(method: str, y: torch.Tensor, physics, params: dict[str, Any], progress: bool) -> torch.Tensor:
     from .ct import fbp
 
@@ -98,16 +86,15 @@ def reconstruct_file(input_path: str | Path, out: str | Path, method: str, param
     """
     from . import __version__
     from ._validation import check_choice
-    from .data.formats import file_kind, write_reconstruction
+    from .data.acquisition import read_acquisition
+    from .data.formats import write_reconstruction
     from .metrics import psnr, ssim
-    from .physics import Physics
 
     method = check_choice(method, "method", METHODS)
     params = dict(params or {})
     input_path = Path(input_path)
-    kind = file_kind(input_path)
-    physics = Physics.from_file(input_path)
-    y, truth = _measurements(input_path, kind)
+    acquisition = read_acquisition(input_path)
+    physics, y, truth = acquisition.physics, acquisition.y, acquisition.ground_truth
     with torch.no_grad():
         image = _run(method, y, physics, params, progress)
     provenance: dict[str, Any] = {

@@ -19,26 +19,30 @@ import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from .._atomic import atomic_path
+from ..errors import PireconUserError
 
 __all__ = ["AtomicCheckpointIO", "use_atomic_checkpoints", "load_checkpoint", "file_sha256"]
 
 
 def load_checkpoint(path, map_location=None) -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` with one-line errors naming the file."""
+    """``torch.load(path, weights_only=True)`` with one-line errors naming the file.
+
+    A missing, corrupt or foreign file raises :class:`~pirecon.errors.PireconUserError` (a ``ValueError``).
+    """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"checkpoint: expected an existing checkpoint file, found no file at {str(path)!r}")
+        raise PireconUserError(f"checkpoint: expected an existing checkpoint file, found no file at {str(path)!r}")
     expected = f"{path}: expected a PyTorch checkpoint (zip file of tensors), found a corrupt or truncated file"
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"{expected} (not a readable zip archive)")
+        raise PireconUserError(f"{expected} (not a readable zip archive)")
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{expected} ({reason[:200]})") from None
+        raise PireconUserError(f"{expected} ({reason[:200]})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ValueError(f"{path}: expected a Lightning checkpoint with a 'state_dict', "
-                         f"found {type(checkpoint).__name__} without one")
+        raise PireconUserError(f"{path}: expected a Lightning checkpoint with a 'state_dict', "
+                               f"found {type(checkpoint).__name__} without one")
     return checkpoint
 
 

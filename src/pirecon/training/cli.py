@@ -6,8 +6,10 @@ Defaults added to every run: checkpoints of the best validation PSNR and of the 
 that load with ``weights_only=True`` (:class:`AtomicCheckpointIO`), seeding of everything
 (``seed_everything: 0`` unless the config says otherwise), the reconstruction writer of
 ``pirecon predict`` (``--writer.output_dir``). ``--ckpt_path`` resumes a run or picks the weights
-to evaluate. Before Lightning starts, the config's model and data paths are checked, so a typo
-gets one line, not a traceback.
+to evaluate. Before Lightning starts, the config's model and data paths (and data paths given as
+options) are checked, so a typo gets one line, not a traceback: user errors
+(:class:`pirecon.errors.PireconUserError`, a missing backend, OS errors about a path) print
+``pirecon <subcommand>: error: <message>`` and return 2; anything else keeps its traceback.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from pathlib import Path
 
 import yaml
 
-__all__ = ["run_lightning", "check_config", "SUBCOMMANDS"]
+from ..errors import PATH_ERRORS, ArgumentError, ConfigError, PireconUserError
+
+__all__ = ["run_lightning", "check_config", "check_data_options", "SUBCOMMANDS"]
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
@@ -33,33 +37,65 @@ def _config_paths(argv: list[str]) -> list[Path]:
     return paths
 
 
+_DATA_KEYS = ("train", "val", "test", "predict")
+
+
 def check_config(path: Path) -> None:
-    """Raise ``ValueError`` (one line, naming the file and key) for a missing config, an unknown model
-    or missing data files."""
-    from ..data.datamodule import resolve_files
+    """Raise :class:`~pirecon.errors.ConfigError` (one line, naming the file and key) for a missing
+    config, an unknown model or missing data files."""
+    from .datamodule import resolve_files
     from .model_spec import resolve_model_class
 
     if not path.is_file():
-        raise ValueError(f"--config: expected an existing YAML file, found no file at {str(path)!r}")
+        raise ConfigError(f"--config: expected an existing YAML file, found no file at {str(path)!r}")
     try:
         config = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ValueError(f"{path}: expected YAML, found a syntax error ({str(err).splitlines()[0]})") from None
+        raise ConfigError(f"{path}: expected YAML, found a syntax error ({str(err).splitlines()[0]})") from None
     if not isinstance(config, dict):
-        raise ValueError(f"{path}: expected a mapping of sections (trainer, model, data), found {type(config).__name__}")
+        raise ConfigError(f"{path}: expected a mapping of sections (trainer, model, data), "
+                          f"found {type(config).__name__}")
     model = (config.get("model") or {}).get("model")
     if isinstance(model, dict) and isinstance(model.get("class_path"), str):
         try:
             resolve_model_class(model["class_path"])
-        except ValueError as err:
-            raise ValueError(f"{path}: model.{err}") from None
+        except ValueError as err:  # resolve_model_class only looks the name up
+            raise ConfigError(f"{path}: model.{err}") from None
     data = config.get("data") or {}
-    for key in ("train", "val", "test", "predict"):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: data: expected a mapping, found {type(data).__name__}")
+    for key in _DATA_KEYS:
         if data.get(key) is not None:
             try:
                 resolve_files(data[key], f"data.{key}")
-            except ValueError as err:
-                raise ValueError(f"{path}: {err}") from None
+            except ValueError as err:  # resolve_files only checks that the files exist
+                raise ConfigError(f"{path}: {err}") from None
+
+
+def check_data_options(argv: list[str]) -> None:
+    """Raise :class:`~pirecon.errors.ArgumentError` for data files given as options
+    (``--data.test FILE``, ``--data.train=PATTERN``, ``--data.val "[a.h5, b.h5]"``) that do not exist."""
+    from .datamodule import resolve_files
+
+    for i, arg in enumerate(argv):
+        option, sep, value = arg.partition("=")
+        if option not in {f"--data.{key}" for key in _DATA_KEYS}:
+            continue
+        if not sep:
+            if i + 1 >= len(argv):
+                continue  # jsonargparse reports the missing value
+            value = argv[i + 1]
+        if value.strip().lower() in ("null", "none", ""):
+            continue
+        if value.lstrip().startswith("["):
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                continue  # jsonargparse reports the malformed list
+        try:
+            resolve_files(value, option)
+        except ValueError as err:  # resolve_files only checks that the files exist
+            raise ArgumentError(str(err)) from None
 
 
 CHECKPOINT_DEFAULTS = {
@@ -76,7 +112,7 @@ def run_lightning(subcommand: str, argv: list[str]) -> int:
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.cli import LightningCLI
 
-    from ..data.datamodule import ReconstructionDataModule
+    from .datamodule import ReconstructionDataModule
     from .checkpoints import use_atomic_checkpoints
     from .module import ReconstructionModule
     from .writer import ReconstructionWriter
@@ -99,13 +135,16 @@ def run_lightning(subcommand: str, argv: list[str]) -> int:
     # LightningCLI warns when sys.argv also holds arguments; they are the same ones (and DDP re-launches
     # from sys.argv, so it stays as it is)
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    from .._validation import BackendUnavailableError
+
     try:
         for path in _config_paths(argv):
             check_config(path)
+        check_data_options(argv)
         PireconCLI(ReconstructionModule, ReconstructionDataModule, args=[subcommand, *argv],
                    seed_everything_default=0, save_config_kwargs={"overwrite": True},
                    parser_kwargs={"prog": "pirecon"}, load_from_checkpoint_support=False)
-    except (ValueError, OSError) as err:
+    except (PireconUserError, BackendUnavailableError, *PATH_ERRORS) as err:
         print(f"pirecon {subcommand}: error: {err}", file=sys.stderr)
         return 2
     return 0

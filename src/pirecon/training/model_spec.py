@@ -9,9 +9,12 @@ checkpoints store (they load with ``weights_only=True``).
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 from torch import nn
+
+from ..errors import ConfigError
 
 __all__ = ["build_model", "resolve_model_class", "known_models"]
 
@@ -26,7 +29,8 @@ def known_models() -> dict[str, type]:
 
 
 def resolve_model_class(class_path: str) -> type:
-    """The model class a ``class_path`` names; ``ValueError`` listing the known names otherwise."""
+    """The model class a ``class_path`` names; :class:`~pirecon.errors.ConfigError` (a ``ValueError``)
+    listing the known names otherwise."""
     known = known_models()
     if class_path in known:
         return known[class_path]
@@ -42,7 +46,7 @@ def resolve_model_class(class_path: str) -> type:
             cls = None
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         choices = ", ".join(sorted(k for k in known if k.islower())) + " (or a pirecon.models class name)"
-        raise ValueError(f"model.class_path: expected one of {choices}, or an importable torch.nn.Module "
+        raise ConfigError(f"model.class_path: expected one of {choices}, or an importable torch.nn.Module "
                          f"subclass, found {class_path!r}")
     return cls
 
@@ -52,15 +56,18 @@ def build_model(spec: dict[str, Any] | nn.Module) -> nn.Module:
     if isinstance(spec, nn.Module):
         return spec
     if not isinstance(spec, dict) or not isinstance(spec.get("class_path"), str):
-        raise ValueError(f"model: expected {{'class_path': NAME, 'init_args': {{...}}}} or an nn.Module, found {spec!r}")
+        raise ConfigError(f"model: expected {{'class_path': NAME, 'init_args': {{...}}}} or an nn.Module, found {spec!r}")
     unknown = sorted(set(spec) - {"class_path", "init_args"})
     if unknown:
-        raise ValueError(f"model: expected only the keys 'class_path' and 'init_args', found {unknown}")
+        raise ConfigError(f"model: expected only the keys 'class_path' and 'init_args', found {unknown}")
     cls = resolve_model_class(spec["class_path"])
     init_args = spec.get("init_args") or {}
     if not isinstance(init_args, dict):
-        raise ValueError(f"model.init_args: expected a mapping of {cls.__name__} arguments, found {init_args!r}")
-    try:
-        return cls(**init_args)
+        raise ConfigError(f"model.init_args: expected a mapping of {cls.__name__} arguments, found {init_args!r}")
+    try:  # the arguments against the signature only: a TypeError raised inside the constructor is a bug
+        inspect.signature(cls).bind(**init_args)
     except TypeError as err:
-        raise ValueError(f"model.init_args: {cls.__name__} does not take these arguments: {err}") from None
+        raise ConfigError(f"model.init_args: {cls.__name__} does not take these arguments: {err}") from None
+    except ValueError:  # no signature to check against (a class implemented in C)
+        pass
+    return cls(**init_args)

@@ -3,8 +3,10 @@
     module = ReconstructionModule({"class_path": "lpd", "init_args": {"iterations": 10}}, loss={"mse": 1.0})
     trainer.fit(module, datamodule=ReconstructionDataModule(...))
 
-Each batch's physics comes from the data (:class:`BatchPhysics`): the CT geometry of the files or
-the simulation, the MRI coil maps and masks of the batch. Training minimises a weighted sum of MSE,
+Each batch's physics comes from the data through :mod:`pirecon.data.acquisition` (``BatchPhysics``):
+the CT geometry of the files or the simulation, the MRI coil maps and masks of the batch. A
+checkpoint stores the physics it was trained with; resuming or testing on data whose physics
+differs is an error naming both, unless ``physics_mismatch="use_data"`` (geometry-agnostic models). Training minimises a weighted sum of MSE,
 L1 and 1 - SSIM; validation and test log PSNR, SSIM and NMSE (per image, averaged, synchronised
 across DDP ranks) and, on the first validation batch, a figure of ground truth, classical input,
 reconstruction and error (PNG under the log directory, and to TensorBoard). Adam with a cosine
@@ -23,7 +25,8 @@ from torch import nn
 
 from .._validation import check_choice, check_positive
 from ..metrics import nmse, psnr, ssim
-from .batch_physics import BatchPhysics, measurement, target_and_prediction
+from ..data.acquisition import BatchPhysics, check_same_physics, describe_physics, measurement
+from .batch_physics import target_and_prediction
 from .losses import ReconstructionLoss
 from .model_spec import build_model
 
@@ -58,12 +61,16 @@ class ReconstructionModule(pl.LightningModule):
         Write the validation figure every this many epochs (0: never).
     num_logged_images : int
         Images in the validation figure.
+    physics_mismatch : {"error", "use_data"}
+        When a checkpoint's stored physics (modality, CT geometry, noise model) differs from the data's
+        on resume or test: refuse with an error naming both, or use the data's physics (for models that
+        do not depend on one geometry).
     """
 
     def __init__(self, model: dict[str, Any] | nn.Module, loss: dict[str, float] | None = None, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, schedule: str = "cosine",
                  backend: str = "auto", missing_coil_maps: str = "espirit", log_images_every_n_epochs: int = 1,
-                 num_logged_images: int = 4):
+                 num_logged_images: int = 4, physics_mismatch: str = "error"):
         super().__init__()
         self.save_hyperparameters(ignore=["model"] if isinstance(model, nn.Module) else None)
         self.model = build_model(model)
@@ -83,6 +90,7 @@ class ReconstructionModule(pl.LightningModule):
             raise ValueError(f"log_images_every_n_epochs: expected an integer >= 0, found {log_images_every_n_epochs!r}")
         self.log_images_every_n_epochs = log_images_every_n_epochs
         self.num_logged_images = int(check_positive(num_logged_images, "num_logged_images", integer=True))
+        self.physics_mismatch = check_choice(physics_mismatch, "physics_mismatch", ("error", "use_data"))
         self.batch_physics: BatchPhysics | None = None
         self._physics_description: dict | None = None
 
@@ -92,11 +100,7 @@ class ReconstructionModule(pl.LightningModule):
         """Fix the physics of the data this module reconstructs (the datamodule does this in ``setup``)."""
         self.batch_physics = BatchPhysics(modality, geometry, noise, backend=self.backend,
                                           missing_coil_maps=self.missing_coil_maps)
-        self._physics_description = {
-            "modality": modality,
-            "geometry": None if geometry is None else geometry.to_dict(),
-            "noise": None if noise is None else noise.to_dict(),
-        }
+        self._physics_description = describe_physics(modality, geometry, noise)
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -113,6 +117,15 @@ class ReconstructionModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         description = checkpoint.get("pirecon_physics")
+        if description is not None and self._physics_description is not None:  # the data's, set in setup()
+            if self.physics_mismatch == "use_data":
+                return
+            trainer = self._trainer
+            source = getattr(trainer, "ckpt_path", None) if trainer is not None else None
+            check_same_physics(description, self._physics_description,
+                               stored_name=f"the checkpoint {source}" if source else "the checkpoint",
+                               found_name="the data (set physics_mismatch='use_data' to use the data's physics)")
+            return
         if description is not None:
             from ..ct import geometry_from_dict
             from ..noise import noise_from_dict

@@ -26,7 +26,8 @@ from typing import Any
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader, DistributedSampler
 
-from .datasets import H5SliceDataset, LoDoPaBDataset, SimulationDataset, Undersample, resolve_rank
+from ..data.acquisition import check_same_physics, describe_physics
+from ..data.datasets import H5SliceDataset, LoDoPaBDataset, SimulationDataset, Undersample, resolve_rank
 
 __all__ = ["ReconstructionDataModule", "ResumableSampler", "resolve_files"]
 
@@ -230,7 +231,7 @@ class ReconstructionDataModule(pl.LightningDataModule):
         args = self._val_simulation_arguments()
         out = Path(args.pop("out"))
         if not out.exists():
-            from .simulate import simulate
+            from ..data.simulate import simulate
 
             simulate(out, **args)
 
@@ -334,22 +335,32 @@ class ReconstructionDataModule(pl.LightningDataModule):
     # ---- physics ----------------------------------------------------------
 
     def physics_description(self) -> tuple[str, object, object]:
-        """``(modality, geometry, noise)`` of the data: from the first file found (train, val, test,
-        predict), else from the simulation. CT data need the geometry; MRI physics comes per batch."""
-        for spec in (self.train_files, self.val_files, self.test_files, self.predict_files):
-            if spec is not None:
-                dataset = H5SliceDataset(resolve_files(spec, "data")[:1], kind=self.kind)
-                if dataset.kind == "ct":
-                    return "ct", dataset.geometry(0), dataset.noise(0)
-                return "mri", None, None
+        """``(modality, geometry, noise)`` of the data: from the files (train, val, test, predict; the
+        first file of each, which must all agree: a dataset's own files are checked when it is built),
+        else from the simulation. CT data need the geometry; MRI physics comes per batch."""
+        found = None
+        for stage, spec in (("train", self.train_files), ("val", self.val_files), ("test", self.test_files),
+                            ("predict", self.predict_files)):
+            if spec is None:
+                continue
+            first = resolve_files(spec, stage)[0]
+            dataset = H5SliceDataset([first], kind=self.kind)
+            physics = ("ct", dataset.geometry(0), dataset.noise(0)) if dataset.kind == "ct" else ("mri", None, None)
+            if found is None:
+                found = physics, first
+            else:
+                check_same_physics(describe_physics(*found[0]), describe_physics(*physics),
+                                   stored_name=str(found[1]), found_name=str(first))
+        if found is not None:
+            return found[0]
         if self.lodopab is not None:
-            from .readers import lodopab_geometry
+            from ..data.readers import lodopab_geometry
 
             return "ct", lodopab_geometry(), None
         options = self.simulation or self.val_simulation
         if options is None:
             raise ValueError("data: expected files or a simulation to take the physics from, found neither")
-        from .simulate import Simulator
+        from ..data.simulate import Simulator
 
         simulator = Simulator(**{k: v for k, v in options.items()
                                  if k not in _SIMULATE_ONLY + _DATASET_ONLY + ("seed",)})
