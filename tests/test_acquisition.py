@@ -11,8 +11,9 @@ from pirecon.mri import NUFFTOperator, SenseOperator, birdcage_maps, fft2c, radi
 from pirecon.noise import GaussianNoise
 from pirecon.phantoms import shepp_logan
 from pirecon.data import acquisition, formats
-from pirecon.data.acquisition import (BatchPhysics, check_same_physics, describe_physics, physics_from_file,
-                                      read_acquisition)
+from pirecon.data.acquisition import (BatchPhysics, PhysicsMismatchError, check_same_physics, describe_physics,
+                                      physics_from_file, read_acquisition)
+from pirecon.errors import PireconUserError
 
 
 def test_ct_physics_from_file(tmp_path):
@@ -148,7 +149,29 @@ def test_a_physics_mismatch_names_both_sides():
                                          r"b has none$"):
         check_same_physics(describe_physics("ct", g, GaussianNoise(relative=0.05)), describe_physics("ct", g),
                            stored_name="a", found_name="b")
-    with pytest.raises(ValueError, match=r"^physics mismatch in modality: a has 'ct', b has 'mri'$"):
+    with pytest.raises(PhysicsMismatchError, match=r"^physics mismatch in modality: a has 'ct', b has 'mri'$") as err:
         check_same_physics(describe_physics("ct", g), describe_physics("mri"), stored_name="a", found_name="b")
+    assert isinstance(err.value, PireconUserError)  # the command line prints it as one line, exit status 2
     check_same_physics(describe_physics("ct", g), describe_physics("ct", lpd_ellipses_geometry()),
                        stored_name="a", found_name="b")
+
+
+def test_mri_physics_simulates_complex_noise_only_where_sampled(tmp_path):
+    from pirecon.noise import ComplexGaussianNoise
+
+    n, sigma = 32, 0.05
+    maps = birdcage_maps(4, (n, n))[None]
+    mask = torch.zeros(1, 1, 1, n)
+    mask[..., ::2] = 1
+    x = _complex_image(n)
+    clean = SenseOperator(maps, mask)(x)
+    path = formats.write_mri_raw(tmp_path / "mri.h5", clean, mask=mask, coil_maps=maps, ground_truth=x[:, 0],
+                                 noise=ComplexGaussianNoise(sigma))
+    physics = physics_from_file(path)
+    assert physics.noise == ComplexGaussianNoise(sigma)
+    noisy = physics.simulate(x, seed=0)
+    residual = noisy - clean
+    assert residual[..., 1::2].abs().max() == 0  # unsampled lines stay zero
+    sampled = residual[..., ::2]
+    assert abs(float(sampled.abs().pow(2).mean()) / sigma ** 2 - 1) < 0.05  # E|n|^2 = sigma^2
+    torch.testing.assert_close(physics.simulate(x, seed=0), noisy)

@@ -1,6 +1,7 @@
 """Simulated raw data files: validity, determinism, inverse crime, lesions, image directories, atomicity, errors."""
 
 import argparse
+import json
 import os
 import re
 import signal
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -79,6 +81,55 @@ def test_mri_noise_is_complex_gaussian_of_the_given_std():
     diff = (noisy["kspace"] - clean["kspace"])[sampled]
     assert abs(diff.real.std() - 0.02 / np.sqrt(2)) < 0.002 and abs(diff.imag.std() - 0.02 / np.sqrt(2)) < 0.002
     assert np.all(noisy["kspace"][~sampled] == 0)
+
+
+
+def test_mri_noise_is_the_complex_gaussian_model_and_is_stored(tmp_path):
+    from pirecon.data.formats import read_mri_noise
+    from pirecon.noise import ComplexGaussianNoise
+
+    sim = Simulator("mri", image_size=32, coils=4, noise="gaussian:0.02")
+    assert sim.noise == ComplexGaussianNoise(0.02) and Simulator("mri", image_size=32, coils=4).noise is None
+    path = simulate(tmp_path / "mri.h5", n=2, seed=0, noise="gaussian:0.02", **MRI)
+    assert read_mri_raw(path).noise == ComplexGaussianNoise(0.02) == read_mri_noise(path)
+    assert read_mri_raw(simulate(tmp_path / "clean.h5", n=2, seed=0, **MRI)).noise is None
+
+
+# --------------------------------------------------------------------------
+# CT transmission noise: attenuation in 1/mm
+# --------------------------------------------------------------------------
+
+def test_ct_poisson_default_scale_is_water(tmp_path):
+    """With Poisson noise phantom value 1 is water (0.02 / mm): every ray through the object detects photons."""
+    from pirecon.noise import MU_WATER_PER_MM, TransmissionPoisson
+
+    assert Simulator("ct", noise="poisson:1e4").intensity_scale == MU_WATER_PER_MM == 0.02
+    assert Simulator("ct").intensity_scale == 1.0 and Simulator("ct", noise="none").intensity_scale == 1.0
+    assert Simulator("ct", noise="poisson:1e4", intensity_scale=0.5).intensity_scale == 0.5
+    path = simulate(tmp_path / "poisson.h5", n=4, seed=0, noise="poisson:1e4", progress=False)  # LPD-ellipses geometry
+    raw = read_ct_raw(path)
+    assert raw.noise == TransmissionPoisson(1e4)
+    phantoms = random_ellipses((128, 128), 4, seed=0)[:, 0].numpy()
+    np.testing.assert_allclose(raw.ground_truth, 0.02 * phantoms, rtol=1e-6, atol=0)  # ground truth in 1/mm
+    clean = RayTransform(raw.geometry)(torch.from_numpy(raw.ground_truth)[:, None])[:, 0].double()
+    through = clean > 0
+    assert float(clean.max()) < 10
+    cap = np.log(1e4 / 0.1)
+    assert int((raw.sinogram[through.numpy()] >= cap - 1e-3).sum()) == 0  # no zero-count ray
+    z = ((torch.from_numpy(raw.sinogram).double() - clean) * torch.sqrt(1e4 * torch.exp(-clean)))[through]
+    assert abs(float(z.var()) - 1) < 0.05
+    with h5py.File(path) as f:
+        assert json.loads(f.attrs["simulation"])["intensity_scale"] == 0.02
+
+
+def test_ct_poisson_on_phantom_units_is_refused(tmp_path):
+    with pytest.raises(ValueError) as err:
+        simulate(tmp_path / "starved.h5", n=2, seed=0, noise="poisson:1e4", intensity_scale=1.0, progress=False)
+    assert re.fullmatch(r"y: TransmissionPoisson: \d+\.\d% of the \d+ rays through the object would get zero photons "
+                        r"at I0 = 10000 \(line integrals up to \d+\.\d\), expected at most 1%; expected attenuation "
+                        r"in 1/mm \(water about 0\.02 / mm\) - scale the image \(intensity_scale\) or raise I0 "
+                        r"\(allow_photon_starvation=True accepts such data\)", str(err.value)), str(err.value)
+    assert not (tmp_path / "starved.h5").exists()
 
 
 # --------------------------------------------------------------------------
@@ -271,6 +322,7 @@ def test_command_line_functions(tmp_path, capsys):
     assert simulate_main(args) == 0
     assert f"wrote {out}" in capsys.readouterr().out
     assert validate(out)["num_coils"] == 2
+    assert read_mri_raw(out).noise.to_dict() == {"type": "complex_gaussian", "format_version": 1, "sigma": 0.01}
     args = parser.parse_args(["--modality", "ct", "--phantom", "ellipses", "--n", "2", "--out", str(out),
                               "--image-size", "32", "--num-angles", "8", "--oversample", "2",
                               "--noise", "poisson:1e4", "--intensity-scale", "0.02", "--quiet"])

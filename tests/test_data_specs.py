@@ -7,7 +7,9 @@ import jsonschema
 import pytest
 
 from pirecon.ct import ConeBeam3D, FanBeam2D, ParallelBeam2D, lpd_ellipses_geometry
-from pirecon.noise import GaussianNoise, TransmissionPoisson
+import torch
+
+from pirecon.noise import ComplexGaussianNoise, GaussianNoise, TransmissionPoisson
 
 SPECS = Path(__file__).resolve().parents[1] / "data_specs"
 
@@ -43,7 +45,11 @@ def test_broken_geometry_dicts_are_rejected(change):
         jsonschema.validate(d, schema("ct_geometry"))
 
 
-@pytest.mark.parametrize("model", [GaussianNoise(relative=0.05), GaussianNoise(sigma=0.1), TransmissionPoisson(1e4)])
+@pytest.mark.parametrize("model", [
+    GaussianNoise(relative=0.05), GaussianNoise(sigma=0.1), TransmissionPoisson(1e4),
+    TransmissionPoisson(1e4, allow_photon_starvation=True), ComplexGaussianNoise(0.02),
+    ComplexGaussianNoise(1.0, covariance=torch.tensor([[1.0, 0.3j], [-0.3j, 2.0]])),
+])
 def test_noise_dicts_validate(model):
     jsonschema.validate(model.to_dict(), schema("noise_model"))
 
@@ -51,6 +57,10 @@ def test_noise_dicts_validate(model):
 def test_broken_noise_dicts_are_rejected():
     for d in ({"type": "gaussian", "format_version": 1},
               {"type": "gaussian", "format_version": 1, "sigma": 1.0, "relative": 0.1},
-              {"type": "transmission_poisson", "format_version": 1, "photon_count": 0}):
+              {"type": "transmission_poisson", "format_version": 1, "photon_count": 0},
+              {"type": "transmission_poisson", "format_version": 1, "photon_count": 10, "allow_photon_starvation": 1},
+              {"type": "complex_gaussian", "format_version": 1},
+              {"type": "complex_gaussian", "format_version": 1, "sigma": 1.0, "relative": 0.1},
+              {"type": "complex_gaussian", "format_version": 1, "sigma": 1.0, "covariance": [[1.0]]}):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(d, schema("noise_model"))

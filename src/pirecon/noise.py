@@ -1,27 +1,55 @@
 """Noise models for simulated measurements.
 
-A noise model maps clean data ``y`` (any shape, first dimension the batch,
-real float tensor on any device) to noisy data of the same shape, dtype and
-device: ``y_noisy = model(y, seed=...)``. Random numbers are drawn on the CPU
-from ``seed`` (an int, a ``torch.Generator`` or ``None``), so the same seed
-gives the same data on every machine, and then moved to ``y``'s device.
+A noise model maps clean data ``y`` (any shape, first dimension the batch, on
+any device) to noisy data of the same shape, dtype and device:
+``y_noisy = model(y, seed=...)``. :class:`GaussianNoise` and
+:class:`TransmissionPoisson` take real floating data (CT sinograms),
+:class:`ComplexGaussianNoise` complex data (MRI k-space ``(B, coils, H, W)``
+or ``(B, coils, K)``). Random numbers are drawn on the CPU from ``seed`` (an
+int, a ``torch.Generator`` or ``None``), so the same seed gives the same data
+on every machine, and then moved to ``y``'s device.
 
 Models serialise to plain dicts (``to_dict`` / ``noise_from_dict``) holding
-only strings and numbers, suitable for JSON or HDF5 attributes.
+only strings, numbers, booleans and (for a coil covariance) nested lists of
+numbers, suitable for JSON or HDF5 attributes.
+
+Units of transmission CT
+------------------------
+:class:`TransmissionPoisson` reads ``y`` as dimensionless line integrals:
+attenuation in 1/mm integrated over mm. Phantoms are in arbitrary units
+(Shepp-Logan up to 1, random ellipses of order 1); to simulate physical
+photon counts, multiply them by :data:`MU_WATER_PER_MM` (phantom value 1 =
+water, 0.02 / mm), as ``pirecon simulate`` does by default with Poisson noise.
+Unscaled phantoms give line integrals of order 100 and no detected photon on
+almost every ray through the object; the model refuses such data (see
+:data:`MAX_ZERO_COUNT_FRACTION`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 
+import numpy as np
 import torch
 
 from ._validation import check_choice, check_positive, check_tensor, make_generator
 
-__all__ = ["NoiseModel", "GaussianNoise", "TransmissionPoisson", "noise_from_dict"]
+__all__ = ["NoiseModel", "GaussianNoise", "TransmissionPoisson", "ComplexGaussianNoise", "noise_from_dict",
+           "MU_WATER_PER_MM", "MAX_ZERO_COUNT_FRACTION"]
 
 FORMAT_VERSION = 1
+
+#: Linear attenuation of water in 1/mm (about 20 / m at the 60-70 keV of a diagnostic spectrum; the
+#: LoDoPaB-CT / DIVal convention, ``MU_WATER = 20 / m``). The attenuation unit of pirecon's
+#: transmission simulations: phantom value 1 is water.
+MU_WATER_PER_MM = 0.02
+
+#: :class:`TransmissionPoisson` refuses data on which more than this fraction of the rays through the
+#: object (line integral > 0) would detect no photon at all (expected fraction), unless
+#: ``allow_photon_starvation=True``: such data almost always mean that the image was not in 1/mm.
+MAX_ZERO_COUNT_FRACTION = 0.01
 
 
 def _draw_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -88,7 +116,12 @@ class NoiseModel:
                 f"noise dict: expected keys among {', '.join(repr(k) for k in cls._params)}, "
                 f"found unknown {', '.join(repr(k) for k in unknown)}"
             )
-        return cls(**{k: _plain_number(d[k]) for k in cls._params if k in d})
+        return cls(**cls._decode_params({k: d[k] for k in cls._params if k in d}))
+
+    @classmethod
+    def _decode_params(cls, params: dict) -> dict:
+        """Constructor arguments from the parameters of a dict (HDF5 scalars made plain Python)."""
+        return {k: _plain_number(v) for k, v in params.items()}
 
     def __eq__(self, other):
         if not isinstance(other, NoiseModel):
@@ -96,7 +129,7 @@ class NoiseModel:
         return self.to_dict() == other.to_dict()
 
     def __hash__(self):
-        return hash(tuple(sorted(self.to_dict().items())))
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items() if k not in ("type", "format_version"))
@@ -154,9 +187,10 @@ class GaussianNoise(NoiseModel):
 class TransmissionPoisson(NoiseModel):
     """Photon-counting noise of transmission CT (Beer-Lambert law).
 
-    ``y`` are dimensionless line integrals (attenuation in 1/mm times mm).
-    Counts are ``N ~ Poisson(I0 * exp(-y))`` and the model returns post-log
-    data ``-log(max(N, zero_count) / I0)``.
+    ``y`` are dimensionless line integrals (attenuation in 1/mm times mm; see
+    :data:`MU_WATER_PER_MM`). Counts are ``N ~ Poisson(I0 * exp(-y))`` and the
+    model returns post-log data ``-log(max(N, zero_count) / I0)``, whose
+    variance is about ``1 / (I0 exp(-y))`` at high counts.
 
     Parameters
     ----------
@@ -167,24 +201,72 @@ class TransmissionPoisson(NoiseModel):
         detected photon gives the finite value ``log(I0 / zero_count)`` (the
         largest post-log value possible). ``0.1`` follows the LoDoPaB-CT
         convention.
+    allow_photon_starvation : bool
+        ``False`` (default): refuse (``ValueError``) data on which more than
+        :data:`MAX_ZERO_COUNT_FRACTION` of the rays with a positive line
+        integral would detect no photon, i.e. the mean of ``exp(-I0 exp(-y))``
+        over those rays (a function of ``y`` alone, not of the draw). Such
+        data carry no information but the zero-count cap and almost always
+        mean an image in arbitrary units instead of 1/mm. ``True`` accepts
+        them (stored in :meth:`to_dict` only when ``True``).
     """
 
     type_name = "transmission_poisson"
-    _params = ("photon_count", "zero_count")
+    _params = ("photon_count", "zero_count", "allow_photon_starvation")
 
-    def __init__(self, photon_count: float, zero_count: float = 0.1):
+    def __init__(self, photon_count: float, zero_count: float = 0.1, *, allow_photon_starvation: bool = False):
         self.photon_count = float(check_positive(photon_count, "photon_count"))
         self.zero_count = float(check_positive(zero_count, "zero_count"))
+        if not isinstance(allow_photon_starvation, (bool, np.bool_)):
+            raise ValueError(f"allow_photon_starvation: expected True or False, found {allow_photon_starvation!r}")
+        self.allow_photon_starvation = bool(allow_photon_starvation)
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        if not self.allow_photon_starvation:
+            del d["allow_photon_starvation"]
+        return d
+
+    def zero_count_fraction(self, y: torch.Tensor) -> float:
+        """Expected fraction of the rays with ``y > 0`` that detect no photon: mean of ``exp(-I0 exp(-y))``.
+
+        0 when no ray has a positive line integral.
+        """
+        y64 = check_tensor(y, "y").detach().to(device="cpu", dtype=torch.float64)
+        return self._zero_fraction(y64, self.photon_count * torch.exp(-y64))[0]
+
+    @staticmethod
+    def _zero_fraction(y64: torch.Tensor, rate: torch.Tensor) -> tuple[float, int]:
+        """``(mean of P(N = 0) = exp(-rate) over the rays with y > 0, number of those rays)``."""
+        through = y64 > 0
+        rays = int(through.sum())
+        if rays == 0:
+            return 0.0, 0
+        return float(torch.exp(-rate[through]).mean()), rays
+
+    def _check_starvation(self, y64: torch.Tensor, rate: torch.Tensor) -> None:
+        fraction, rays = self._zero_fraction(y64, rate)
+        if fraction > MAX_ZERO_COUNT_FRACTION:
+            raise ValueError(
+                f"y: TransmissionPoisson: {100 * fraction:.1f}% of the {rays} rays through the object would get "
+                f"zero photons at I0 = {self.photon_count:g} (line integrals up to {float(y64.max()):.1f}), "
+                f"expected at most {100 * MAX_ZERO_COUNT_FRACTION:g}%; expected attenuation in 1/mm (water "
+                f"about {MU_WATER_PER_MM} / mm) - scale the image (intensity_scale) or raise I0 "
+                f"(allow_photon_starvation=True accepts such data)"
+            )
 
     def _counts64(self, y: torch.Tensor, seed) -> torch.Tensor:
         """Counts as a float64 tensor (on the CPU unless a CUDA generator was given)."""
         y = check_tensor(y, "y")
-        rate = self.photon_count * torch.exp(-y.detach().to(device="cpu", dtype=torch.float64))
+        y64 = y.detach().to(device="cpu", dtype=torch.float64)
+        rate = self.photon_count * torch.exp(-y64)
         if rate.numel() and not bool(torch.isfinite(rate).all()):
             raise ValueError(
                 f"y: expected line integrals with finite photon_count*exp(-y), found min(y) = "
                 f"{float(y.min()):.6g} (photon_count={self.photon_count:g})"
             )
+        if not self.allow_photon_starvation:
+            self._check_starvation(y64, rate)
         gen = make_generator(seed)
         return torch.poisson(rate.to(gen.device), generator=gen)
 
@@ -209,7 +291,152 @@ class TransmissionPoisson(NoiseModel):
         return post.to(device=y.device, dtype=y.dtype)
 
 
-_MODELS = {cls.type_name: cls for cls in (GaussianNoise, TransmissionPoisson)}
+def _as_covariance(value) -> torch.Tensor:
+    """A coil covariance argument (tensor, array or nested lists, real or complex) as complex128 on the CPU."""
+    if isinstance(value, torch.Tensor):
+        t = value.detach().to("cpu").resolve_conj()
+    else:
+        try:
+            a = np.asarray(value)
+        except (TypeError, ValueError):
+            a = None
+        if a is None or a.dtype.kind not in "iufc":
+            raise ValueError(f"covariance: expected a (coils, coils) complex matrix (tensor, array or nested "
+                             f"lists of numbers), found {type(value).__name__}")
+        t = torch.from_numpy(np.ascontiguousarray(a))
+    if t.dtype == torch.bool:
+        raise ValueError("covariance: expected a (coils, coils) complex matrix of numbers, found dtype bool")
+    return t.to(torch.complex128)
+
+
+#: Largest ``|Psi - Psi^H|`` accepted, relative to the largest ``|Psi|`` (float32 rounding of a measured
+#: covariance); the accepted matrix is then made exactly Hermitian, ``(Psi + Psi^H) / 2``.
+_HERMITIAN_RTOL = 1e-6
+
+
+class ComplexGaussianNoise(NoiseModel):
+    r"""Additive circular complex Gaussian noise of MRI k-space: ``y + sigma * L z``.
+
+    ``z`` has i.i.d. standard circular complex Gaussian entries (real and
+    imaginary parts independent ``N(0, 1/2)``, so ``E|z|^2 = 1``). Without a
+    covariance (``L = I``) every complex sample gets noise of standard
+    deviation ``sigma`` (``E|n|^2 = sigma^2``): ``sigma / sqrt(2)`` in its real
+    part and as much in its imaginary part, independent across samples and
+    coils. The centred orthonormal FFT (:func:`pirecon.mri.fft2c`) keeps this
+    white: ``sigma`` per k-space sample is ``sigma`` per coil-image pixel.
+
+    Parameters
+    ----------
+    sigma : float
+        Noise level: the complex standard deviation per sample (per coil when
+        ``covariance`` has unit diagonal).
+    covariance : (coils, coils) complex matrix, optional
+        ``Psi``, the noise covariance between coils in units of ``sigma^2``:
+        ``E[n_c conj(n_d)] = sigma^2 Psi[c, d]``. Hermitian positive definite;
+        the noise is ``sigma L z`` along the coil axis (dimension 1) with
+        ``Psi = L L^H`` (Cholesky). A measured absolute covariance is
+        ``sigma=1, covariance=Psi``. ``None``: independent coils (``Psi = I``).
+
+    The model applies to every entry of ``y``, sampled or not: for
+    undersampled k-space apply the mask after the noise (as
+    :mod:`pirecon.data.simulate` does), so unsampled entries stay zero.
+    Random numbers are drawn on the CPU, real parts of the whole ``y`` first,
+    then imaginary parts, in float64 for complex128 data and float32 for
+    complex64 data.
+    """
+
+    type_name = "complex_gaussian"
+    _params = ("sigma", "covariance")
+
+    def __init__(self, sigma: float, covariance=None):
+        self.sigma = float(check_positive(sigma, "sigma"))
+        self._covariance = self._cholesky = None
+        if covariance is not None:
+            psi = _as_covariance(covariance)
+            if psi.ndim != 2 or psi.shape[0] != psi.shape[1] or psi.shape[0] < 1:
+                raise ValueError(f"covariance: expected a square (coils, coils) matrix, found shape {tuple(psi.shape)}")
+            if not bool(torch.isfinite(torch.view_as_real(psi)).all()):
+                raise ValueError("covariance: expected finite values, found NaN or Inf")
+            scale = float(psi.abs().max())
+            asym = (psi - psi.mH).abs()
+            worst = float(asym.max())
+            if worst > _HERMITIAN_RTOL * scale:
+                i, j = np.unravel_index(int(asym.argmax()), tuple(psi.shape))
+                raise ValueError(f"covariance: expected a Hermitian matrix (covariance[i, j] = "
+                                 f"conj(covariance[j, i])), found |covariance - covariance^H| = {worst:.3g} "
+                                 f"at index ({i}, {j}) (largest |entry| {scale:.3g})")
+            psi = (psi + psi.mH) / 2  # exactly Hermitian (idempotent for Hermitian input)
+            cholesky, info = torch.linalg.cholesky_ex(psi)
+            if int(info) != 0:
+                smallest = float(torch.linalg.eigvalsh(psi).min())
+                raise ValueError(f"covariance: expected a positive definite matrix, found smallest eigenvalue "
+                                 f"{smallest:.3g}")
+            self._covariance, self._cholesky = psi, cholesky
+
+    @property
+    def covariance(self) -> torch.Tensor | None:
+        """``Psi`` (coils, coils) complex128 on the CPU, or ``None`` for independent coils (a copy)."""
+        return None if self._covariance is None else self._covariance.clone()
+
+    @property
+    def num_coils(self) -> int | None:
+        """Coils of the covariance, or ``None`` (any number of coils)."""
+        return None if self._covariance is None else int(self._covariance.shape[0])
+
+    def to_dict(self) -> dict:
+        """``{"type": "complex_gaussian", "format_version": 1, "sigma": s}`` plus, for correlated coils,
+        ``"covariance"``: ``Psi`` as nested lists ``[[[re, im], ...], ...]`` of shape ``(coils, coils, 2)``."""
+        d = {"type": self.type_name, "format_version": FORMAT_VERSION, "sigma": self.sigma}
+        if self._covariance is not None:
+            d["covariance"] = torch.view_as_real(self._covariance).tolist()
+        return d
+
+    @classmethod
+    def _decode_params(cls, params: dict) -> dict:
+        out = {k: _plain_number(v) for k, v in params.items() if k != "covariance"}
+        if "covariance" in params:
+            try:
+                pairs = np.asarray(params["covariance"], dtype=np.float64)
+            except (TypeError, ValueError):
+                pairs = None
+            if pairs is None or pairs.ndim != 3 or pairs.shape[2] != 2:
+                found = "ragged or non-numeric lists" if pairs is None else f"shape {pairs.shape}"
+                raise ValueError(f"noise dict: expected 'covariance' as (coils, coils, 2) [real, imag] pairs, "
+                                 f"found {found}")
+            out["covariance"] = torch.view_as_complex(torch.from_numpy(np.ascontiguousarray(pairs)))
+        return out
+
+    def __repr__(self) -> str:
+        cov = "" if self._covariance is None else f", covariance=<{self.num_coils}x{self.num_coils} matrix>"
+        return f"{type(self).__name__}(sigma={self.sigma!r}{cov})"
+
+    def noise(self, y: torch.Tensor, seed: int | torch.Generator | None = None) -> torch.Tensor:
+        """``y + sigma * L z`` with ``z`` drawn on the CPU; same shape, dtype and device as ``y``.
+
+        ``y`` complex: ``(B, coils, H, W)``, ``(B, coils, K)``, or (without a covariance) any shape.
+        """
+        if isinstance(y, torch.Tensor) and not y.is_complex():
+            raise ValueError(f"y: expected complex k-space (complex64 or complex128) for ComplexGaussianNoise, "
+                             f"found dtype {str(y.dtype).replace('torch.', '')} (real data take GaussianNoise)")
+        y = check_tensor(y, "y", kind="complex")
+        if self._cholesky is not None:
+            c = self.num_coils
+            if y.ndim < 2 or y.shape[1] != c:
+                raise ValueError(f"y: expected {c} coils along dimension 1 ((B, {c}, H, W) or (B, {c}, K)) to "
+                                 f"match the {c}x{c} covariance, found shape {tuple(y.shape)}")
+        gen = make_generator(seed)
+        real_dtype = torch.float64 if y.dtype == torch.complex128 else torch.float32
+        re = torch.randn(y.shape, generator=gen, dtype=real_dtype, device=gen.device)
+        im = torch.randn(y.shape, generator=gen, dtype=real_dtype, device=gen.device)
+        z = torch.complex(re, im)
+        if self._cholesky is not None:
+            lower = self._cholesky.to(device=z.device, dtype=z.dtype)
+            z = torch.einsum("cd,bd...->bc...", lower, z)
+        n = (self.sigma / math.sqrt(2.0)) * z
+        return y + n.to(device=y.device, dtype=y.dtype)
+
+
+_MODELS = {cls.type_name: cls for cls in (GaussianNoise, TransmissionPoisson, ComplexGaussianNoise)}
 
 
 def noise_from_dict(d: dict) -> NoiseModel:

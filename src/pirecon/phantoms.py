@@ -17,6 +17,15 @@ An ellipse with centre ``c``, half-axes ``a`` and rotation ``R`` is the set
 counter-clockwise by the angle ``theta`` in the ``(x, y)`` plane (``y`` up);
 in 3D ``R = Rz(phi) Rx(theta) Rz(psi)`` (z-x-z Euler angles). A phantom is the
 sum of ``value * indicator`` over its ellipses (overlaps add).
+
+Units
+-----
+Values are in arbitrary units (the modified Shepp-Logan phantom up to 1,
+random ellipses of order 1). For transmission CT with photon counts, give
+them attenuation units, e.g. ``pirecon.noise.MU_WATER_PER_MM * phantom``
+(value 1 = water, 0.02 / mm), as ``pirecon simulate --noise poisson:I0``
+does: taken as 1/mm directly, a ray through 100 mm of value 1 would keep a
+fraction ``exp(-100)`` of its photons.
 """
 
 from __future__ import annotations

@@ -55,6 +55,14 @@ class Physics:
         return self.operator.adjoint(y)
 
     def simulate(self, x: torch.Tensor, seed: int | torch.Generator | None = None) -> torch.Tensor:
-        """Noisy measurements ``noise(A x)`` (``A x`` when the physics has no noise model)."""
+        """Noisy measurements ``noise(A x)`` (``A x`` when the physics has no noise model).
+
+        With a sampling mask (Cartesian MRI: ``operator.mask``), the noise is masked too: unsampled
+        k-space stays zero, ``M (A_full x + n)``.
+        """
         y = self.operator(x)
-        return y if self.noise is None else self.noise(y, seed=seed)
+        if self.noise is None:
+            return y
+        noisy = self.noise(y, seed=seed)
+        mask = getattr(self.operator, "mask", None)
+        return noisy if mask is None else noisy * mask.to(device=noisy.device, dtype=noisy.real.dtype)

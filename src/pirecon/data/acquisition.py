@@ -22,10 +22,15 @@ from typing import Any
 
 import torch
 
+from ..errors import PireconUserError
 from ..physics import Physics
 
 __all__ = ["Acquisition", "read_acquisition", "physics_from_file", "BatchPhysics", "measurement",
-           "describe_physics", "check_same_physics"]
+           "describe_physics", "check_same_physics", "PhysicsMismatchError"]
+
+
+class PhysicsMismatchError(PireconUserError):
+    """Data whose physics differs from the physics a model or a dataset expects; the message names both."""
 
 
 @dataclass
@@ -225,7 +230,8 @@ def describe_physics(modality: str, geometry=None, noise=None) -> dict:
 
 
 def check_same_physics(stored: dict, found: dict, *, stored_name: str, found_name: str) -> None:
-    """Raise ``ValueError`` naming both sides when two physics descriptions differ (modality, geometry or noise)."""
+    """Raise :class:`PhysicsMismatchError` naming both sides when two physics descriptions differ (modality,
+    geometry or noise model)."""
     for key in ("modality", "geometry", "noise"):
         a, b = stored.get(key), found.get(key)
         if a != b:
@@ -233,7 +239,7 @@ def check_same_physics(stored: dict, found: dict, *, stored_name: str, found_nam
             if shown_a == shown_b:  # the same summary: name the fields that differ
                 fields = ", ".join(sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k)))
                 shown_a, shown_b = f"{shown_a} (differs in {fields})", f"{shown_b} (differs in {fields})"
-            raise ValueError(f"physics mismatch in {key}: {stored_name} has {shown_a}, {found_name} has {shown_b}")
+            raise PhysicsMismatchError(f"physics mismatch in {key}: {stored_name} has {shown_a}, {found_name} has {shown_b}")
 
 
 def _shown(key: str, value) -> str:

@@ -19,7 +19,7 @@ touching the rest of the file. Writers validate their inputs (shapes, dtypes,
 finite values, consistent slice counts) and raise ``ValueError`` naming the
 argument; files appear atomically (temporary file renamed into place).
 Readers check the file against its spec first and raise
-:class:`pirecon.data.validate.SpecError` (a ``ValueError``) naming the file,
+:class:`pirecon.data.validate.SpecError` (a ``PireconUserError``, itself a ``ValueError``) naming the file,
 the key, what was expected and what was found.
 
 Array arguments may be NumPy arrays or torch tensors (any device); readers
@@ -44,7 +44,13 @@ import numpy as np
 
 from .._atomic import atomic_path
 from ..ct.geometry import Geometry, geometry_from_dict
-from ..noise import NoiseModel, noise_from_dict
+from ..noise import ComplexGaussianNoise, NoiseModel, noise_from_dict
+from ._spec import FORMAT_VERSION, KINDS
+from ._spec import decode_attr as _decode_attr
+from ._spec import first_nonfinite as _first_nonfinite
+from ._spec import fmt_index as _fmt_index
+from ._spec import fmt_shape as _fmt_shape
+from .validate import check_loaded, checked_file, file_kind, validate
 
 __all__ = [
     "FORMAT_VERSION",
@@ -56,21 +62,16 @@ __all__ = [
     "read_ct_raw",
     "write_mri_raw",
     "read_mri_raw",
+    "read_mri_noise",
     "write_reconstruction",
     "read_reconstruction",
     "file_kind",
 ]
 
-#: Version of the three layouts written here (root attribute ``format_version``).
-FORMAT_VERSION = 1
-
-#: Values of the root attribute ``pirecon_format``.
-KINDS = ("ct_raw", "mri_raw", "reconstruction")
-
 #: Root attributes each kind reserves for itself; everything else under ``attrs`` is the user's.
 RESERVED_ATTRS = {
     "ct_raw": ("pirecon_format", "format_version", "pirecon_version", "geometry", "noise"),
-    "mri_raw": ("pirecon_format", "format_version", "pirecon_version", "image_shape"),
+    "mri_raw": ("pirecon_format", "format_version", "pirecon_version", "image_shape", "noise"),
     "reconstruction": ("pirecon_format", "format_version", "pirecon_version", "provenance"),
 }
 
@@ -115,9 +116,12 @@ class MRIRaw:
     ``(N, 1, H, W)`` with ``single_coil=True``), non-Cartesian ``(N, coils, K)`` with
     ``trajectory`` float32 ``(2, K)`` or ``(N, 2, K)`` in radians per pixel. ``mask`` float32,
     broadcastable to ``kspace``: ``(N, 1, 1, W)`` for line masks, ``(N, 1, H, W)`` for 2D masks.
-    ``coil_maps`` complex64 ``(N, coils, H, W)``; ``ground_truth`` complex64 ``(N, H, W)``;
+    ``coil_maps`` complex64 ``(N, coils, H, W)`` (maps stored once for every slice come back
+    repeated per slice); ``ground_truth`` complex64 ``(N, H, W)``;
     ``reconstruction_rss`` float32 ``(N, h, w)`` (fastMRI's ``reconstruction_rss``, or
-    ``reconstruction_esc`` of single-coil files); ``ismrmrd_header`` the XML text.
+    ``reconstruction_esc`` of single-coil files); ``ismrmrd_header`` the XML text; ``noise`` the
+    k-space noise model (:class:`pirecon.noise.ComplexGaussianNoise`, see :func:`read_mri_noise`) or
+    ``None`` when unknown or noise-free.
     """
 
     kspace: np.ndarray
@@ -131,6 +135,7 @@ class MRIRaw:
     attrs: dict = dataclasses.field(default_factory=dict)
     single_coil: bool = False
     ismrmrd_header: str | None = None
+    noise: NoiseModel | None = None
 
     @property
     def num_slices(self) -> int:
@@ -160,52 +165,8 @@ class ReconstructionFile:
 
 
 # --------------------------------------------------------------------------------------------------
-# helpers shared with validate.py
+# helpers of the writers
 # --------------------------------------------------------------------------------------------------
-
-def _first_nonfinite(a: np.ndarray):
-    """``("NaN" | "Inf", index)`` of the first non-finite entry of a numeric array, else ``None``."""
-    if a.dtype.kind not in "fc" or a.size == 0:
-        return None
-    finite = np.isfinite(a)
-    if finite.all():
-        return None
-    index = np.unravel_index(int(np.argmin(finite)), a.shape)
-    what = "NaN" if np.isnan(a[index]) else "Inf"
-    return what, tuple(int(i) for i in index)
-
-
-def _fmt_index(index) -> str:
-    return "(" + ", ".join(str(int(i)) for i in index) + ("," if len(index) == 1 else "") + ")"
-
-
-def _fmt_shape(shape, leading: str | None = None) -> str:
-    """``(4, 30, 183)``; with ``leading='N'``: ``(N, 30, 183)``."""
-    dims = [s if isinstance(s, str) else str(int(s)) for s in shape]
-    if leading is not None:
-        dims = [leading] + dims
-    return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
-
-
-def _decode_attr(value):
-    """An HDF5 attribute value as a plain Python / JSON value."""
-    if isinstance(value, bytes):  # includes np.bytes_
-        return value.decode("utf-8", errors="replace")
-    if isinstance(value, str):
-        return value
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        if value.ndim == 0:
-            return _decode_attr(value[()])
-        return [_decode_attr(v) for v in value.ravel().tolist()] if value.dtype.kind in "SOU" \
-            else value.tolist()
-    return value
-
 
 def _pirecon_version() -> str:
     from .. import __version__
@@ -502,25 +463,19 @@ def write_ct_raw(path, sinogram, geometry, *, noise=None, ground_truth=None, seg
 
 def read_ct_acquisition(path) -> tuple[Geometry, NoiseModel | None]:
     """The geometry and noise model of a ``ct_raw`` file, from its attributes alone (no array is read)."""
-    from .validate import _inspect, _open
-
-    with _open(path) as f:
-        summary = _inspect(f, path, scan_values=False, expect=("ct_raw",))
+    summary = validate(path, expect=("ct_raw",), values=False)
     noise = noise_from_dict(summary["noise"]) if summary.get("noise") is not None else None
     return geometry_from_dict(summary["geometry"]), noise
 
 
 def read_ct_raw(path) -> CTRaw:
     """Read a ``ct_raw`` file whole; raises ``SpecError`` if it breaks its spec."""
-    from .validate import _check_loaded, _inspect, _open
-
-    with _open(path) as f:
-        summary = _inspect(f, path, scan_values=False, expect=("ct_raw",))
+    with checked_file(path, expect=("ct_raw",)) as (f, summary):
         sino = f["sinogram"][()]
         gt = f["ground_truth"][()] if "ground_truth" in f else None
         seg = f["segmentation"][()] if "segmentation" in f else None
         lab = f["labels"][()] if "labels" in f else None
-        _check_loaded(f, path, {"sinogram": sino, "ground_truth": gt, "segmentation": seg, "labels": lab})
+        check_loaded(f, path, {"sinogram": sino, "ground_truth": gt, "segmentation": seg, "labels": lab})
         attrs = {k: _decode_attr(val) for k, val in f.attrs.items() if k not in RESERVED_ATTRS["ct_raw"]}
     geometry = geometry_from_dict(summary["geometry"])
     noise = noise_from_dict(summary["noise"]) if summary.get("noise") is not None else None
@@ -551,6 +506,51 @@ def _default_ismrmrd_header(kspace_hw: tuple[int, int], recon_hw: tuple[int, int
     )
 
 
+def _mri_noise_arg(noise, num_coils: int) -> ComplexGaussianNoise | None:
+    """The ``noise`` argument of :func:`write_mri_raw`: a k-space noise model matching the coils, or ``None``."""
+    model = _noise_arg(noise)
+    if model is None:
+        return None
+    if not isinstance(model, ComplexGaussianNoise):
+        raise ValueError(f"noise: expected a ComplexGaussianNoise (complex k-space noise), its to_dict() or None, "
+                         f"found {type(model).__name__}")
+    if model.num_coils is not None and model.num_coils != num_coils:
+        raise ValueError(f"noise: expected a covariance of {num_coils} coils (as kspace), "
+                         f"found a {model.num_coils}x{model.num_coils} covariance")
+    return model
+
+
+def _put_mri_noise(f: h5py.File, model: ComplexGaussianNoise) -> None:
+    """Root attribute ``noise`` (JSON, without the covariance) and, for correlated coils, ``noise_covariance``."""
+    d = model.to_dict()
+    d.pop("covariance", None)
+    f.attrs["noise"] = _json_text(d)
+    if model.covariance is not None:
+        f.create_dataset("noise_covariance", data=model.covariance.numpy())  # (coils, coils) complex128
+
+
+def _mri_noise_model(summary: dict, attrs: Mapping) -> NoiseModel | None:
+    """The noise model of a checked MRI file: its ``noise`` (validate's summary, covariance included), else
+    ``ComplexGaussianNoise(noise_sigma)`` from the ``noise_sigma`` attribute of older simulated files."""
+    if summary.get("noise") is not None:
+        return noise_from_dict(summary["noise"])
+    sigma = attrs.get("noise_sigma") if summary.get("kind") == "mri_raw" else None
+    if isinstance(sigma, (int, float)) and not isinstance(sigma, bool) and math.isfinite(sigma) and sigma > 0:
+        return ComplexGaussianNoise(sigma)
+    return None
+
+
+def read_mri_noise(path) -> NoiseModel | None:
+    """The k-space noise model of an ``mri_raw`` (or fastMRI) file, from its attributes and the small
+    ``noise_covariance`` dataset (no k-space is read): a :class:`pirecon.noise.ComplexGaussianNoise`,
+    or ``None`` when the file has none (noise-free, unknown, plain fastMRI files). Files written before
+    the model was stored give ``ComplexGaussianNoise(noise_sigma)`` from their ``noise_sigma`` attribute
+    (``None`` for 0)."""
+    with checked_file(path, expect=("mri_raw", "fastmri")) as (f, summary):
+        attrs = {"noise_sigma": _decode_attr(f.attrs["noise_sigma"])} if "noise_sigma" in f.attrs else {}
+    return _mri_noise_model(summary, attrs)
+
+
 def _mask_arg(mask, n: int, height: int, width: int) -> np.ndarray:
     """A mask broadcast to 4 dims ``(N or 1, 1, H or 1, W)``, float32, values in [0, 1]."""
     a = _to_numpy(mask, "mask")
@@ -575,7 +575,7 @@ def _mask_arg(mask, n: int, height: int, width: int) -> np.ndarray:
 
 def write_mri_raw(path, kspace, *, mask=None, trajectory=None, coil_maps=None, ground_truth=None,
                   reconstruction_rss=None, ismrmrd_header=None, segmentation=None, labels=None,
-                  attrs=None) -> Path:
+                  attrs=None, noise=None) -> Path:
     """Write MRI raw data in fastMRI's layout plus pirecon's additions (``data_specs/mri_raw.md``).
 
     Parameters
@@ -593,6 +593,8 @@ def write_mri_raw(path, kspace, *, mask=None, trajectory=None, coil_maps=None, g
     trajectory : real array ``(2, K)`` or ``(N, 2, K)``, optional
         Non-Cartesian sample positions, radians per pixel in ``[-pi, pi]`` (row 0 along H).
     coil_maps : complex array ``(N, coils, H, W)`` or ``(coils, H, W)``, optional
+        Coil sensitivities. Maps shared by every slice (given as ``(coils, H, W)``, or per slice
+        but all equal) are stored once, as ``(coils, H, W)``; readers repeat them per slice.
     ground_truth : complex or real array ``(N, H, W)``, optional
         Coil-combined complex image, stored complex64.
     reconstruction_rss : real array ``(N, h, w)``, optional
@@ -607,6 +609,10 @@ def write_mri_raw(path, kspace, *, mask=None, trajectory=None, coil_maps=None, g
         Extra root attributes (fastMRI's ``acquisition``, ``patient_id``, ``acceleration``,
         ``num_low_frequency``, ...). ``image_shape`` ``(H, W)`` may be given for non-Cartesian
         data without coil maps or ground truth.
+    noise : ComplexGaussianNoise or its dict, optional
+        The k-space noise model, stored as the root attribute ``noise`` (JSON, without the
+        covariance) and, for correlated coils, the dataset ``noise_covariance`` ``(coils, coils)``
+        complex128. Read back by :func:`read_mri_noise` and ``read_mri_raw(...).noise``.
     """
     k = _to_numpy(kspace, "kspace")
     if k.dtype.kind != "c":
@@ -684,13 +690,14 @@ def write_mri_raw(path, kspace, *, mask=None, trajectory=None, coil_maps=None, g
     grid = f"the image grid {image_shape}"
     if coil_maps is not None:
         maps = _complex(coil_maps, "coil_maps")
-        if maps.ndim == 3:
-            maps = np.ascontiguousarray(np.broadcast_to(maps[None], (n, *maps.shape)))
-        if maps.ndim != 4 or maps.shape[1:] != (num_coils, height, width):
+        if maps.ndim not in (3, 4) or maps.shape[-3:] != (num_coils, height, width):
             raise ValueError(f"coil_maps: expected shape (N, {num_coils}, {height}, {width}) or "
                              f"({num_coils}, {height}, {width}) (coils of kspace, {grid}), found {tuple(maps.shape)}")
-        if maps.shape[0] != n:
+        if maps.ndim == 4 and maps.shape[0] != n:
             raise ValueError(f"coil_maps: expected {n} slices (as kspace), found {maps.shape[0]}")
+        if maps.ndim == 4 and (maps == maps[:1]).all():
+            maps = np.ascontiguousarray(maps[0])  # shared by every slice: stored once, (coils, H, W)
+    noise_model = _mri_noise_arg(noise, num_coils)
     if ground_truth is not None:
         gt = _slices(_complex(ground_truth, "ground_truth", allow_real=True), "ground_truth", image_shape, n=n,
                      n_from="kspace", trailing_from=grid)
@@ -745,8 +752,12 @@ def write_mri_raw(path, kspace, *, mask=None, trajectory=None, coil_maps=None, g
                 _put(f, "trajectory", traj)
             if rss is not None:
                 _put(f, "reconstruction_esc" if single_coil else "reconstruction_rss", rss)
-            if maps is not None:
+            if maps is not None and maps.ndim == 3:  # shared by every slice: read whole, one chunk
+                f.create_dataset("coil_maps", data=maps, chunks=maps.shape, **COMPRESSION)
+            elif maps is not None:
                 _put(f, "coil_maps", maps)
+            if noise_model is not None:
+                _put_mri_noise(f, noise_model)
             if gt is not None:
                 _put(f, "ground_truth", gt)
             _put_task_labels(f, seg, lab)
@@ -755,16 +766,13 @@ def write_mri_raw(path, kspace, *, mask=None, trajectory=None, coil_maps=None, g
 
 def read_mri_raw(path) -> MRIRaw:
     """Read an ``mri_raw`` file or a plain fastMRI file (single- or multi-coil) whole."""
-    from .validate import _check_loaded, _inspect, _open
-
-    with _open(path) as f:
-        summary = _inspect(f, path, scan_values=False, expect=("mri_raw", "fastmri"))
+    with checked_file(path, expect=("mri_raw", "fastmri")) as (f, summary):
         k = np.asarray(f["kspace"][()], dtype=np.complex64)
-        get = {name: (f[name][()] if name in f else None)
+        get = {name: (f[name][()] if name in summary["checked"] else None)  # what the spec knows, checked
                for name in ("mask", "sampling_mask", "trajectory", "coil_maps", "ground_truth", "reconstruction_rss",
                             "reconstruction_esc", "segmentation", "labels")}
         header = f["ismrmrd_header"][()] if "ismrmrd_header" in f else None
-        _check_loaded(f, path, {"kspace": k, **get})
+        check_loaded(f, path, {"kspace": k, **get})
         reserved = RESERVED_ATTRS["mri_raw"] if summary["kind"] == "mri_raw" else ()
         attrs = {key: _decode_attr(val) for key, val in f.attrs.items() if key not in reserved}
     cartesian = get["trajectory"] is None
@@ -781,11 +789,14 @@ def read_mri_raw(path) -> MRIRaw:
     rss = get["reconstruction_rss"] if get["reconstruction_rss"] is not None else get["reconstruction_esc"]
     if isinstance(header, bytes):
         header = header.decode("utf-8", errors="replace")
+    maps = get["coil_maps"]
+    if maps is not None and maps.ndim == 3:  # stored once for every slice: a writable copy per slice
+        maps = np.repeat(maps[None], n, axis=0)
     return MRIRaw(
         kspace=k,
         mask=mask,
         trajectory=get["trajectory"],
-        coil_maps=get["coil_maps"],
+        coil_maps=maps,
         ground_truth=get["ground_truth"],
         reconstruction_rss=None if rss is None else np.asarray(rss, dtype=np.float32),
         segmentation=get["segmentation"],
@@ -793,6 +804,7 @@ def read_mri_raw(path) -> MRIRaw:
         attrs=attrs,
         single_coil=single_coil,
         ismrmrd_header=header,
+        noise=_mri_noise_model(summary, attrs),
     )
 
 
@@ -925,24 +937,9 @@ def write_reconstruction(path, image, *, uncertainty=None, task=None, provenance
 
 def read_reconstruction(path) -> ReconstructionFile:
     """Read a ``reconstruction`` file whole; raises ``SpecError`` if it breaks its spec."""
-    from .validate import _check_loaded, _inspect, _open
-
-    with _open(path) as f:
-        summary = _inspect(f, path, scan_values=False, expect=("reconstruction",))
+    with checked_file(path, expect=("reconstruction",)) as (f, summary):
         img = f["image"][()]
         unc = f["uncertainty"][()] if "uncertainty" in f else None
         task = {key: ds[()] for key, ds in f["task"].items()} if "task" in f else {}
-        _check_loaded(f, path, {"image": img, "uncertainty": unc, **{f"task/{k}": a for k, a in task.items()}})
+        check_loaded(f, path, {"image": img, "uncertainty": unc, **{f"task/{k}": a for k, a in task.items()}})
     return ReconstructionFile(image=img, uncertainty=unc, task=task, provenance=summary["provenance"])
-
-
-def file_kind(path) -> str:
-    """``"ct_raw"``, ``"mri_raw"``, ``"reconstruction"`` or ``"fastmri"`` (a plain fastMRI file).
-
-    Looks only at the root attribute ``pirecon_format`` (and, without it, for a ``kspace``
-    dataset); raises ``SpecError`` for files that are none of these.
-    """
-    from .validate import _kind, _open
-
-    with _open(path) as f:
-        return _kind(f, path)

@@ -19,7 +19,11 @@ Images (phantom values, times ``intensity_scale``) are projected by
 model: ``"gaussian:R"`` is additive Gaussian noise with std ``R`` times the
 mean ``|data|`` of each sample (the LPD-ellipses protocol uses 0.05),
 ``"poisson:I0"`` the transmission Poisson model with ``I0`` photons per
-detector pixel (post-log data), ``"none"`` none. The default geometry at
+detector pixel (post-log data), ``"none"`` none. Transmission data need
+attenuation in 1/mm: with ``"poisson:I0"`` and no ``intensity_scale``, phantom
+value 1 is water, ``intensity_scale = MU_WATER_PER_MM = 0.02`` (1/mm per
+phantom unit; :mod:`pirecon.noise`); the stored ground truth is then in 1/mm
+too. Other noise models keep ``intensity_scale = 1`` (phantom units). The default geometry at
 ``image_size=128`` is the LPD-ellipses one (30 angles, 183 detectors, 1 mm
 pixels); at other sizes ``ParallelBeam2D((s, s), pixel_size, num_angles)``
 with 1 mm pixels and 30 angles unless given.
@@ -31,11 +35,14 @@ Complex images ``phantom * exp(i phi)`` with a smooth random phase ``phi``
 maps (unit root-sum-of-squares), fastMRI-style line masks
 (``RandomMask``/``EquispacedMask``). The fully sampled k-space is
 ``SenseOperator(maps)(x)`` plus optional complex Gaussian noise
-(``"gaussian:SIGMA"``: std ``SIGMA`` per complex entry, ``SIGMA/sqrt(2)``
-per real and imaginary part, i.e. ``SIGMA`` per coil-image pixel as the FFT
-is orthonormal); the stored k-space is the masked one, and
+(``"gaussian:SIGMA"``: :class:`pirecon.noise.ComplexGaussianNoise` with
+``sigma = SIGMA``, std ``SIGMA`` per complex entry, ``SIGMA/sqrt(2)`` per real
+and imaginary part, i.e. ``SIGMA`` per coil-image pixel as the FFT is
+orthonormal; independent coils), drawn on every entry and then masked: the
+stored k-space is the masked noisy one (zeros where not sampled), and
 ``reconstruction_rss`` the root-sum-of-squares of the fully sampled (noisy)
-coil images, as in fastMRI.
+coil images, as in fastMRI. The file stores the noise model (``noise``
+attribute) and the coil maps once (``(coils, H, W)``, shared by every slice).
 
 Inverse crime
 -------------
@@ -101,10 +108,10 @@ def _positive_float(value, name: str) -> float:
 def parse_noise(text: str | None, modality: str):
     """The noise model of a noise string: ``"none"``, ``"gaussian:LEVEL"`` or (CT) ``"poisson:I0"``.
 
-    CT returns a :class:`pirecon.noise.NoiseModel` or ``None``; MRI returns the
-    complex noise std (a float, 0 for none).
+    A :class:`pirecon.noise.NoiseModel` or ``None`` (no noise). CT: ``GaussianNoise(relative=LEVEL)``
+    or ``TransmissionPoisson(I0)``; MRI: ``ComplexGaussianNoise(sigma=LEVEL)`` (complex std).
     """
-    from ..noise import GaussianNoise, TransmissionPoisson
+    from ..noise import ComplexGaussianNoise, GaussianNoise, TransmissionPoisson
 
     expected = ("'none', 'gaussian:LEVEL' or 'poisson:I0'" if modality == "ct"
                 else "'none' or 'gaussian:SIGMA'")
@@ -114,7 +121,7 @@ def parse_noise(text: str | None, modality: str):
         raise ValueError(f"noise: expected {expected}, found {text!r}")
     spec = text.strip().lower()
     if spec in ("none", "0", ""):
-        return None if modality == "ct" else 0.0
+        return None
     match = re.fullmatch(r"(gaussian|poisson):(.+)", spec)
     if match is None or (match.group(1) == "poisson" and modality != "ct"):
         raise ValueError(f"noise: expected {expected}, found {text!r}")
@@ -125,7 +132,7 @@ def parse_noise(text: str | None, modality: str):
     if not math.isfinite(level) or level <= 0:
         raise ValueError(f"noise: expected a positive finite level after {match.group(1)!r}:, found {text!r}")
     if modality == "mri":
-        return level
+        return ComplexGaussianNoise(level)
     return GaussianNoise(relative=level) if match.group(1) == "gaussian" else TransmissionPoisson(level)
 
 
@@ -278,7 +285,13 @@ class Simulator:
                     num_detectors=None if num_detectors is None else _positive_int(num_detectors, "num_detectors"))
         self.geometry = geometry
         self.image_shape = tuple(geometry.image_shape)
-        self.intensity_scale = 1.0 if intensity_scale is None else _positive_float(intensity_scale, "intensity_scale")
+        if intensity_scale is not None:
+            self.intensity_scale = _positive_float(intensity_scale, "intensity_scale")
+        else:
+            from ..noise import MU_WATER_PER_MM, TransmissionPoisson
+
+            # photon counts need attenuation in 1/mm: phantom value 1 = water
+            self.intensity_scale = MU_WATER_PER_MM if isinstance(self.noise, TransmissionPoisson) else 1.0
         if self.oversample > 1:
             from ..ct import geometry_from_dict
 
@@ -460,13 +473,9 @@ class Simulator:
                 return torch.exp(1j * math.pi * m * shift)
 
             full = full * ramp(H).view(H, 1) * ramp(W).view(1, W)
-        if self.noise:
+        if self.noise is not None:  # on every entry, then masked: unsampled entries stay zero
             gens = sample_generators(seed, count, start, _STREAM_NOISE)
-            scale = self.noise / math.sqrt(2.0)
-            noise = torch.stack([torch.complex(torch.randn(full.shape[1:], dtype=torch.float64, generator=g),
-                                               torch.randn(full.shape[1:], dtype=torch.float64, generator=g))
-                                 for g in gens])
-            full = full + scale * noise
+            full = torch.cat([self.noise(full[i:i + 1], seed=gens[i]) for i in range(count)])
         mask = self.mask_function((H, W), batch_size=count, seed=seed, start_index=start).mask  # (count, 1, 1, W)
         kspace = full * mask
         out = {"kspace": kspace.to(torch.complex64).numpy(),
@@ -532,10 +541,13 @@ def simulate(out: str | os.PathLike, *, modality: str = "ct", phantom: str = "el
     noise : str, optional
         CT: ``"gaussian:R"`` (std ``R`` times each sample's mean ``|data|``,
         default ``"gaussian:0.05"``), ``"poisson:I0"``, ``"none"``.
-        MRI: ``"gaussian:SIGMA"`` (complex std) or ``"none"`` (default).
+        MRI: ``"gaussian:SIGMA"`` (complex std, stored in the file as a
+        ``ComplexGaussianNoise``) or ``"none"`` (default).
     intensity_scale : float, optional
-        CT only: multiplies the phantom (ground truth included), e.g. to give
-        attenuation values in 1/mm for ``poisson`` noise. Default 1.
+        CT only: multiplies the phantom (ground truth included), giving the
+        images' units. Default: ``MU_WATER_PER_MM = 0.02`` with ``poisson``
+        noise (phantom value 1 = water, attenuation in 1/mm, as photon counts
+        need), else 1 (phantom units).
     coils, acceleration, center_fraction, mask : optional
         MRI only: number of birdcage coils (8), acceleration (4), fraction of
         fully sampled central lines (0.08), ``"random"`` (default) or
@@ -621,12 +633,11 @@ def _generate_and_write(sim, out: Path, n: int, seed: int, split: str, chunk_siz
                                         segmentation=buffers.get("segmentation"), labels=buffers.get("labels"),
                                         attrs=attrs)
         else:
-            maps = sim.coil_maps.numpy()
-            coil_maps = _buffer((n, *maps.shape), maps.dtype, out.parent)
-            coil_maps[:] = maps
-            attrs.update(acceleration=sim.acceleration, noise_sigma=float(sim.noise),
+            attrs.update(acceleration=sim.acceleration,
                          num_low_frequency=round(sim.image_shape[1] * sim.center_fraction))
-            path = formats.write_mri_raw(out, buffers["kspace"], mask=buffers["mask"], coil_maps=coil_maps,
+            # (coils, H, W): the maps of every slice, stored once
+            path = formats.write_mri_raw(out, buffers["kspace"], mask=buffers["mask"],
+                                         coil_maps=sim.coil_maps.numpy(), noise=sim.noise,
                                          ground_truth=buffers["ground_truth"],
                                          reconstruction_rss=buffers["reconstruction_rss"],
                                          segmentation=buffers.get("segmentation"), labels=buffers.get("labels"),
@@ -655,10 +666,14 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     ct.add_argument("--num-angles", type=int, default=None, help="projection angles (default: LPD-ellipses, 30)")
     ct.add_argument("--num-detectors", type=int, default=None, help="detector pixels (default: ODL's)")
     ct.add_argument("--pixel-size", type=float, default=None, help="pixel size in mm (default 1)")
-    ct.add_argument("--intensity-scale", type=float, default=None, help="multiplies the phantom (default 1)")
+    ct.add_argument("--intensity-scale", type=float, default=None,
+                    help="multiplies the phantom, giving its units (default: 0.02 with poisson noise, i.e. phantom "
+                         "value 1 = water = 0.02 / mm, attenuation in 1/mm; else 1)")
     parser.add_argument("--noise", default=None,
-                        help="CT: 'gaussian:R' (std R * mean |data|, default gaussian:0.05), 'poisson:I0', 'none'; "
-                             "MRI: 'gaussian:SIGMA' or 'none' (default)")
+                        help="CT: 'gaussian:R' (std R * mean |data|, default gaussian:0.05), 'poisson:I0' (I0 photons "
+                             "per detector pixel; phantom value 1 = water, 0.02 / mm, unless --intensity-scale), "
+                             "'none'; MRI: 'gaussian:SIGMA' (complex std per k-space sample, stored in the file) or "
+                             "'none' (default)")
     parser.add_argument("--oversample", type=int, default=1, help="simulate on a k-times finer grid (default 1)")
     mri = parser.add_argument_group("MRI")
     mri.add_argument("--coils", type=int, default=None, help="birdcage coils (default 8)")

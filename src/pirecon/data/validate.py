@@ -33,16 +33,21 @@ import h5py
 import numpy as np
 
 from ..ct.geometry import geometry_from_dict
+from ..errors import PireconUserError
 from ..noise import noise_from_dict
-from .formats import FORMAT_VERSION, KINDS, _decode_attr, _first_nonfinite, _fmt_index, _fmt_shape
+from ._spec import FORMAT_VERSION, KINDS
+from ._spec import decode_attr as _decode_attr
+from ._spec import first_nonfinite as _first_nonfinite
+from ._spec import fmt_index as _fmt_index
+from ._spec import fmt_shape as _fmt_shape
 
-__all__ = ["SpecError", "validate", "main_validate", "load_schema"]
+__all__ = ["SpecError", "validate", "main_validate", "load_schema", "checked_file", "check_loaded", "file_kind"]
 
 #: Bytes read at a time when scanning values.
 _SCAN_BYTES = 64 << 20
 
 
-class SpecError(ValueError):
+class SpecError(PireconUserError):
     """A file breaks its spec: ``str(e) == f"{path}: {key}: expected {expected}, found {found}"``."""
 
     def __init__(self, path, key: str, expected: str, found: str):
@@ -287,15 +292,31 @@ def _dtype_name(dt: np.dtype) -> str:
     return dt.name
 
 
+def _get(f, path, name: str, expected: str = "a dataset"):
+    """``f[name]``; a link that leads nowhere (dangling, to a missing file, in a loop) is a ``SpecError``."""
+    try:
+        return f[name]
+    except (KeyError, RuntimeError, OSError) as e:
+        raise SpecError(path, name, expected, f"a link that cannot be followed ({_first_line(e)})") from None
+
+
+def _what(obj) -> str:
+    if isinstance(obj, h5py.Group):
+        return "a group"
+    if isinstance(obj, h5py.Dataset):
+        return "a dataset"
+    return "a named datatype" if isinstance(obj, h5py.Datatype) else f"a {type(obj).__name__}"
+
+
 def _dataset(f, path, name: str, *, required: bool = False, dtypes=None, kinds=None, what: str = ""):
     """The dataset ``name`` (or ``None`` if absent and optional), its dtype checked."""
     if name not in f:
         if required:
             raise SpecError(path, name, f"a {what} dataset".replace("a  ", "a "), "no such dataset")
         return None
-    obj = f[name]
+    obj = _get(f, path, name)
     if not isinstance(obj, h5py.Dataset):
-        raise SpecError(path, name, "a dataset", "a group")
+        raise SpecError(path, name, "a dataset", _what(obj))
     dt = _dtype_name(obj.dtype)
     if dtypes is not None and dt not in dtypes:
         raise SpecError(path, name, f"dtype {' or '.join(dtypes)}", f"dtype {dt}")
@@ -390,9 +411,10 @@ def _apply(checks, block, path, name, offset: int = 0):
             raise SpecError(path, name, expected, f"{what} at index {_fmt_index(index)}")
 
 
-def _scan(ds: h5py.Dataset, path, checks) -> None:
-    """Run ``checks`` over ``ds`` a block of slices at a time."""
+def _scan(ds: h5py.Dataset, path, checks, progress=None) -> None:
+    """Run ``checks`` over ``ds`` a block of slices at a time; ``progress(nbytes)`` (if callable) after each."""
     name = ds.name.lstrip("/")
+    progress = progress if callable(progress) else None
     if ds.dtype.kind not in "biufc" or not checks:
         return
     if ds.ndim == 0 or ds.size == 0:
@@ -408,13 +430,21 @@ def _scan(ds: h5py.Dataset, path, checks) -> None:
             raise SpecError(path, name, "readable data", f"a read error in slices {start}..{stop - 1} "
                                                          f"({_first_line(e)})") from None
         _apply(checks, block, path, name, start)
+        if progress is not None:
+            progress(int(block.nbytes))
 
 
-def _check_loaded(f, path, arrays: dict) -> None:
-    """The value checks of :func:`validate` on arrays a reader has loaded whole."""
+def check_loaded(f, path, arrays: dict) -> None:
+    """The value checks of :func:`validate` (finite values, ranges) on arrays a reader has loaded whole from
+    the open file ``f`` of :func:`checked_file`; raises :class:`SpecError` as :func:`validate` would."""
     for name, array in arrays.items():
         if array is not None and name in f:
             _apply(_value_checks(f, path, name), np.asarray(array), path, name)
+
+
+def _value_bytes(found: dict) -> int:
+    """Bytes (uncompressed) the value checks of ``found`` read."""
+    return sum(int(ds.size or 0) * ds.dtype.itemsize for ds in found.values() if ds.dtype.kind in "biufc")
 
 
 def _datasets(f) -> list[str]:
@@ -471,10 +501,11 @@ def _inspect_ct(f, path, attrs: dict, scan: bool) -> dict:
             _classes_attr(found[name], path, maximum=256 if name == "segmentation" else None)
     if scan:
         for name, ds in found.items():
-            _scan(ds, path, _value_checks(f, path, name))
+            _scan(ds, path, _value_checks(f, path, name), scan)
     return {"kind": "ct_raw", "format_version": attrs["format_version"], "num_slices": n,
             "geometry": geometry_dict, "noise": noise_dict, "sinogram_shape": sino_shape,
-            "image_shape": image_shape, "datasets": _datasets(f)}
+            "image_shape": image_shape, "datasets": _datasets(f), "checked": sorted(found),
+            "value_bytes": _value_bytes(found)}
 
 
 def _header_check(f, path, required: bool) -> bool:
@@ -551,8 +582,14 @@ def _inspect_mri(f, path, attrs: dict, kind: str, scan: bool) -> dict:
             found["sampling_mask"] = sampling
         maps = _dataset(f, path, "coil_maps", dtypes=("complex64",))
         if maps is not None:
-            _check_shape(path, maps, (coils, height, width), n=n, n_from="kspace",
-                         trailing_from="coils of kspace, attrs/image_shape")
+            if maps.ndim == 3:  # shared by every slice
+                if maps.shape != (coils, height, width):
+                    raise SpecError(path, "coil_maps", f"shape (N, {coils}, {height}, {width}) or ({coils}, {height}, "
+                                    f"{width}) (shared by every slice) (coils of kspace, attrs/image_shape)",
+                                    str(maps.shape))
+            else:
+                _check_shape(path, maps, (coils, height, width), n=n, n_from="kspace",
+                             trailing_from="coils of kspace, attrs/image_shape")
             found["coil_maps"] = maps
         truth = _dataset(f, path, "ground_truth", dtypes=("complex64",))
         if truth is not None:
@@ -579,13 +616,43 @@ def _inspect_mri(f, path, attrs: dict, kind: str, scan: bool) -> dict:
             _check_shape(path, labels, (), n=n, n_from="kspace")
             _classes_attr(labels, path, maximum=None)
             found["labels"] = labels
+    noise = _mri_noise(f, path, attrs, coils) if ours else None
     if scan:
         for name, ds in found.items():
-            _scan(ds, path, _value_checks(f, path, name))
+            _scan(ds, path, _value_checks(f, path, name), scan)
     return {"kind": kind, "format_version": attrs.get("format_version") if ours else None, "num_slices": int(n),
             "num_coils": int(coils), "single_coil": bool(single), "cartesian": trajectory is None,
             "kspace_shape": tuple(shape), "image_shape": image_shape, "ismrmrd_header": header,
-            "datasets": _datasets(f)}
+            "noise": noise, "datasets": _datasets(f), "checked": sorted(found),
+            "value_bytes": _value_bytes(found)}
+
+
+def _mri_noise(f, path, attrs: dict, coils: int) -> dict | None:
+    """The k-space noise model of an ``mri_raw`` file as a noise dict, checked: ``attrs/noise`` plus, for
+    correlated coils, the covariance of the dataset ``noise_covariance``; ``None`` without ``attrs/noise``."""
+    cov = _dataset(f, path, "noise_covariance", dtypes=("complex128",))
+    if "noise" not in attrs:
+        if cov is not None:
+            raise SpecError(path, "noise_covariance", "no such dataset without attrs/noise", "a dataset")
+        return None
+    noise_dict = _json_attr(attrs, "noise", path)
+    _check_schema(noise_dict, path, "attrs/noise", "noise_model")
+    if noise_dict["type"] != "complex_gaussian":
+        raise SpecError(path, "attrs/noise/type", "'complex_gaussian' (k-space noise)", repr(noise_dict["type"]))
+    if "covariance" in noise_dict:
+        raise SpecError(path, "attrs/noise/covariance", "no such key (the dataset noise_covariance holds it)",
+                        "a covariance")
+    if cov is not None:
+        if cov.shape != (coils, coils):
+            raise SpecError(path, "noise_covariance", f"shape ({coils}, {coils}) (coils of kspace)", str(cov.shape))
+        c = np.asarray(cov[()])
+        noise_dict = {**noise_dict, "covariance": np.stack([c.real, c.imag], axis=-1).tolist()}
+    try:
+        noise_from_dict(noise_dict)
+    except (ValueError, TypeError) as e:
+        key = "noise_covariance" if cov is not None else "attrs/noise"
+        raise SpecError(path, key, "a valid noise model", f"one that fails ({e})") from None
+    return noise_dict
 
 
 def _inspect_reconstruction(f, path, attrs: dict, scan: bool) -> dict:
@@ -608,9 +675,9 @@ def _inspect_reconstruction(f, path, attrs: dict, scan: bool) -> dict:
         found["uncertainty"] = uncertainty
     task = []
     if "task" in f:
-        group = f["task"]
+        group = _get(f, path, "task", "a group of task outputs")
         if not isinstance(group, h5py.Group):
-            raise SpecError(path, "task", "a group of task outputs", "a dataset")
+            raise SpecError(path, "task", "a group of task outputs", _what(group))
         for key in group:
             name = f"task/{key}"
             ds = _dataset(f, path, name, kinds="biufc")
@@ -621,10 +688,11 @@ def _inspect_reconstruction(f, path, attrs: dict, scan: bool) -> dict:
             task.append(key)
     if scan:
         for name, ds in found.items():
-            _scan(ds, path, _value_checks(f, path, name))
+            _scan(ds, path, _value_checks(f, path, name), scan)
     return {"kind": "reconstruction", "format_version": attrs["format_version"], "num_slices": n,
             "image_shape": tuple(image.shape[1:]), "complex": image.dtype.kind == "c", "task": sorted(task),
-            "provenance": provenance, "datasets": _datasets(f)}
+            "provenance": provenance, "datasets": _datasets(f), "checked": sorted(found),
+            "value_bytes": _value_bytes(found)}
 
 
 def _inspect(f, path, *, scan_values: bool, expect=None) -> dict:
@@ -647,15 +715,48 @@ def _inspect(f, path, *, scan_values: bool, expect=None) -> dict:
     return {"path": str(path), **summary}
 
 
-def validate(path) -> dict:
+def validate(path, *, expect=None, values: bool = True, progress=None) -> dict:
     """Check ``path`` against its spec; return a summary or raise :class:`SpecError` at the first problem.
 
     The summary holds ``kind`` (``"ct_raw"``, ``"mri_raw"``, ``"fastmri"``, ``"reconstruction"``),
-    ``format_version`` (``None`` for plain fastMRI files), ``num_slices``, ``datasets`` and per-kind
-    details (geometry, k-space shape and coils, image shape, task outputs, provenance).
+    ``format_version`` (``None`` for plain fastMRI files), ``num_slices``, ``datasets`` (all of the
+    file's), ``checked`` (those the spec knows, whose dtype, shape and values were checked),
+    ``value_bytes`` (the uncompressed bytes the value checks read) and per-kind details (geometry,
+    k-space shape and coils, image shape, task outputs, provenance, noise model).
+
+    Parameters
+    ----------
+    expect : sequence of kinds, optional
+        The kinds accepted (``("ct_raw",)``, ``("mri_raw", "fastmri")``); another kind raises
+        ``SpecError`` under ``attrs/pirecon_format``.
+    values : bool
+        Also check the values (finite, in range), reading the datasets a block of slices at a time
+        (at most 64 MiB at once). ``False`` checks attributes, dtypes and shapes only, reading no array.
+    progress : callable, optional
+        Called with the number of bytes read after each block of the value checks (e.g. a
+        ``tqdm`` bar's ``update``).
     """
     with _open(path) as f:
-        return _inspect(f, path, scan_values=True)
+        return _inspect(f, path, scan_values=(progress or True) if values else False, expect=expect)
+
+
+@contextlib.contextmanager
+def checked_file(path, *, expect=None):
+    """Open ``path`` read-only and check its attributes, dtypes and shapes (no value is read); yield
+    ``(h5py.File, summary)``. Read errors inside the block become :class:`SpecError`; check what the
+    block loads with :func:`check_loaded`."""
+    with _open(path) as f:
+        yield f, _inspect(f, path, scan_values=False, expect=expect)
+
+
+def file_kind(path) -> str:
+    """``"ct_raw"``, ``"mri_raw"``, ``"reconstruction"`` or ``"fastmri"`` (a plain fastMRI file).
+
+    Looks only at the root attribute ``pirecon_format`` (and, without it, for a ``kspace``
+    dataset); raises ``SpecError`` for files that are none of these.
+    """
+    with _open(path) as f:
+        return _kind(f, path)
 
 
 def main_validate(path: str) -> int:
