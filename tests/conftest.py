@@ -24,3 +24,47 @@ def relative_error(a, b) -> float:
     """``||a - b|| / ||b||`` for tensors or arrays."""
     a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
     return float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b))
+
+
+@pytest.fixture(scope="session")
+def fastmri_reference_script():
+    """``tests/data/make_fastmri_reference.py`` as a module: the fastMRI calls behind the stored values."""
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent / "data" / "make_fastmri_reference.py"
+    spec = importlib.util.spec_from_file_location("make_fastmri_reference", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def installed_fastmri_version() -> str | None:
+    """The version of ``fastmri`` if it imports, else ``None``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        import fastmri.data.mri_data  # noqa: F401
+        return version("fastmri")
+    except (ImportError, PackageNotFoundError):
+        return None
+
+
+@pytest.fixture(scope="session")
+def fastmri_reference(fastmri_reference_script):
+    """fastMRI's own values for the cases the MRI tests compare with (``tests/data/make_fastmri_reference.py``).
+
+    Always available: the values stored in ``tests/data/fastmri_reference.npz``. Where ``fastmri``
+    imports, they are computed live instead, and, for the version that produced the stored ones,
+    checked against them first.
+    """
+    reference = fastmri_reference_script
+    stored = reference.load()
+    installed = installed_fastmri_version()
+    if installed is None:
+        return stored
+    live = reference.fastmri_values()
+    if installed == reference.FASTMRI_VERSION:
+        differ = reference.differences(live, stored)
+        assert not differ, f"fastmri {installed} gives other values than the stored ones for {differ}"
+    return live

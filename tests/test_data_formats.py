@@ -16,6 +16,7 @@ import torch
 
 from pirecon.ct import ConeBeam3D, FanBeam2D, ParallelBeam2D
 from pirecon.data import formats
+from pirecon.data._spec import decode_attr
 from pirecon.data.formats import (
     FORMAT_VERSION,
     file_kind,
@@ -242,23 +243,32 @@ def test_plain_fastmri_test_file_mask(tmp_path):
     assert raw.attrs["acceleration"] == 4 and raw.attrs["num_low_frequency"] == 2
 
 
-def test_fastmri_loaders_read_pirecon_files(tmp_path):
-    mri_data = pytest.importorskip("fastmri.data.mri_data")
-    transforms = pytest.importorskip("fastmri.data.transforms")
-    (tmp_path / "multicoil").mkdir()
-    mri_file(tmp_path / "multicoil" / "a.h5")
-    dataset = mri_data.SliceDataset(tmp_path / "multicoil", "multicoil", transform=transforms.VarNetDataTransform())
-    assert len(dataset) == N
-    sample = dataset[1]
-    assert tuple(sample.masked_kspace.shape) == (4, 12, 10, 2)
-    assert sample.mask.reshape(-1).tolist() == LINE_MASK.astype(bool).tolist()
-    assert tuple(sample.target.shape) == (8, 8) and sample.crop_size == (8, 8)
-    (tmp_path / "singlecoil").mkdir()
-    write_mri_raw(tmp_path / "singlecoil" / "b.h5", complex_normal((N, 12, 10)),
-                  reconstruction_rss=rng().random((N, 8, 8), dtype=np.float32))
-    kspace, mask, target, attrs, _, _ = mri_data.SliceDataset(tmp_path / "singlecoil", "singlecoil")[0]
-    assert kspace.shape == (12, 10) and mask is None and target.shape == (8, 8)
-    assert attrs["recon_size"] == (8, 8, 1) and attrs["padding_right"] == 10
+def test_fastmri_loaders_read_pirecon_files(tmp_path, fastmri_reference_script):
+    """fastMRI's SliceDataset (and VarNetDataTransform) read the files pirecon writes.
+
+    Where ``fastmri`` imports, it reads them here. Without it, what fastmri 0.3.0 returned for them is
+    taken from ``tests/data/fastmri_loader_reference.json`` (``make_fastmri_reference.py``), and the
+    files pirecon writes now must have the layout fastMRI read then (datasets, ISMRMRD header, attributes).
+    """
+    from conftest import installed_fastmri_version
+
+    reference = fastmri_reference_script
+    stored = reference.load_loader_values()
+    paths = reference.write_loader_files(tmp_path / "stored")
+    assert {kind: reference.fastmri_layout(path) for kind, path in paths.items()} == stored["layout"]
+    found = stored
+    installed = installed_fastmri_version()
+    if installed is not None:
+        found = reference.fastmri_loader_values(tmp_path / "live")
+        if installed == reference.FASTMRI_VERSION:
+            assert found == stored
+    multi, single = found["multicoil"], found["singlecoil"]
+    assert multi["num_slices"] == reference.LOADER_SLICES
+    assert multi["masked_kspace_shape"] == [4, 12, 10, 2]
+    assert multi["mask"] == [bool(v) for v in reference.LOADER_LINE_MASK]
+    assert multi["target_shape"] == [8, 8] and multi["crop_size"] == [8, 8]
+    assert single["kspace_shape"] == [12, 10] and single["mask"] is None and single["target_shape"] == [8, 8]
+    assert single["recon_size"] == [8, 8, 1] and single["padding_right"] == 10
 
 
 def test_reconstruction_round_trip(tmp_path):
@@ -595,7 +605,7 @@ def test_schemas_accept_written_attributes_and_reject_broken_ones(tmp_path):
     docs = {}
     for name, make in [("ct_raw", ct_file), ("mri_raw", mri_file), ("reconstruction", recon_file)]:
         with h5py.File(make(tmp_path / f"{name}.h5")) as f:
-            docs[name] = {k: formats._decode_attr(v) for k, v in f.attrs.items()}
+            docs[name] = {k: decode_attr(v) for k, v in f.attrs.items()}
         jsonschema.validate(docs[name], schema(name))
     for name, change in [("ct_raw", {"format_version": 2}), ("ct_raw", {"geometry": 3}),
                          ("ct_raw", {"extra": {"nested": 1}}), ("mri_raw", {"image_shape": [0, 4]}),

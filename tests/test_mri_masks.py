@@ -1,7 +1,8 @@
 """Cartesian undersampling masks and radial trajectories (pirecon.mri.masks, pirecon.mri.trajectories).
 
-The line masks are checked twice: against the documented formulas (always),
-and against fastMRI's own mask functions where ``fastmri`` imports. Every
+The line masks are checked twice: against the documented formulas, and
+against fastMRI's own mask functions (values stored in ``tests/data`` by
+``make_fastmri_reference.py``; computed live where ``fastmri`` imports). Every
 statistical check uses fixed seeds, so it is deterministic; the tolerances
 are several standard deviations wide regardless.
 """
@@ -219,33 +220,36 @@ def test_acceleration_one_is_fully_sampled():
 
 
 # --------------------------------------------------------------------------
-# Line masks: fastMRI's own mask functions
+# Line masks: fastMRI's own mask functions (stored values, and live where fastmri imports)
 # --------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def subsample():
-    return pytest.importorskip("fastmri.data.subsample")
+FM_WIDTHS = (368, 369, 372, 320, 15, 16, 20)  # the cases of tests/data/make_fastmri_reference.py
+FM_FRACTIONS = (0.08, 0.04, 0.125, 0.1)
 
 
-@pytest.mark.parametrize("width", [368, 369, 372, 320, 15, 16, 20])
-@pytest.mark.parametrize("fraction", [0.08, 0.04, 0.125, 0.1])
-def test_num_low_and_centre_equal_fastmri(subsample, width, fraction):
-    fm_shape = (1, 640, width, 2)  # fastMRI's real view: columns are shape[-2]
-    _, fm_low = subsample.RandomMaskFunc([fraction], [4])(fm_shape, seed=0)
+@pytest.mark.parametrize("width", FM_WIDTHS)
+@pytest.mark.parametrize("fraction", FM_FRACTIONS)
+def test_num_low_and_centre_equal_fastmri(fastmri_reference, width, fraction):
+    # fastMRI: RandomMaskFunc([fraction], [4])((1, 640, width, 2), seed=0) and its calculate_center_mask
+    fm_low = int(fastmri_reference[f"centre_{width}_{fraction:g}_num_low"])
+    fm_centre = torch.from_numpy(fastmri_reference[f"centre_{width}_{fraction:g}_mask"].copy())
     ours = RandomMask([fraction], [4])((1, 640, width), seed=0)
     assert ours.num_low_frequencies.tolist() == [fm_low]
-    fm_centre = subsample.RandomMaskFunc([fraction], [4]).calculate_center_mask(fm_shape, fm_low)
-    assert torch.equal(RandomMask.center_mask(width, fm_low), torch.from_numpy(fm_centre).bool())
-    assert _lines(ours)[0, torch.from_numpy(fm_centre).bool()].all()
+    assert torch.equal(RandomMask.center_mask(width, fm_low), fm_centre)
+    assert _lines(ours)[0, fm_centre].all()
+
+
+def _fastmri_masks(fastmri_reference, key: str) -> list[torch.Tensor]:
+    return [torch.from_numpy(m.copy()) for m in fastmri_reference[key]]
 
 
 @pytest.mark.parametrize("width, fraction, accel", [(368, 0.08, 4), (372, 0.04, 8), (101, 0.1, 3), (64, 0.2, 4)])
-def test_equispaced_fraction_mask_equals_fastmri(subsample, width, fraction, accel):
-    fm_fn = subsample.EquispacedMaskFractionFunc([fraction], [accel])
-    fm_shape = (1, 640, width, 2)
+def test_equispaced_fraction_mask_equals_fastmri(fastmri_reference, width, fraction, accel):
+    # fastMRI: EquispacedMaskFractionFunc([fraction], [accel])((1, 640, width, 2), offset=o, seed=0), every offset
+    fm_masks = _fastmri_masks(fastmri_reference, f"equispaced_fraction_{width}_{fraction:g}_{accel}")
     num_low = round(width * fraction)
     spacing = (accel * (num_low - width)) / (num_low * accel - width)
-    fm_masks = [fm_fn(fm_shape, offset=o, seed=0)[0].reshape(width).bool() for o in range(round(spacing))]
+    assert len(fm_masks) == round(spacing)
     ours = _lines(EquispacedMask([fraction], [accel])((640, width), batch_size=200, seed=9))
     seen = set()
     for row in ours:
@@ -256,9 +260,10 @@ def test_equispaced_fraction_mask_equals_fastmri(subsample, width, fraction, acc
 
 
 @pytest.mark.parametrize("width, fraction, accel", [(368, 0.08, 4), (369, 0.04, 8)])
-def test_equispaced_integer_mask_equals_fastmri(subsample, width, fraction, accel):
-    fm_fn = subsample.EquiSpacedMaskFunc([fraction], [accel])
-    fm_masks = [fm_fn((1, 640, width, 2), offset=o, seed=0)[0].reshape(width).bool() for o in range(accel)]
+def test_equispaced_integer_mask_equals_fastmri(fastmri_reference, width, fraction, accel):
+    # fastMRI: EquiSpacedMaskFunc([fraction], [accel])((1, 640, width, 2), offset=o, seed=0), o < accel
+    fm_masks = _fastmri_masks(fastmri_reference, f"equispaced_integer_{width}_{fraction:g}_{accel}")
+    assert len(fm_masks) == accel
     ours = _lines(EquispacedMask([fraction], [accel], exact_fraction=False)((640, width), batch_size=40, seed=4))
     seen = set()
     for row in ours:
@@ -268,25 +273,27 @@ def test_equispaced_integer_mask_equals_fastmri(subsample, width, fraction, acce
     assert seen == set(range(accel))
 
 
-def test_random_mask_statistics_equal_fastmri(subsample):
+def test_random_mask_statistics_equal_fastmri(fastmri_reference):
+    # fastMRI: RandomMaskFunc([0.08, 0.04], [4, 8])((1, 640, 368, 2), seed=s) for s < 300; per number of
+    # centre lines, the rate of sampled lines outside its centre block and whether that block is sampled
     width, n = 368, 300
-    fm_fn = subsample.RandomMaskFunc([0.08, 0.04], [4, 8])
-    fm = [fm_fn((1, 640, width, 2), seed=s) for s in range(n)]
-    fm_lows = [low for _, low in fm]
-    fm_lines = torch.stack([m.reshape(width) for m, _ in fm]).bool()
+    fm_lows = fastmri_reference["random_num_low"].tolist()
+    fm_rate = dict(zip(fastmri_reference["random_distinct_num_low"].tolist(),
+                       fastmri_reference["random_outer_rate"].tolist()))
+    fm_centre_sampled = dict(zip(fastmri_reference["random_distinct_num_low"].tolist(),
+                                 fastmri_reference["random_centre_sampled"].tolist()))
     ours = RandomMask([0.08, 0.04], [4, 8])((640, width), batch_size=n, seed=21)
+    assert len(fm_lows) == n
     assert set(fm_lows) == set(ours.num_low_frequencies.tolist()) == {29, 15}
     ours_lines = _lines(ours)
     for low, accel in ((29, 4), (15, 8)):
         prob = (width / accel - low) / (width - low)
         centre = _centre(width, low)
-        sel_fm = torch.tensor(fm_lows) == low
         sel_ours = ours.num_low_frequencies == low
-        assert fm_lines[sel_fm][:, centre].all() and ours_lines[sel_ours][:, centre].all()
-        p_fm = fm_lines[sel_fm][:, ~centre].double().mean().item()
+        assert fm_centre_sampled[low] and ours_lines[sel_ours][:, centre].all()
         p_ours = ours_lines[sel_ours][:, ~centre].double().mean().item()
         # each rate is an average of > 90 * 339 Bernoulli draws: std < 0.0025
-        assert abs(p_fm - prob) < 0.015 and abs(p_ours - prob) < 0.015
+        assert abs(fm_rate[low] - prob) < 0.015 and abs(p_ours - prob) < 0.015
 
 
 # --------------------------------------------------------------------------

@@ -98,3 +98,105 @@ def test_notebooks_match_generator():
         assert path.read_text(encoding="utf-8") == module.render(cells), (
             f"{name}: out of date with make_notebooks.py; run python notebooks/make_notebooks.py"
         )
+
+
+# --------------------------------------------------------------------------
+# Every module the notebooks and the tests import is declared in pyproject.toml
+# --------------------------------------------------------------------------
+
+REPO = NOTEBOOK_DIR.parent
+TESTS_DIR = REPO / "tests"
+
+
+def _imports(source: str, where: str) -> set[str]:
+    """Top-level modules that ``source`` imports, leaving out the imports of a ``try`` that catches
+    ``ImportError`` and their fallbacks (optional packages such as fastmri, used only where they import)."""
+    import ast
+
+    def guards_import_error(handler: ast.ExceptHandler) -> bool:
+        names = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+        return any(isinstance(n, ast.Name) and n.id in ("ImportError", "ModuleNotFoundError") for n in names)
+
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.Try) and any(guards_import_error(h) for h in node.handlers):
+            for child in node.orelse + node.finalbody:
+                visit(child)
+            return
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    try:
+        visit(ast.parse(source))
+    except SyntaxError as err:
+        pytest.fail(f"{where}: expected Python source, found a syntax error ({err})", pytrace=False)
+    return found
+
+
+def _notebook_sources() -> dict[str, str]:
+    """Code cells of every notebook (IPython magics and shell lines left out), the generator, and the test
+    modules (not the scripts in ``tests/data``, which regenerate stored values from optional packages)."""
+    sources = {}
+    for path in NOTEBOOKS:
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        for i, cell in enumerate(cells):
+            if cell["cell_type"] == "code":
+                text = "".join(cell["source"])
+                lines = [line for line in text.splitlines() if not line.lstrip().startswith(("%", "!"))]
+                sources[f"{path.name}, cell {i}"] = "\n".join(lines)
+    for path in [NOTEBOOK_DIR / "make_notebooks.py", *sorted(TESTS_DIR.glob("*.py"))]:
+        sources[str(path.relative_to(REPO))] = path.read_text(encoding="utf-8")
+    return sources
+
+
+def _declared_distributions() -> set[str]:
+    """Canonical names of the distributions pyproject.toml declares: dependencies and every extra."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11: the dev extra installs tomli
+        import tomli as tomllib
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    requirements = list(project["dependencies"])
+    for extra in project.get("optional-dependencies", {}).values():
+        requirements.extend(extra)
+    return {canonicalize_name(Requirement(r).name) for r in requirements}
+
+
+def test_imports_are_declared_dependencies():
+    """A notebook cell or a test that imports a module which no declared distribution provides fails on
+    a fresh ``pip install -e ".[dev]"``; find it here instead."""
+    from importlib.metadata import packages_distributions
+
+    from packaging.utils import canonicalize_name
+
+    declared = _declared_distributions()
+    assert {"torch", "pytest", "nbclient", "pandas"} <= declared  # the parsing found the lists
+    provided = packages_distributions()
+    local = {path.stem for path in TESTS_DIR.glob("*.py")}  # conftest, test modules imported by others
+    problems = []
+    for where, source in _notebook_sources().items():
+        for module in sorted(_imports(source, where)):
+            if module in sys.stdlib_module_names or module == "pirecon" or module in local:
+                continue
+            distributions = provided.get(module)
+            if not distributions:
+                problems.append(f"{where}: imports {module!r}, which no installed distribution provides")
+            elif not declared & {canonicalize_name(d) for d in distributions}:
+                problems.append(f"{where}: imports {module!r} from {', '.join(distributions)}, which "
+                                f"pyproject.toml declares neither as a dependency nor in an extra")
+    assert not problems, "\n".join(problems)
+
+
+def test_import_scan_sees_what_it_must():
+    source = ("import numpy.linalg\nfrom scipy import sparse\nfrom . import local\n"
+              "try:\n    import fastmri\nexcept ImportError:\n    import fastmri_fallback\n"
+              "def f():\n    import pandas as pd\n")
+    assert _imports(source, "example") == {"numpy", "scipy", "pandas"}

@@ -212,33 +212,56 @@ def test_tv_gradient_matches_odl():
 
 
 def test_tv_pdhg_agrees_with_odl(lpd_problem):
+    """The same TV problem, the same steps and iteration count: pirecon's image against ODL 1.0's ``pdhg``.
+
+    ODL indexes an image ``a[i, j]`` with ``i`` along x and ``j`` along y upwards; pirecon's row 0 is the
+    top. Handing ODL the flipped image ``flip(x, 0).T`` would pair forward differences along x with
+    backward ones along y, a different discretisation of isotropic TV (the two results are then 2%
+    apart after 300 iterations). So ODL's primal variable here is pirecon's image transposed, whose
+    forward differences are pirecon's, and the flip to ODL's y axis goes inside the forward operator.
+    """
     odl = pytest.importorskip("odl")
     import odl.functionals as F
 
     from pirecon.ct.odl_backend import odl_ray_transform
 
+    class FlipY(odl.Operator):
+        """Reverse the second axis (y): linear and its own adjoint."""
+
+        def __init__(self, space):
+            super().__init__(space, space, linear=True)
+
+        def _call(self, v):
+            return self.range.element(np.flip(v.asarray(), 1).copy())
+
+        @property
+        def adjoint(self):
+            return self
+
     geometry, _, _, A, x, _, y = lpd_problem
     lam, niter = 3e-4, 300
-    ours = tv_pdhg(y, A, lam=lam, iterations=niter, nonnegative=True)
-    assert ours.iterations == niter and float(ours.image.min()) >= 0
-
     ray = odl_ray_transform(geometry)
     op = (1.0 / odl.power_method_opnorm(ray, maxiter=100)) * ray
     assert op.domain.weighting.const == 1.0 and op.range.weighting.const == 1.0
     grad = odl.Gradient(op.domain, pad_mode="symmetric")
-    L = odl.BroadcastOperator(op, grad)
+    L = odl.BroadcastOperator(op * FlipY(op.domain), grad)
     data = op.range.element(y[0, 0].numpy())  # ODL sinograms are indexed as pirecon's
     g = F.SeparableSum(0.5 * F.L2NormSquared(op.range).translated(data), lam * F.GroupL1Norm(grad.range))
     f = F.IndicatorNonnegativity(op.domain)
-    step = 1.0 / odl.power_method_opnorm(L, maxiter=100)
+    knorm = odl.power_method_opnorm(L, maxiter=100)  # ||[A; grad]||, from a random start
     xo = op.domain.zero()
-    odl.solvers.pdhg(xo, f, g, L, niter, tau=step, sigma=step)
-    odl_image = torch.from_numpy(np.flip(np.asarray(xo.asarray()).T, 0).copy())[None, None].float()
+    odl.solvers.pdhg(xo, f, g, L, niter, tau=1.0 / knorm, sigma=1.0 / knorm)
+    odl_image = torch.from_numpy(np.asarray(xo.asarray()).T.copy())[None, None].float()
 
-    p_ours, p_odl = float(psnr(ours.image, x)), float(psnr(odl_image, x))
-    print(f"TV-PDHG LPD-ellipses, {niter} it, lam={lam}: pirecon {p_ours:.3f} dB, ODL {p_odl:.3f} dB")
-    assert abs(p_ours - p_odl) < 0.2, (p_ours, p_odl)
-    assert p_ours > float(psnr(fbp(y * A.scalar ** -1, geometry, filter="hann"), x))
+    ours = tv_pdhg(y, A, lam=lam, iterations=niter, nonnegative=True, opnorm=knorm)  # ODL's steps
+    assert ours.iterations == niter and float(ours.image.min()) >= 0
+    difference = float(torch.linalg.vector_norm(ours.image - odl_image) / torch.linalg.vector_norm(odl_image))
+    print(f"TV-PDHG LPD-ellipses, {niter} it, lam={lam}: ||pirecon - ODL|| / ||ODL|| = {difference:.2e}")
+    # Measured 4.1e-5 in every run (torch 2.13 CPU, ODL 1.0, ASTRA 2.5; the `sparse` backend against
+    # ODL's ASTRA CPU projector, whose sinograms differ by about 1e-5 relative, in float32). With
+    # pirecon's own estimate of ||K|| instead of ODL's the steps differ slightly: 0.5e-4 to 1.5e-4.
+    assert difference < 2e-4, difference
+    assert float(psnr(ours.image, x)) > float(psnr(fbp(y * A.scalar ** -1, geometry, filter="hann"), x))
 
 
 def test_tv_pdhg_objective_decreases_and_batched(small_ct):

@@ -333,3 +333,10 @@ def test_bf16_mixed_precision(tmp_path, ct_files, accelerator):
     trainer.fit(module, datamodule=ReconstructionDataModule(train=str(train), val=str(val), batch_size=2))
     assert math.isfinite(trainer.callback_metrics["val/psnr"].item())
     assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+def test_a_bad_value_for_a_pirecon_model_is_a_config_error():
+    from pirecon.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^model.init_args: iterations: expected a positive integer, found -1$"):
+        build_model({"class_path": "lpd", "init_args": {"iterations": -1}})

@@ -1,6 +1,6 @@
 """Classical baselines on the LPD-ellipses protocol and on simulated multi-coil MRI.
 
-CT (DESIGN.md, LPD-ellipses): 128 x 128 on [-64, 64]^2 mm, 30 angles, 183
+CT (LPD-ellipses protocol, docs/protocols.md): 128 x 128 on [-64, 64]^2 mm, 30 angles, 183
 detectors, Gaussian noise with std 5% of mean |data|. Test data: modified
 Shepp-Logan and 100 held-out random-ellipse images; each method's parameter
 (FBP filter, TV lambda, iteration counts) is chosen by a grid on 10 separate

@@ -1,4 +1,4 @@
-"""Operator-throughput benchmark for the CT ray transform (DESIGN.md protocol).
+"""Operator-throughput benchmark for the CT ray transform (the Operator throughput protocol of docs/protocols.md).
 
 2D parallel beam, 256 x 256 image (1 mm pixels), 360 angles on [0, pi), 363
 detectors of 1 mm, batch 8, one forward plus one adjoint, float32, 2 CPU

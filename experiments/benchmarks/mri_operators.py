@@ -1,4 +1,4 @@
-"""SENSE-throughput benchmark (DESIGN.md protocol).
+"""SENSE-throughput benchmark (the SENSE throughput protocol of docs/protocols.md).
 
 Batch 8, 8 coils, 256 x 256, a Cartesian line mask (4x, 8% centre lines), one
 forward plus one adjoint, complex64, 2 CPU threads. pirecon's

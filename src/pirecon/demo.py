@@ -1,6 +1,6 @@
 """The CT demo job: simulate LPD-ellipses data, reconstruct with FBP, write a report.
 
-Data follow the LPD-ellipses protocol (DESIGN.md): 128 x 128 images on
+Data follow the LPD-ellipses protocol (docs/protocols.md): 128 x 128 images on
 [-64, 64]^2 mm, 30 parallel-beam angles, 183 detectors, Gaussian noise with
 std 5% of mean |data|. The test image is modified Shepp-Logan; random-ellipse
 images of the seed's test split give mean scores. Every FBP filter is

@@ -3,7 +3,7 @@
     pirecon job --out pirecon-job                    # simulate, train LPD, evaluate, report
     pirecon job --out report --checkpoint last.ckpt  # evaluate a model trained by `pirecon fit`
 
-On the LPD-ellipses protocol (DESIGN.md):
+On the LPD-ellipses protocol (docs/protocols.md):
 
 1. simulate: random-ellipse training images streamed on the fly (``SimulationDataset``), a fixed
    validation file ``data/val.h5`` (10 images) and the test file ``data/test.h5``: modified
@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from ._atomic import atomic_path
+from .errors import ArgumentError
 
 __all__ = ["run_job", "prepare_data", "train_lpd", "evaluate_ct", "evaluate_checkpoint", "MethodScore", "JOB_MODEL",
            "JOB_LR", "TV_LAMBDAS"]
@@ -234,7 +235,7 @@ def run_job(out: str | Path, *, steps: int = 1200, batch_size: int = 2, checkpoi
     """Simulate, train (unless ``checkpoint`` is given), evaluate and write the report to ``out``."""
     out = Path(out)
     if checkpoint is not None and not Path(checkpoint).is_file():
-        raise ValueError(f"checkpoint: expected an existing checkpoint file, found no file at {str(checkpoint)!r}")
+        raise ArgumentError(f"checkpoint: expected an existing checkpoint file, found no file at {str(checkpoint)!r}")
     test_file, val_file = prepare_data(out / "data", num_test, seed)
     if checkpoint is None:
         checkpoint = train_lpd(out, val_file, steps=steps, batch_size=batch_size, seed=seed, progress=progress)

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from .errors import ArgumentError
+
 __all__ = ["reconstruct_file", "METHODS", "parse_params"]
 
 METHODS = ("fbp", "zero-filled", "cgls", "sirt", "tv")
@@ -37,11 +39,11 @@ def _convert(text: str, kind: type, key: str):
             return True
         if text.lower() in ("0", "false", "no"):
             return False
-        raise ValueError(f"--param {key}: expected true or false, found {text!r}")
+        raise ArgumentError(f"--param {key}: expected true or false, found {text!r}")
     try:
         return kind(text)
     except ValueError:
-        raise ValueError(f"--param {key}: expected {kind.__name__}, found {text!r}") from None
+        raise ArgumentError(f"--param {key}: expected {kind.__name__}, found {text!r}") from None
 
 
 def parse_params(method: str, pairs: list[str]) -> dict[str, Any]:
@@ -51,10 +53,10 @@ def parse_params(method: str, pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ValueError(f"--param: expected key=value, found {pair!r}")
+            raise ArgumentError(f"--param: expected key=value, found {pair!r}")
         if key not in allowed:
             known = ", ".join(sorted(allowed)) or "none"
-            raise ValueError(f"--param {key}: method {method!r} accepts {known}")
+            raise ArgumentError(f"--param {key}: method {method!r} accepts {known}")
         params[key] = _convert(value, allowed[key], key)
     return params
 
@@ -64,17 +66,17 @@ def _run(method: str, y: torch.Tensor, physics, params: dict[str, Any], progress
 
     if method == "fbp":
         if physics.modality != "ct":
-            raise ValueError("method 'fbp': expected a CT file, found an MRI file (use zero-filled)")
+            raise ArgumentError("method 'fbp': expected a CT file, found an MRI file (use zero-filled)")
         return fbp(y, physics.operator, **params)
     if method == "zero-filled":
         if physics.modality != "mri":
-            raise ValueError("method 'zero-filled': expected an MRI file, found a CT file (use fbp)")
+            raise ArgumentError("method 'zero-filled': expected an MRI file, found a CT file (use fbp)")
         return physics.adjoint(y)
     from . import solvers
 
     solver = {"cgls": solvers.cgls, "sirt": solvers.sirt, "tv": solvers.tv_pdhg}[method]
     if method == "tv" and "lam" not in params:
-        raise ValueError("method 'tv': expected --param lam=<regularisation weight>, found none")
+        raise ArgumentError("method 'tv': expected --param lam=<regularisation weight>, found none")
     return solver(y, physics.operator, progress=progress, **params).image
 
 

@@ -24,6 +24,7 @@ import torch
 
 from ..errors import PireconUserError
 from ..physics import Physics
+from .validate import SpecError
 
 __all__ = ["Acquisition", "read_acquisition", "physics_from_file", "BatchPhysics", "measurement",
            "describe_physics", "check_same_physics", "PhysicsMismatchError"]
@@ -81,7 +82,7 @@ def read_acquisition(path: str | Path, *, slices: slice | None = None, backend: 
         y = torch.from_numpy(raw.kspace[selection])
         truth = None if raw.ground_truth is None else torch.from_numpy(raw.ground_truth[selection])[:, None]
         return Acquisition(y, physics, truth, path)
-    raise ValueError(f"{path}: expected a raw CT or MRI file, found a {kind!r} file")
+    raise SpecError(f"{path}: expected a raw CT or MRI file, found a {kind!r} file")
 
 
 def physics_from_file(path: str | Path, *, backend: str = "auto", slices: slice | None = None) -> Physics:
@@ -101,7 +102,7 @@ def physics_from_file(path: str | Path, *, backend: str = "auto", slices: slice 
         return _ct_physics(geometry, noise, backend, path)
     if kind in ("mri_raw", "fastmri"):
         return _mri_physics(read_mri_raw(path), path, slices or slice(None))
-    raise ValueError(f"{path}: expected a raw CT or MRI file, found a {kind!r} file")
+    raise SpecError(f"{path}: expected a raw CT or MRI file, found a {kind!r} file")
 
 
 def _ct_physics(geometry, noise, backend: str, path: Path | None) -> Physics:
@@ -129,7 +130,7 @@ def _mri_physics(raw, path: Path, slices: slice) -> Physics:
         maps = espirit_maps(kspace)
         source = "espirit"
     else:
-        raise ValueError(f"{path}: expected coil_maps for non-Cartesian data, found none")
+        raise SpecError(f"{path}: expected coil_maps for non-Cartesian data, found none")
     metadata = {"coil_maps": maps, "coil_maps_source": source, "mask": mask, "file": str(path)}
     if raw.trajectory is not None:
         trajectory = torch.from_numpy(raw.trajectory)

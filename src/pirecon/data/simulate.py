@@ -70,6 +70,7 @@ import numpy as np
 import torch
 
 from .._validation import SPLITS, sample_generators, split_seed
+from ..errors import ArgumentError
 
 __all__ = ["simulate", "Simulator", "parse_noise", "add_simulate_arguments", "simulate_main", "PHANTOMS"]
 
@@ -95,13 +96,13 @@ def _is_int(value) -> bool:
 
 def _positive_int(value, name: str) -> int:
     if not _is_int(value) or value <= 0:
-        raise ValueError(f"{name}: expected a positive integer, found {value!r}")
+        raise ArgumentError(f"{name}: expected a positive integer, found {value!r}")
     return int(value)
 
 
 def _positive_float(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name}: expected a positive number, found {value!r}")
+        raise ArgumentError(f"{name}: expected a positive number, found {value!r}")
     return float(value)
 
 
@@ -118,19 +119,19 @@ def parse_noise(text: str | None, modality: str):
     if text is None:
         text = "gaussian:0.05" if modality == "ct" else "none"
     if not isinstance(text, str):
-        raise ValueError(f"noise: expected {expected}, found {text!r}")
+        raise ArgumentError(f"noise: expected {expected}, found {text!r}")
     spec = text.strip().lower()
     if spec in ("none", "0", ""):
         return None
     match = re.fullmatch(r"(gaussian|poisson):(.+)", spec)
     if match is None or (match.group(1) == "poisson" and modality != "ct"):
-        raise ValueError(f"noise: expected {expected}, found {text!r}")
+        raise ArgumentError(f"noise: expected {expected}, found {text!r}")
     try:
         level = float(match.group(2))
     except ValueError:
         level = float("nan")
     if not math.isfinite(level) or level <= 0:
-        raise ValueError(f"noise: expected a positive finite level after {match.group(1)!r}:, found {text!r}")
+        raise ArgumentError(f"noise: expected a positive finite level after {match.group(1)!r}:, found {text!r}")
     if modality == "mri":
         return ComplexGaussianNoise(level)
     return GaussianNoise(relative=level) if match.group(1) == "gaussian" else TransmissionPoisson(level)
@@ -142,15 +143,15 @@ def _check_phantom(phantom) -> tuple[str, Path | None]:
         if key.lower().startswith("images:"):
             directory = Path(key[len("images:"):]).expanduser()
             if not key[len("images:"):]:
-                raise ValueError(f"phantom: expected 'images:DIR' with a directory, found {phantom!r}")
+                raise ArgumentError(f"phantom: expected 'images:DIR' with a directory, found {phantom!r}")
             if not directory.is_dir():
-                raise ValueError(f"phantom: expected an existing image directory after 'images:', "
+                raise ArgumentError(f"phantom: expected an existing image directory after 'images:', "
                                  f"found no directory at {str(directory)!r}")
             return "images", directory
         key = key.lower().replace("_", "-")
         if key in ("ellipses", "shepp-logan", "lesions"):
             return key, None
-    raise ValueError(
+    raise ArgumentError(
         f"phantom: expected one of 'ellipses', 'shepp-logan', 'lesions' or 'images:DIR', found {phantom!r}")
 
 
@@ -159,7 +160,7 @@ def _load_images(directory: Path) -> list[tuple[str, np.ndarray]]:
 
     images = read_image_directory(directory)
     if not images:
-        raise ValueError(f"phantom: expected images (PNG, DICOM or NIfTI) in {str(directory)!r}, found none")
+        raise ArgumentError(f"phantom: expected images (PNG, DICOM or NIfTI) in {str(directory)!r}, found none")
     return [(str(name), np.asarray(img, dtype=np.float32)) for name, img in images]
 
 
@@ -167,9 +168,9 @@ def _prepare_image(img: np.ndarray) -> torch.Tensor:
     """Scale to ``[0, 1]`` (min-max) and pad to a square with the minimum: ``(1, 1, S, S)`` float64."""
     x = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float64))
     if x.ndim != 2:
-        raise ValueError(f"phantom: expected 2D images, found an image of shape {tuple(x.shape)}")
+        raise ArgumentError(f"phantom: expected 2D images, found an image of shape {tuple(x.shape)}")
     if not bool(torch.isfinite(x).all()):
-        raise ValueError("phantom: expected finite image values, found NaN or Inf")
+        raise ArgumentError("phantom: expected finite image values, found NaN or Inf")
     lo, hi = float(x.min()), float(x.max())
     x = (x - lo) / (hi - lo) if hi > lo else torch.zeros_like(x)
     h, w = x.shape
@@ -222,7 +223,7 @@ class Simulator:
                  coils: int | None = None, acceleration: float | None = None, center_fraction: float | None = None,
                  mask: str | None = None, oversample: int = 1, lesion_options: dict | None = None):
         if not isinstance(modality, str) or modality.lower() not in MODALITIES:
-            raise ValueError(f"modality: expected 'ct' or 'mri', found {modality!r}")
+            raise ArgumentError(f"modality: expected 'ct' or 'mri', found {modality!r}")
         self.modality = modality = modality.lower()
         given = dict(geometry=geometry, num_angles=num_angles, num_detectors=num_detectors, pixel_size=pixel_size,
                      intensity_scale=intensity_scale, coils=coils, acceleration=acceleration,
@@ -231,7 +232,7 @@ class Simulator:
         for name in other:
             if given[name] is not None:
                 owner = "mri" if modality == "ct" else "ct"
-                raise ValueError(f"{name}: only applies to modality {owner!r}, found it set with modality {modality!r}")
+                raise ArgumentError(f"{name}: only applies to modality {owner!r}, found it set with modality {modality!r}")
         self.phantom_kind, self.image_directory = _check_phantom(phantom)
         self.phantom = phantom if self.image_directory is None else f"images:{self.image_directory}"
         self.oversample = _positive_int(oversample, "oversample")
@@ -239,11 +240,11 @@ class Simulator:
             image_size = _positive_int(image_size, "image_size")
         self.lesion_options = dict(lesion_options or {})
         if self.lesion_options and self.phantom_kind != "lesions":
-            raise ValueError(f"lesion_options: only applies to phantom 'lesions', found phantom {phantom!r}")
+            raise ArgumentError(f"lesion_options: only applies to phantom 'lesions', found phantom {phantom!r}")
         unknown = sorted(set(self.lesion_options) - {"num_lesions", "radius_range", "contrast",
                                                      "presence_probability", "background"})
         if unknown:
-            raise ValueError(f"lesion_options: expected keys among 'num_lesions', 'radius_range', 'contrast', "
+            raise ArgumentError(f"lesion_options: expected keys among 'num_lesions', 'radius_range', 'contrast', "
                              f"'presence_probability', 'background', found {', '.join(map(repr, unknown))}")
         self.noise_spec = noise
         self.noise = parse_noise(noise, modality)
@@ -267,11 +268,11 @@ class Simulator:
             clash = [k for k, v in (("num_angles", num_angles), ("num_detectors", num_detectors),
                                     ("pixel_size", pixel_size)) if v is not None]
             if clash:
-                raise ValueError(f"geometry: expected either a geometry or {', '.join(clash)}, found both")
+                raise ArgumentError(f"geometry: expected either a geometry or {', '.join(clash)}, found both")
             if not isinstance(geometry, (ParallelBeam2D, FanBeam2D)):
-                raise ValueError(f"geometry: expected a ParallelBeam2D or FanBeam2D, found {type(geometry).__name__}")
+                raise ArgumentError(f"geometry: expected a ParallelBeam2D or FanBeam2D, found {type(geometry).__name__}")
             if image_size is not None and tuple(geometry.image_shape) != (image_size, image_size):
-                raise ValueError(f"image_size: expected {geometry.image_shape[0]} to match the geometry's image "
+                raise ArgumentError(f"image_size: expected {geometry.image_shape[0]} to match the geometry's image "
                                  f"shape {tuple(geometry.image_shape)}, found {image_size}")
         else:
             size = 128 if image_size is None else image_size
@@ -311,18 +312,18 @@ class Simulator:
         self.coils = 8 if coils is None else _positive_int(coils, "coils")
         accel = 4.0 if acceleration is None else acceleration
         if isinstance(accel, bool) or not isinstance(accel, numbers.Real) or not math.isfinite(accel) or accel < 1:
-            raise ValueError(f"acceleration: expected a number >= 1 (1 = fully sampled), found {acceleration!r}")
+            raise ArgumentError(f"acceleration: expected a number >= 1 (1 = fully sampled), found {acceleration!r}")
         self.acceleration = float(accel)
         cf = 0.08 if center_fraction is None else center_fraction
         if isinstance(cf, bool) or not isinstance(cf, numbers.Real) or not 0 < cf < 1:
-            raise ValueError(f"center_fraction: expected a number in (0, 1), found {center_fraction!r}")
+            raise ArgumentError(f"center_fraction: expected a number in (0, 1), found {center_fraction!r}")
         self.center_fraction = float(cf)
         if self.center_fraction * self.acceleration > 1:
-            raise ValueError(f"center_fraction: expected at most 1/acceleration = {1 / self.acceleration:.6g} "
+            raise ArgumentError(f"center_fraction: expected at most 1/acceleration = {1 / self.acceleration:.6g} "
                              f"(the centre alone would exceed the sampled fraction), found {self.center_fraction!r}")
         kind = "random" if mask is None else mask
         if not isinstance(kind, str) or kind.lower() not in MASKS:
-            raise ValueError(f"mask: expected 'random' or 'equispaced', found {mask!r}")
+            raise ArgumentError(f"mask: expected 'random' or 'equispaced', found {mask!r}")
         self.mask_kind = kind.lower()
         cls = RandomMask if self.mask_kind == "random" else EquispacedMask
         self.mask_function = cls([self.center_fraction], [self.acceleration])
@@ -401,9 +402,9 @@ class Simulator:
     def simulate(self, seed: int, start: int, count: int) -> dict[str, np.ndarray]:
         """Samples ``start, ..., start + count - 1`` of the stream of ``seed`` (see the class docstring)."""
         if not _is_int(seed):
-            raise ValueError(f"seed: expected an integer, found {seed!r}")
+            raise ArgumentError(f"seed: expected an integer, found {seed!r}")
         if not _is_int(start) or start < 0:
-            raise ValueError(f"start: expected a non-negative integer, found {start!r}")
+            raise ArgumentError(f"start: expected a non-negative integer, found {start!r}")
         count = _positive_int(count, "count")
         with torch.no_grad():
             return self._simulate_ct(seed, start, count) if self.modality == "ct" \
@@ -567,14 +568,14 @@ def simulate(out: str | os.PathLike, *, modality: str = "ct", phantom: str = "el
         Show a tqdm progress bar (on stderr).
     """
     if not isinstance(out, (str, os.PathLike)) or not str(out):
-        raise ValueError(f"out: expected a file path, found {out!r}")
+        raise ArgumentError(f"out: expected a file path, found {out!r}")
     out = Path(out)
     if out.is_dir():
-        raise ValueError(f"out: expected a file path, found the directory {str(out)!r}")
+        raise ArgumentError(f"out: expected a file path, found the directory {str(out)!r}")
     if not _is_int(seed):
-        raise ValueError(f"seed: expected an integer, found {seed!r}")
+        raise ArgumentError(f"seed: expected an integer, found {seed!r}")
     if split not in SPLITS:
-        raise ValueError(f"split: expected one of {', '.join(repr(k) for k in SPLITS)}, found {split!r}")
+        raise ArgumentError(f"split: expected one of {', '.join(repr(k) for k in SPLITS)}, found {split!r}")
     chunk_size = _positive_int(chunk_size, "chunk_size")
     sim = Simulator(modality, phantom, image_size=image_size, geometry=geometry, num_angles=num_angles,
                     num_detectors=num_detectors, pixel_size=pixel_size, noise=noise,
@@ -587,11 +588,11 @@ def simulate(out: str | os.PathLike, *, modality: str = "ct", phantom: str = "el
             n = available
         n = _positive_int(n, "n")
         if n > available:
-            raise ValueError(f"n: expected at most {available} (the number of images in "
+            raise ArgumentError(f"n: expected at most {available} (the number of images in "
                              f"{str(sim.image_directory)!r}), found {n}")
     else:
         if n is None:
-            raise ValueError("n: expected a positive integer, found None")
+            raise ArgumentError("n: expected a positive integer, found None")
         n = _positive_int(n, "n")
 
     try:
@@ -599,12 +600,12 @@ def simulate(out: str | os.PathLike, *, modality: str = "ct", phantom: str = "el
         if not os.access(out.parent, os.W_OK):
             raise PermissionError(13, "Permission denied")
     except OSError as err:
-        raise ValueError(f"out: expected a path in a writable directory, found {str(out)!r} "
+        raise ArgumentError(f"out: expected a path in a writable directory, found {str(out)!r} "
                          f"({err.strerror or err})") from None
     try:
         path = _generate_and_write(sim, out, n, seed, split, chunk_size, progress)
     except OSError as err:
-        raise ValueError(f"out: could not write {str(out)!r} ({err.strerror or err})") from None
+        raise ArgumentError(f"out: could not write {str(out)!r} ({err.strerror or err})") from None
     return Path(path)
 
 

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ..data.acquisition import check_same_physics, describe_physics
 from ..data.datasets import H5SliceDataset, LoDoPaBDataset, SimulationDataset, Undersample, resolve_rank
+from ..errors import ConfigError
 
 __all__ = ["ReconstructionDataModule", "ResumableSampler", "resolve_files"]
 
@@ -40,21 +41,21 @@ def resolve_files(spec, name: str) -> list[Path]:
     if isinstance(spec, (str, os.PathLike)):
         spec = [spec]
     if not isinstance(spec, (list, tuple)) or not spec:
-        raise ValueError(f"{name}: expected a path, a glob pattern or a non-empty list of them, found {spec!r}")
+        raise ConfigError(f"{name}: expected a path, a glob pattern or a non-empty list of them, found {spec!r}")
     out: list[Path] = []
     for entry in spec:
         if not isinstance(entry, (str, os.PathLike)):
-            raise ValueError(f"{name}: expected paths or glob patterns, found {type(entry).__name__}")
+            raise ConfigError(f"{name}: expected paths or glob patterns, found {type(entry).__name__}")
         text = os.fspath(entry)
         if glob.has_magic(text):
             matches = sorted(glob.glob(os.path.expanduser(text)))
             if not matches:
-                raise ValueError(f"{name}: expected files matching the pattern {text!r}, found none")
+                raise ConfigError(f"{name}: expected files matching the pattern {text!r}, found none")
             out.extend(Path(m) for m in matches)
         else:
             path = Path(text).expanduser()
             if not path.is_file():
-                raise ValueError(f"{name}: expected an existing HDF5 file, found no file at {text!r}")
+                raise ConfigError(f"{name}: expected an existing HDF5 file, found no file at {text!r}")
             out.append(path)
     return out
 
@@ -63,12 +64,12 @@ def _undersampling(options: dict) -> Undersample:
     from ..mri import EquispacedMask, RandomMask
 
     if not isinstance(options, dict) or set(options) - {"mask", "center_fractions", "accelerations", "seed"}:
-        raise ValueError(f"undersampling: expected keys among 'mask', 'center_fractions', 'accelerations', 'seed', "
+        raise ConfigError(f"undersampling: expected keys among 'mask', 'center_fractions', 'accelerations', 'seed', "
                          f"found {options!r}")
     kinds = {"random": RandomMask, "equispaced": EquispacedMask}
     kind = options.get("mask", "random")
     if kind not in kinds:
-        raise ValueError(f"undersampling.mask: expected 'random' or 'equispaced', found {kind!r}")
+        raise ConfigError(f"undersampling.mask: expected 'random' or 'equispaced', found {kind!r}")
     mask = kinds[kind](options.get("center_fractions", [0.08]), options.get("accelerations", [4]))
     return Undersample(mask, options.get("seed", 0))
 
@@ -178,30 +179,30 @@ class ReconstructionDataModule(pl.LightningDataModule):
                  lodopab: dict | None = None, undersampling: dict | None = None):
         super().__init__()
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size: expected a positive integer, found {batch_size!r}")
+            raise ConfigError(f"batch_size: expected a positive integer, found {batch_size!r}")
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"num_workers: expected a non-negative integer, found {num_workers!r}")
+            raise ConfigError(f"num_workers: expected a non-negative integer, found {num_workers!r}")
         if simulation is not None and not isinstance(simulation, dict):
-            raise ValueError(f"simulation: expected a dict of SimulationDataset arguments, found {simulation!r}")
+            raise ConfigError(f"simulation: expected a dict of SimulationDataset arguments, found {simulation!r}")
         if val_simulation is not None:
             if not isinstance(val_simulation, dict):
-                raise ValueError(f"val_simulation: expected a dict of simulate() arguments, found {val_simulation!r}")
+                raise ConfigError(f"val_simulation: expected a dict of simulate() arguments, found {val_simulation!r}")
             missing = [k for k in ("out", "n") if k not in val_simulation]
             if missing:
-                raise ValueError(f"val_simulation: expected the keys 'out' and 'n', found no {missing[0]!r}")
+                raise ConfigError(f"val_simulation: expected the keys 'out' and 'n', found no {missing[0]!r}")
         if lodopab is not None and (not isinstance(lodopab, dict) or "root" not in lodopab
                                     or set(lodopab) - {"root", "units"}):
-            raise ValueError(f"lodopab: expected {{'root': DIR, 'units': 'mm'}}, found {lodopab!r}")
+            raise ConfigError(f"lodopab: expected {{'root': DIR, 'units': 'mm'}}, found {lodopab!r}")
         if lodopab is not None and not Path(lodopab["root"]).expanduser().is_dir():
-            raise ValueError(f"lodopab.root: expected a directory with the LoDoPaB-CT files, "
+            raise ConfigError(f"lodopab.root: expected a directory with the LoDoPaB-CT files, "
                              f"found no directory at {str(lodopab['root'])!r}")
         self.lodopab = None if lodopab is None else dict(lodopab)
         self.transform = None if undersampling is None else _undersampling(undersampling)
         if all(v is None for v in (train, val, test, predict, simulation, val_simulation, lodopab)):
-            raise ValueError("ReconstructionDataModule: expected train/val/test/predict files or a simulation, "
+            raise ConfigError("ReconstructionDataModule: expected train/val/test/predict files or a simulation, "
                              "found none")
         if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed: expected an integer, found {seed!r}")
+            raise ConfigError(f"seed: expected an integer, found {seed!r}")
         self.train_files, self.val_files, self.test_files, self.predict_files = train, val, test, predict
         self.seed = seed
         self.simulation = dict(simulation) if simulation is not None else None
@@ -219,7 +220,7 @@ class ReconstructionDataModule(pl.LightningDataModule):
         args.update(self.val_simulation)
         args.setdefault("split", "validation")  # the training seed's validation stream, disjoint from training
         if args["split"] == "train":
-            raise ValueError("val_simulation: expected a held-out split ('validation', 'test', 'calibration' or "
+            raise ConfigError("val_simulation: expected a held-out split ('validation', 'test', 'calibration' or "
                              "'panel'), found 'train'")
         args.setdefault("progress", False)
         return args
@@ -259,19 +260,19 @@ class ReconstructionDataModule(pl.LightningDataModule):
             elif self.lodopab is not None:
                 self.train_dataset = self._lodopab("train")
             elif stage == "fit":
-                raise ValueError("train: expected training files or a simulation, found neither")
+                raise ConfigError("train: expected training files or a simulation, found neither")
         if stage in (None, "fit", "validate"):
             self.val_dataset = self._evaluation_dataset("val", "validation")
             if self.val_dataset is None and stage == "validate":
-                raise ValueError("val: expected validation files or val_simulation, found neither")
+                raise ConfigError("val: expected validation files or val_simulation, found neither")
         if stage in (None, "test"):
             self.test_dataset = self._evaluation_dataset("test", "test")
             if self.test_dataset is None and stage == "test":
-                raise ValueError("test: expected test files, found none")
+                raise ConfigError("test: expected test files, found none")
         if stage == "predict":
             files = self._files("predict")
             if files is None:
-                raise ValueError("predict: expected raw files to reconstruct (data.predict), found none")
+                raise ConfigError("predict: expected raw files to reconstruct (data.predict), found none")
             self.predict_dataset = H5SliceDataset(files, kind=self.kind, transform=self.transform)
 
     def _evaluation_dataset(self, stage: str, lodopab_part: str):
@@ -359,7 +360,7 @@ class ReconstructionDataModule(pl.LightningDataModule):
             return "ct", lodopab_geometry(), None
         options = self.simulation or self.val_simulation
         if options is None:
-            raise ValueError("data: expected files or a simulation to take the physics from, found neither")
+            raise ConfigError("data: expected files or a simulation to take the physics from, found neither")
         from ..data.simulate import Simulator
 
         simulator = Simulator(**{k: v for k, v in options.items()
