@@ -9,11 +9,24 @@ from pirecon.cli import main
 from pirecon.job import JOB_LR, JOB_MODEL, run_job
 
 
+JOB_STEPS = 100
+
+
 @pytest.fixture(scope="module")
 def job(tmp_path_factory):
     out = tmp_path_factory.mktemp("job")
-    scores = run_job(out, steps=3, batch_size=2, num_test=3, tv_iterations=10, progress=False)
+    scores = run_job(out, steps=JOB_STEPS, batch_size=2, num_test=3, tv_iterations=10, progress=False)
     return out, scores
+
+
+def test_lpd_beats_fbp_after_its_training(job):
+    """100 steps of the job's LPD (FBP start, identity initialisation) already improve on its FBP start
+    (measured: +0.7 dB on Shepp-Logan, +1.2 dB and SSIM 0.52 to 0.66 on the 3 test ellipse images)."""
+    _, scores = job
+    fbp, lpd = scores[0], scores[-1]
+    assert lpd.psnr_shepp_logan > fbp.psnr_shepp_logan + 0.3
+    assert lpd.psnr_ellipses > fbp.psnr_ellipses + 0.6
+    assert lpd.ssim_ellipses > fbp.ssim_ellipses + 0.05
 
 
 def test_report_files(job):
