@@ -2,15 +2,19 @@
 
 import pickle
 
+import h5py
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from pirecon.data.datamodule import ReconstructionDataModule
+from pirecon.ct import ParallelBeam2D
 from pirecon.data.datasets import H5SliceDataset, SimulationDataset
-from pirecon.data.formats import read_ct_raw, read_mri_raw
+from pirecon.data.formats import read_ct_raw, read_mri_raw, write_ct_raw, write_mri_raw
 from pirecon.data.simulate import simulate
+from pirecon.data.validate import SpecError, main_validate
+from pirecon.errors import PireconUserError
+from pirecon.training.datamodule import ReconstructionDataModule
 
 CT = dict(image_size=32, num_angles=16)
 MRI = dict(modality="mri", image_size=32, coils=4)
@@ -76,8 +80,13 @@ def test_mri_items(mri_file):
 
 
 def test_kind_mismatch_and_missing_file(ct_files, mri_file, tmp_path):
-    with pytest.raises(ValueError, match="expected a CT raw file like the others, found 'mri_raw'"):
+    with pytest.raises(SpecError) as err:
         H5SliceDataset([ct_files[0], mri_file])
+    assert str(err.value) == (f"{mri_file}: attrs/pirecon_format: expected a CT raw file like {ct_files[0]}, "
+                              "found 'mri_raw'")
+    with pytest.raises(SpecError) as err:
+        H5SliceDataset(mri_file, kind="ct")
+    assert str(err.value) == f"{mri_file}: attrs/pirecon_format: expected a CT raw file (kind='ct'), found 'mri_raw'"
     with pytest.raises(FileNotFoundError) as err:
         H5SliceDataset([ct_files[0], tmp_path / "nope.h5"])
     assert str(err.value) == f"paths[1]: expected an existing HDF5 file, found no file at {str(tmp_path / 'nope.h5')!r}"
@@ -93,6 +102,155 @@ def test_workers_give_the_same_items_and_handles_are_not_pickled(ct_files):
     for key in serial:
         assert torch.equal(serial[key], parallel[key]), key
     assert serial["file"].tolist() == [0, 0, 0, 1, 1, 1, 1, 1, 2, 2]
+
+
+# --------------------------------------------------------------------------
+# H5SliceDataset checks its files at setup, as ``pirecon check`` does
+# --------------------------------------------------------------------------
+
+GEOMETRY = ParallelBeam2D((16, 16), num_angles=8)  # sinogram (8, 25)
+LINE_MASK = np.array([1, 0, 0, 1, 1, 1, 0, 1, 0, 0], dtype=np.float32)  # W = 10
+
+
+def small_ct(path, geometry=GEOMETRY, n=3, **kwargs):
+    r = np.random.default_rng(0)
+    return write_ct_raw(path, r.random((n, *geometry.sinogram_shape), dtype=np.float32), geometry,
+                        ground_truth=r.random((n, *geometry.image_shape), dtype=np.float32), **kwargs)
+
+
+def small_mri(path, coils=4, shape=(12, 10), mask=LINE_MASK, maps=True, n=3):
+    r = np.random.default_rng(1)
+    k = (r.standard_normal((n, coils, *shape)) + 1j * r.standard_normal((n, coils, *shape))).astype(np.complex64)
+    maps = (r.standard_normal((n, coils, *shape)) + 0j).astype(np.complex64) if maps else None
+    return write_mri_raw(path, k * mask, mask=mask, coil_maps=maps)
+
+
+def replace(f, name, data):
+    del f[name]
+    f.create_dataset(name, data=data)
+
+
+def set_nan(f):
+    data = f["sinogram"][()]
+    data[2, 5, 7] = np.nan
+    f["sinogram"][...] = data
+
+
+BAD_FILES = {
+    # name: (file maker, edit with h5py, the one line after "{path}: ")
+    "sinogram of the wrong shape": (
+        small_ct, lambda f: replace(f, "sinogram", np.zeros((3, 8, 24), np.float32)),
+        "sinogram: expected shape (N, 8, 25) (geometry.sinogram_shape of attrs/geometry), found (3, 8, 24)"),
+    "real-valued k-space": (
+        small_mri, lambda f: replace(f, "kspace", np.zeros((3, 4, 12, 10), np.float32)),
+        "kspace: expected dtype complex64, found dtype float32"),
+    "NaN in the sinogram": (small_ct, set_nan, "sinogram: expected finite values, found NaN at index (2, 5, 7)"),
+    "mask of the wrong length": (small_mri, lambda f: replace(f, "mask", np.ones(8, np.float32)),
+                                 "mask: expected shape (10,) (the kspace width W), found (8,)"),
+    "missing sinogram": (small_ct, lambda f: f.__delitem__("sinogram"),
+                         "sinogram: expected a float32 (N, 8, 25) dataset, found no such dataset"),
+    "kspace that is a group": (small_mri, lambda f: (f.__delitem__("kspace"), f.create_group("kspace")),
+                               "kspace: expected a dataset, found a group"),
+    "scalar kspace": (small_mri, lambda f: replace(f, "kspace", np.complex64(1)),
+                      "kspace: expected shape (N, coils, H, W) or single-coil (N, H, W), found ()"),
+    "bad geometry JSON": (
+        small_ct, lambda f: f.attrs.__setitem__("geometry", '{"type": "parallel2d", "angles": [0.0,'),
+        "attrs/geometry: expected a JSON object, found invalid JSON (Expecting value at character 38)"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_a_bad_file_gets_the_error_of_pirecon_check(tmp_path, capsys, case):
+    make, edit, message = BAD_FILES[case]
+    good = make(tmp_path / "good.h5")
+    bad = make(tmp_path / "bad.h5")
+    with h5py.File(bad, "a") as f:
+        edit(f)
+    line = f"{bad}: {message}"
+    assert main_validate(str(bad)) == 2  # pirecon check FILE
+    assert capsys.readouterr().err == line + "\n"
+    with pytest.raises(SpecError) as err:
+        H5SliceDataset([good, bad])
+    assert str(err.value) == line
+    with pytest.raises(SpecError) as err:
+        H5SliceDataset(bad, role="train")
+    assert str(err.value) == line
+
+
+def test_values_are_checked_at_setup_once_per_file_version(tmp_path):
+    path = small_ct(tmp_path / "ct.h5")
+    H5SliceDataset(path)
+    assert len(H5SliceDataset(path)) == 3  # checked before: its values are not read again
+    with h5py.File(path, "a") as f:  # a changed file is checked again
+        set_nan(f)
+    with pytest.raises(SpecError) as err:
+        H5SliceDataset(path)
+    assert str(err.value) == f"{path}: sinogram: expected finite values, found NaN at index (2, 5, 7)"
+
+
+def test_files_with_different_geometries_are_refused(tmp_path):
+    a = small_ct(tmp_path / "a.h5")
+    other = ParallelBeam2D((16, 16), num_angles=10)
+    b = small_ct(tmp_path / "b.h5", geometry=other)
+    with pytest.raises(PireconUserError) as err:
+        H5SliceDataset([a, b])
+    assert str(err.value) == (f"{b}: attrs/geometry: expected the geometry of {a}, {GEOMETRY!r}, found {other!r} "
+                              "(the files of one dataset share one geometry)")
+    shifted = ParallelBeam2D((16, 16), angles=np.asarray(GEOMETRY.angles) + 0.01)  # same repr, other angles
+    c = small_ct(tmp_path / "c.h5", geometry=shifted)
+    with pytest.raises(PireconUserError) as err:
+        H5SliceDataset([a, c])
+    assert str(err.value) == (f"{c}: attrs/geometry: expected the geometry of {a}, {GEOMETRY!r}, found {shifted!r} "
+                              "with other values (angles or spacings) (the files of one dataset share one geometry)")
+    assert len(H5SliceDataset([a, small_ct(tmp_path / "d.h5", n=5)])) == 8  # slice counts may differ
+
+
+def test_mri_files_must_batch_together_but_masks_may_differ(tmp_path):
+    a = small_mri(tmp_path / "a.h5")
+    other_mask = small_mri(tmp_path / "m.h5", mask=LINE_MASK[::-1].copy())
+    ds = H5SliceDataset([a, other_mask])
+    batch = next(iter(DataLoader(ds, batch_size=6)))
+    assert batch["kspace"].shape == (6, 4, 12, 10) and batch["mask"].shape == (6, 1, 1, 10)
+    assert not torch.equal(batch["mask"][0], batch["mask"][3])
+    suffix = "(the files of one dataset give items that batch together)"
+    cases = [
+        (small_mri(tmp_path / "coils.h5", coils=2),
+         "kspace: expected kspace with per-slice shape (4, 12, 10) as in {a}, "
+         "found kspace with per-slice shape (2, 12, 10)"),
+        (small_mri(tmp_path / "size.h5", shape=(12, 12), mask=np.ones(12, np.float32)),
+         "kspace: expected kspace with per-slice shape (4, 12, 10) as in {a}, "
+         "found kspace with per-slice shape (4, 12, 12)"),
+        (small_mri(tmp_path / "nomaps.h5", maps=False),
+         "coil_maps: expected coil_maps with per-slice shape (4, 12, 10) as in {a}, found no such dataset"),
+        (small_mri(tmp_path / "2d.h5", mask=np.random.default_rng(0).random((3, 1, 12, 10)) > 0.5),
+         "sampling_mask: expected mask with per-slice shape (1, 1, 10) as in {a}, "
+         "found sampling_mask with per-slice shape (1, 12, 10)"),
+    ]
+    for b, message in cases:
+        with pytest.raises(PireconUserError) as err:
+            H5SliceDataset([a, b])
+        assert str(err.value) == f"{b}: {message.format(a=a)} {suffix}"
+
+
+def test_a_training_dataset_refuses_held_out_files(tmp_path):
+    calibration = simulate(tmp_path / "calibration.h5", n=1, split="calibration", progress=False, image_size=16,
+                           num_angles=8)
+    with pytest.raises(PireconUserError) as err:
+        H5SliceDataset(calibration, role="train")
+    assert str(err.value) == (f"{calibration}: attrs/split: expected a file that may train a model (split 'train', "
+                              "or no split), found split 'calibration' (held out from training)")
+    for split in ("validation", "test", "panel"):
+        path = small_ct(tmp_path / f"{split}.h5", attrs={"split": split})
+        with pytest.raises(PireconUserError, match=f"found split '{split}' \\(held out from training\\)$"):
+            H5SliceDataset([small_ct(tmp_path / "train.h5", attrs={"split": "train"}), path], role="train")
+        for role in ("val", "test", "predict", None):  # evaluation reads held-out files
+            assert len(H5SliceDataset(path, role=role)) == 3
+    for split in ("train", None):
+        path = small_ct(tmp_path / f"ok-{split}.h5", attrs={} if split is None else {"split": split})
+        assert len(H5SliceDataset(path, role="train")) == 3
+    with pytest.raises(ValueError) as err:
+        H5SliceDataset(path, role="fit")
+    assert str(err.value) == "role: expected one of 'train', 'val', 'test', 'predict' or None, found 'fit'"
 
 
 # --------------------------------------------------------------------------

@@ -27,7 +27,8 @@ from pirecon.data.formats import (
     write_mri_raw,
     write_reconstruction,
 )
-from pirecon.data.validate import SpecError, main_validate, validate
+from pirecon.data.validate import SpecError, check_loaded, checked_file, main_validate, validate
+from pirecon.errors import PireconUserError
 from pirecon.noise import GaussianNoise, TransmissionPoisson
 
 SPECS = Path(__file__).resolve().parents[1] / "data_specs"
@@ -553,6 +554,38 @@ def test_spec_error_pickles():
     again = pickle.loads(pickle.dumps(error))
     assert str(again) == "a.h5: sinogram: expected float32, found float64" and again.key == "sinogram"
     assert isinstance(again, ValueError)
+    assert isinstance(again, PireconUserError)
+
+
+def test_validate_options_and_the_readers_door(tmp_path):
+    path = ct_file(tmp_path / "ct.h5")
+    seen = []
+    summary = validate(path, progress=seen.append)
+    assert sum(seen) == summary["value_bytes"] > 0
+    assert summary["checked"] == ["ground_truth", "labels", "segmentation", "sinogram"]
+    with pytest.raises(SpecError) as info:
+        validate(path, expect=("mri_raw", "fastmri"))
+    assert str(info.value) == f"{path}: attrs/pirecon_format: expected 'mri_raw' or 'fastmri', found 'ct_raw'"
+    with h5py.File(path, "a") as f:
+        set_in("sinogram", (1, 2, 3), np.nan)(f)
+    assert validate(path, values=False)["num_slices"] == N  # attributes, dtypes and shapes only
+    with checked_file(path) as (f, summary):
+        sinogram = f["sinogram"][()]
+        with pytest.raises(SpecError) as info:
+            check_loaded(f, path, {"sinogram": sinogram})
+    assert str(info.value) == f"{path}: sinogram: expected finite values, found NaN at index (1, 2, 3)"
+
+
+def test_links_that_lead_nowhere(tmp_path):
+    path = mri_file(tmp_path / "mri.h5")
+    with h5py.File(path, "a") as f:
+        del f["coil_maps"]
+        f["coil_maps"] = h5py.SoftLink("/nowhere")
+    for call in (validate, read_mri_raw):
+        with pytest.raises(SpecError) as info:
+            call(path)
+        assert (info.value.key, info.value.expected) == ("coil_maps", "a dataset")
+        assert info.value.found.startswith("a link that cannot be followed (")
 
 
 def test_main_validate_prints_one_line(tmp_path, capsys):
@@ -617,3 +650,27 @@ def test_schemas_accept_written_attributes_and_reject_broken_ones(tmp_path):
     jsonschema.validate(provenance, sub)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**provenance, "checkpoint_sha256": "XYZ"}, sub)
+
+
+def test_a_missing_schema_is_not_blamed_on_the_file(tmp_path, monkeypatch):
+    import importlib
+
+    validate_module = importlib.import_module("pirecon.data.validate")  # pirecon.data.validate is also the function
+    path = ct_file(tmp_path / "ct.h5")
+    monkeypatch.setattr(validate_module, "_spec_dirs", lambda: [tmp_path / "nowhere"])
+    validate_module.load_schema.cache_clear()
+    try:
+        with pytest.raises(FileNotFoundError, match="^ct_raw.schema.json: expected in one of"):
+            validate(path)
+    finally:
+        validate_module.load_schema.cache_clear()
+
+
+def test_names_from_the_file_cannot_break_the_line(tmp_path):
+    path = ct_file(tmp_path / "ct.h5")
+    with h5py.File(path, "a") as f:
+        f.attrs["two\nlines"] = np.zeros((2, 2))
+    with pytest.raises(SpecError) as info:
+        validate(path)
+    assert str(info.value) == (f"{path}: attrs/two\\nlines: expected a string or a number or a boolean, "
+                               "found array [[0.0, 0.0], [0.0, 0.0]]")

@@ -64,3 +64,26 @@ def test_broken_noise_dicts_are_rejected():
               {"type": "complex_gaussian", "format_version": 1, "sigma": 1.0, "covariance": [[1.0]]}):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(d, schema("noise_model"))
+
+
+def test_one_validator_and_no_private_name_crosses_the_data_modules():
+    """validate.py checks the specs and imports nothing of pirecon.data but the shared constants (_spec.py);
+    formats.py and the datasets go through it; no module takes another's private names."""
+    import ast
+
+    package = Path(__file__).resolve().parents[1] / "src" / "pirecon" / "data"
+    imports = {}
+    for path in sorted(package.glob("*.py")):
+        found = []
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:  # from .module import name
+                module = node.module or ""
+                found += [(module, alias.name) for alias in node.names]
+        imports[path.stem] = found
+    for module, names in imports.items():
+        private = [f"{source}.{name}" for source, name in names if name.startswith("_")]
+        assert not private, f"data/{module}.py imports private names {private}"
+    assert {source for source, _ in imports["validate"]} == {"_spec"}
+    assert {source for source, _ in imports["_spec"]} == set()
+    assert "validate" in {source for source, _ in imports["formats"]}
+    assert "validate" in {source for source, _ in imports["datasets"]}

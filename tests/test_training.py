@@ -340,3 +340,14 @@ def test_a_bad_value_for_a_pirecon_model_is_a_config_error():
 
     with pytest.raises(ConfigError, match=r"^model.init_args: iterations: expected a positive integer, found -1$"):
         build_model({"class_path": "lpd", "init_args": {"iterations": -1}})
+
+
+def test_the_data_module_refuses_to_train_on_held_out_files(tmp_path):
+    from pirecon.errors import PireconUserError
+
+    held_out = simulate(tmp_path / "test.h5", n=2, progress=False, split="test", **CT_SIM)
+    with pytest.raises(PireconUserError, match=r"found split 'test' \(held out from training\)$"):
+        ReconstructionDataModule(train=str(held_out), batch_size=2).setup("fit")
+    dm = ReconstructionDataModule(test=str(held_out), batch_size=2)  # evaluation reads it
+    dm.setup("test")
+    assert len(dm.test_dataset) == 2

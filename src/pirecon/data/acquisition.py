@@ -82,7 +82,7 @@ def read_acquisition(path: str | Path, *, slices: slice | None = None, backend: 
         y = torch.from_numpy(raw.kspace[selection])
         truth = None if raw.ground_truth is None else torch.from_numpy(raw.ground_truth[selection])[:, None]
         return Acquisition(y, physics, truth, path)
-    raise SpecError(f"{path}: expected a raw CT or MRI file, found a {kind!r} file")
+    raise SpecError(path, "attrs/pirecon_format", "a raw CT or MRI file", f"a {kind!r} file")
 
 
 def physics_from_file(path: str | Path, *, backend: str = "auto", slices: slice | None = None) -> Physics:
@@ -102,7 +102,7 @@ def physics_from_file(path: str | Path, *, backend: str = "auto", slices: slice 
         return _ct_physics(geometry, noise, backend, path)
     if kind in ("mri_raw", "fastmri"):
         return _mri_physics(read_mri_raw(path), path, slices or slice(None))
-    raise SpecError(f"{path}: expected a raw CT or MRI file, found a {kind!r} file")
+    raise SpecError(path, "attrs/pirecon_format", "a raw CT or MRI file", f"a {kind!r} file")
 
 
 def _ct_physics(geometry, noise, backend: str, path: Path | None) -> Physics:
@@ -130,7 +130,7 @@ def _mri_physics(raw, path: Path, slices: slice) -> Physics:
         maps = espirit_maps(kspace)
         source = "espirit"
     else:
-        raise SpecError(f"{path}: expected coil_maps for non-Cartesian data, found none")
+        raise SpecError(path, "coil_maps", "coil maps for non-Cartesian data", "none")
     metadata = {"coil_maps": maps, "coil_maps_source": source, "mask": mask, "file": str(path)}
     if raw.trajectory is not None:
         trajectory = torch.from_numpy(raw.trajectory)

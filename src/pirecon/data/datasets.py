@@ -24,7 +24,7 @@ plus ``file`` and ``slice`` (:class:`H5SliceDataset`) or ``index``
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import os
 from bisect import bisect_right
@@ -36,9 +36,14 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from .._validation import split_seed
+from ..errors import PireconUserError
 from ._h5handles import LazyH5Handles
+from ._spec import decode_attr as _decode_attr
+from ._spec import fmt_shape
+from .validate import SpecError, checked_file, validate
 
-__all__ = ["H5SliceDataset", "SimulationDataset", "LoDoPaBDataset", "Undersample", "resolve_rank", "KIND_OF_FORMAT"]
+__all__ = ["H5SliceDataset", "SimulationDataset", "LoDoPaBDataset", "Undersample", "resolve_rank", "KIND_OF_FORMAT",
+           "ROLES", "HELD_OUT_SPLITS"]
 
 #: Dataset kind of each raw file format (``formats.file_kind``).
 KIND_OF_FORMAT = {"ct_raw": "ct", "mri_raw": "mri", "fastmri": "mri"}
@@ -83,54 +88,88 @@ class H5SliceDataset(LazyH5Handles, Dataset):
     """Map-style dataset over the slices of many raw HDF5 files (``ct_raw``, ``mri_raw`` or fastMRI).
 
     Item ``i`` is slice ``s`` of file ``f`` in the order of ``paths``, then of
-    slices. The index is built from file metadata only (format attribute and
-    dataset shapes); each item reads its own slice from disk (one chunk per
-    dataset). Files are opened lazily, once per process: the handles are not
-    pickled and are reopened after ``fork`` or ``spawn``, so the dataset is
-    safe with ``DataLoader(num_workers > 0)`` and under DDP.
+    slices. Each item reads its own slice from disk (one chunk per dataset).
+    Files are opened lazily, once per process: the handles are not pickled and
+    are reopened after ``fork`` or ``spawn``, so the dataset is safe with
+    ``DataLoader(num_workers > 0)`` and under DDP.
+
+    Every file is checked against its spec when the dataset is built, as
+    ``pirecon check`` does (:func:`pirecon.data.validate.validate`), and a bad
+    file raises the same :class:`~pirecon.data.validate.SpecError`, naming the
+    file, the key, what was expected and what was found. First the attributes,
+    dtypes and shapes of all files (no array is read), then the files' mutual
+    consistency, then the values of every dataset (finite, in range), read a
+    block of slices at a time (at most 64 MiB at once; roughly 100-200 MiB/s of
+    uncompressed data on one core, gzip decompression being most of it: a few
+    seconds for 200 slices of 8-coil 320 x 320 k-space), with a progress bar
+    when that takes more than a second. A file whose values were checked once
+    in this process (same path, size and modification time) is not read again.
+
+    The files of one dataset must give items that batch together: the same
+    kind, for CT the same geometry, and the same per-slice datasets with the
+    same per-slice shapes (for MRI: coils and image grid of ``kspace``,
+    Cartesian or not, the kind of mask (line or 2D), coil maps, ground truth,
+    reconstruction grid, segmentation, labels). Mask values, noise models and
+    slice counts may differ between files.
 
     Parameters
     ----------
     paths : path or sequence of paths
     kind : {"ct", "mri"}, optional
-        Expected kind of every file; by default that of the first file. Files
-        of another kind raise ``ValueError``.
+        Expected kind of every file; by default that of the first file.
     transform : callable, optional
         Applied to each item dict (``transform(item) -> item``).
+    role : {"train", "val", "test", "predict"}, optional
+        What the dataset is for. ``"train"`` refuses held-out files: those
+        whose root attribute ``split`` (written by :func:`pirecon.data.simulate.simulate`)
+        is ``"validation"``, ``"test"``, ``"calibration"`` or ``"panel"``. The other roles, and
+        ``None`` (the default), accept every split.
+    progress : bool
+        Show a progress bar (on a terminal, rank 0) while the values are checked,
+        if that takes more than a second.
     """
 
-    def __init__(self, paths, *, kind: str | None = None, transform: Callable[[dict], Any] | None = None):
-        from .formats import file_kind
-
+    def __init__(self, paths, *, kind: str | None = None, transform: Callable[[dict], Any] | None = None,
+                 role: str | None = None, progress: bool = True):
         self.paths = _as_paths(paths)
         if kind is not None and (not isinstance(kind, str) or kind.lower() not in ("ct", "mri")):
             raise ValueError(f"kind: expected 'ct', 'mri' or None, found {kind!r}")
         if transform is not None and not callable(transform):
             raise ValueError(f"transform: expected a callable or None, found {type(transform).__name__}")
+        if role is not None and role not in ROLES:
+            raise ValueError(f"role: expected one of {', '.join(repr(r) for r in ROLES)} or None, found {role!r}")
         self.transform = transform
-        import h5py
-
-        counts = []
+        self.role = role
         self.kind = None if kind is None else kind.lower()
-        self._line_masks: dict[int, np.ndarray] = {}
         for i, path in enumerate(self.paths):
             if not path.is_file():
                 raise FileNotFoundError(f"paths[{i}]: expected an existing HDF5 file, found no file at {str(path)!r}")
-            fmt = file_kind(path)
-            file_kind_ = KIND_OF_FORMAT.get(fmt)
-            if file_kind_ is None:
-                raise ValueError(f"{path}: expected a raw data file (ct_raw, mri_raw or fastMRI), found {fmt!r}")
-            if self.kind is None:
-                self.kind = file_kind_
-            elif file_kind_ != self.kind:
-                raise ValueError(f"{path}: expected a {self.kind.upper()} raw file like the others, found {fmt!r}")
-            key = "sinogram" if self.kind == "ct" else "kspace"
-            with h5py.File(path, "r") as f:
-                counts.append(int(f[key].shape[0]))
-                if "mask" in f:  # a line mask shared by all slices: small, read once
-                    self._line_masks[i] = np.asarray(f["mask"][()], dtype=np.float32)
-        self.num_slices = tuple(counts)
-        self._offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        # 1. each file's attributes, dtypes and shapes (no array read), in order: a broken file fails at once
+        infos = [_file_info(path) for path in self.paths]
+        # 2. the files together
+        first = infos[0]
+        if self.kind is None:
+            self.kind = first.kind
+        for info in infos:
+            if info.kind != self.kind:
+                like = f"like {first.path}" if kind is None else f"(kind={self.kind!r})"
+                raise SpecError(info.path, "attrs/pirecon_format", f"a {self.kind.upper()} raw file {like}",
+                                repr(info.format))
+            if role == "train" and info.split in HELD_OUT_SPLITS:
+                raise PireconUserError(
+                    f"{info.path}: attrs/split: expected a file that may train a model (split 'train', or no "
+                    f"split), found split {info.split!r} (held out from training)")
+        for info in infos[1:]:
+            _check_batchable(first, info)
+        # 3. the values of every file not checked before in this process
+        _check_values([info for info in infos if info.stat not in _VALUES_CHECKED], progress)
+        self.num_slices = tuple(info.num_slices for info in infos)
+        self._geometries = [info.geometry for info in infos]
+        self._noises = [info.noise for info in infos]
+        self._items = [info.items for info in infos]
+        self._line_masks: dict[int, np.ndarray] = {i: _line_mask(info) for i, info in enumerate(infos)
+                                                  if info.items.get("mask", ("",))[0] == "mask"}
+        self._offsets = np.concatenate([[0], np.cumsum(self.num_slices)]).astype(np.int64)
         self._reset_handles()
 
     # ---- indexing -------------------------------------------------------
@@ -156,28 +195,22 @@ class H5SliceDataset(LazyH5Handles, Dataset):
 
     # ---- metadata -------------------------------------------------------
 
-    def _attrs(self, file_index: int) -> dict:
-        """Root attributes of a file, read through a short-lived handle (no handle outlives the call, so
-        nothing open is inherited by forked DataLoader workers)."""
-        import h5py
-
-        with h5py.File(self.paths[file_index], "r") as f:
-            return dict(f.attrs)
+    def _file_index(self, file_index: int) -> int:
+        n = len(self.paths)
+        if isinstance(file_index, (bool, np.bool_)) or not isinstance(file_index, (int, np.integer)) \
+                or not -n <= file_index < n:
+            raise IndexError(f"file_index: expected an integer in -{n}..{n - 1}, found {file_index!r}")
+        return int(file_index) % n
 
     def geometry(self, file_index: int = 0):
-        """The CT geometry of file ``file_index`` (from its attributes)."""
-        from ..ct import geometry_from_dict
-
+        """The CT geometry of file ``file_index`` (the files of a dataset share one)."""
         if self.kind != "ct":
             raise ValueError(f"geometry: only CT files have a geometry, found kind {self.kind!r}")
-        return geometry_from_dict(json.loads(_attr_text(self._attrs(file_index)["geometry"])))
+        return self._geometries[self._file_index(file_index)]
 
     def noise(self, file_index: int = 0):
-        """The noise model of CT file ``file_index``, or ``None``."""
-        from ..noise import noise_from_dict
-
-        attrs = self._attrs(file_index)
-        return noise_from_dict(json.loads(_attr_text(attrs["noise"]))) if "noise" in attrs else None
+        """The noise model of file ``file_index`` (its ``noise`` attribute), or ``None``."""
+        return self._noises[self._file_index(file_index)]
 
     # ---- items ----------------------------------------------------------
 
@@ -185,25 +218,25 @@ class H5SliceDataset(LazyH5Handles, Dataset):
         file_index, slice_index = self.locate(index)
         f = self._file(file_index)
         item: dict[str, Any] = {}
-        for name, key in (_CT_KEYS if self.kind == "ct" else _MRI_KEYS):
-            if name in f and key not in item:
-                item[key] = _item_tensor(key, f[name][slice_index])
-        if self.kind == "mri":
-            k = item["kspace"]
-            if "trajectory" in f:
-                traj = f["trajectory"]
-                item["trajectory"] = torch.from_numpy(np.asarray(traj[slice_index] if traj.ndim == 3 else traj[()]))
-                if k.ndim == 1:
-                    item["kspace"] = k[None]
-            elif k.ndim == 2:  # single-coil file: (H, W)
-                item["kspace"] = k[None]
-            if file_index in self._line_masks:
+        for key, (name, _) in self._items[file_index].items():
+            if key == "mask" and file_index in self._line_masks:
                 item["mask"] = torch.from_numpy(self._line_masks[file_index]).view(1, 1, -1)
+                continue
+            ds = f[name]
+            if key == "label":
+                item["label"] = torch.tensor(int(ds[slice_index]), dtype=torch.int64)
+            elif key == "trajectory" and ds.ndim == 2 or key == "coil_maps" and ds.ndim == 3:
+                item[key] = torch.from_numpy(np.asarray(ds[()]))  # stored once for every slice
+            else:
+                item[key] = _item_tensor(key, ds[slice_index])
+        if self.kind == "mri":
+            if "trajectory" not in item and item["kspace"].ndim == 2:  # single-coil file: (H, W)
+                item["kspace"] = item["kspace"][None]
             for key in ("kspace", "coil_maps", "ground_truth"):
-                if key in item and item[key].dtype != torch.complex64 and item[key].is_complex():
-                    item[key] = item[key].to(torch.complex64)
-        if "labels" in f:
-            item["label"] = torch.tensor(int(f["labels"][slice_index]), dtype=torch.int64)
+                if key in item and item[key].dtype != torch.complex64:
+                    item[key] = item[key].to(torch.complex64)  # fastMRI: complex128
+            if "reconstruction_rss" in item and item["reconstruction_rss"].dtype != torch.float32:
+                item["reconstruction_rss"] = item["reconstruction_rss"].to(torch.float32)  # fastMRI: float64
         item["file"] = file_index
         item["slice"] = slice_index
         return self.transform(item) if self.transform is not None else item
@@ -212,8 +245,129 @@ class H5SliceDataset(LazyH5Handles, Dataset):
         return f"H5SliceDataset(kind={self.kind!r}, files={len(self.paths)}, slices={len(self)})"
 
 
-def _attr_text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+#: Roles of an :class:`H5SliceDataset`.
+ROLES = ("train", "val", "test", "predict")
+
+#: Values of a file's ``split`` attribute that a training dataset refuses.
+HELD_OUT_SPLITS = ("validation", "test", "calibration", "panel")
+
+#: Raw file formats a :class:`H5SliceDataset` reads.
+_RAW_FORMATS = ("ct_raw", "mri_raw", "fastmri")
+
+#: ``(path, device, inode, size, mtime, ctime)`` of the files whose values were checked in this process.
+_VALUES_CHECKED: set[tuple] = set()
+
+
+@dataclasses.dataclass
+class _FileInfo:
+    """What :class:`H5SliceDataset` learns of a file from its metadata (no array is read)."""
+
+    path: Path
+    stat: tuple
+    format: str
+    kind: str
+    num_slices: int
+    value_bytes: int
+    items: dict  # item key -> (HDF5 dataset name, per-slice shape of the item)
+    geometry: Any = None
+    noise: Any = None
+    split: str | None = None
+
+
+def _file_info(path: Path) -> _FileInfo:
+    """Check ``path``'s attributes, dtypes and shapes against its spec and describe its items."""
+    stat = path.stat()
+    with checked_file(path, expect=_RAW_FORMATS) as (f, summary):
+        fmt, checked = summary["kind"], set(summary["checked"])  # read only what the spec checked
+        info = _FileInfo(path=path, format=fmt, kind=KIND_OF_FORMAT[fmt], num_slices=int(summary["num_slices"]),
+                         value_bytes=int(summary["value_bytes"]), items={},
+                         stat=(str(path.resolve()), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns,
+                               stat.st_ctime_ns))
+        split = _decode_attr(f.attrs["split"]) if "split" in f.attrs else None
+        info.split = split.strip().lower() if isinstance(split, str) else None
+        for name, key in (_CT_KEYS if info.kind == "ct" else _MRI_KEYS):
+            if name in checked and key not in info.items:
+                shape = tuple(int(s) for s in f[name].shape)
+                if name == "coil_maps" and len(shape) == 3:  # maps stored once for every slice
+                    shape = (0, *shape)
+                shape = shape[1:]
+                if key in _ADD_CHANNEL:
+                    shape = (1, *shape)
+                info.items[key] = (name, shape)
+        if "labels" in checked:
+            info.items["label"] = ("labels", ())
+        if summary.get("noise") is not None:
+            from ..noise import noise_from_dict
+
+            info.noise = noise_from_dict(summary["noise"])
+        if info.kind == "ct":
+            from ..ct import geometry_from_dict
+
+            info.geometry = geometry_from_dict(summary["geometry"])
+        else:
+            name, shape = info.items["kspace"]
+            if summary["cartesian"] and len(shape) == 2:  # single-coil (H, W)
+                info.items["kspace"] = (name, (1, *shape))
+            if "trajectory" in checked:
+                info.items["trajectory"] = ("trajectory", tuple(int(s) for s in f["trajectory"].shape[-2:]))
+            if "mask" in checked:  # a line mask shared by all slices (read once its values are checked)
+                info.items["mask"] = ("mask", (1, 1, int(f["mask"].shape[-1])))
+    return info
+
+
+def _line_mask(info: _FileInfo) -> np.ndarray:
+    """The line mask ``mask`` of a checked MRI file (small: read once)."""
+    with checked_file(info.path, expect=_RAW_FORMATS) as (f, _):
+        return np.asarray(f["mask"][()], dtype=np.float32)
+
+
+def _describe(items: dict, key: str) -> str:
+    if key not in items:
+        return "no such dataset"
+    name, shape = items[key]
+    return f"{name} with per-slice shape {fmt_shape(shape)}" if shape else f"{name} (one value per slice)"
+
+
+def _check_batchable(first: _FileInfo, other: _FileInfo) -> None:
+    """Refuse ``other`` unless its items batch with those of ``first`` (same geometry for CT)."""
+    if first.geometry is not None and other.geometry != first.geometry:
+        found = repr(other.geometry)
+        if found == repr(first.geometry):
+            found += " with other values (angles or spacings)"
+        raise PireconUserError(f"{other.path}: attrs/geometry: expected the geometry of {first.path}, "
+                               f"{first.geometry!r}, found {found} (the files of one dataset share one geometry)")
+    for key in list(first.items) + [k for k in other.items if k not in first.items]:
+        a, b = first.items.get(key), other.items.get(key)
+        if a is None or b is None or a[1] != b[1]:
+            name = (a or b)[0]
+            raise PireconUserError(
+                f"{other.path}: {b[0] if b else name}: expected {_describe(first.items, key)} as in {first.path}, "
+                f"found {_describe(other.items, key)} (the files of one dataset give items that batch together)")
+
+
+def _check_values(infos: list[_FileInfo], progress: bool) -> None:
+    """The value checks of :func:`~pirecon.data.validate.validate` on ``infos``' files, with a progress bar."""
+    if not infos:
+        return
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        try:
+            rank = resolve_rank()[0]
+        except ValueError:
+            rank = 0
+        total = sum(info.value_bytes for info in infos)
+        bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, delay=1.0, leave=False,
+                   disable=None if rank == 0 else True,
+                   desc=f"checking {len(infos)} file{'s' if len(infos) != 1 else ''}")
+    try:
+        for info in infos:
+            validate(info.path, expect=_RAW_FORMATS, progress=bar.update if bar is not None else None)
+            _VALUES_CHECKED.add(info.stat)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 # --------------------------------------------------------------------------

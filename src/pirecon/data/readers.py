@@ -74,6 +74,7 @@ import torch.utils.data
 
 from .._validation import check_choice, check_positive
 from ..ct.geometry import ParallelBeam2D
+from ..errors import PireconUserError
 from ._h5handles import LazyH5Handles
 
 __all__ = [
@@ -210,8 +211,8 @@ class LoDoPaBFiles(LazyH5Handles, torch.utils.data.Dataset):
             n_obs, obs_shape = _check_h5_data(obs[index], obs_shape)
             n_gt, gt_shape = _check_h5_data(gt[index], gt_shape)
             if n_gt != n_obs:
-                raise ValueError(f"{gt[index]}['data']: expected {n_obs} samples as in {obs[index].name}, "
-                                 f"found {n_gt}")
+                raise PireconUserError(f"{gt[index]}['data']: expected {n_obs} samples as in {obs[index].name}, "
+                                       f"found {n_gt}")
             self.files.append((obs[index], gt[index]))
             counts.append(n_obs)
         self.observation_shape, self.ground_truth_shape = obs_shape, gt_shape
@@ -251,23 +252,27 @@ class LoDoPaBFiles(LazyH5Handles, torch.utils.data.Dataset):
 
 
 def _check_h5_data(path: Path, sample_shape: tuple[int, ...] | None) -> tuple[int, tuple[int, ...]]:
-    """Number of samples and sample shape of ``path['data']``; raises naming the file and key."""
+    """Number of samples and sample shape of ``path['data']``; raises ``PireconUserError`` naming the file and key."""
     import h5py
 
     try:
         f = h5py.File(path, "r")
     except OSError as err:
-        raise ValueError(f"{path}: expected an HDF5 file, could not open it ({err})") from None
+        raise PireconUserError(f"{path}: expected an HDF5 file, could not open it ({err})") from None
     with f:
-        if "data" not in f or not isinstance(f["data"], h5py.Dataset):
-            raise ValueError(f"{path}: expected a dataset 'data', found keys {sorted(f.keys())}")
-        ds = f["data"]
+        try:
+            ds = f["data"] if "data" in f else None
+        except (KeyError, RuntimeError, OSError):  # a link that leads nowhere
+            ds = None
+        if not isinstance(ds, h5py.Dataset):
+            raise PireconUserError(f"{path}: expected a dataset 'data', found keys {sorted(f.keys())}")
         if not np.issubdtype(ds.dtype, np.floating):
-            raise ValueError(f"{path}['data']: expected a floating dtype (float32), found {ds.dtype}")
+            raise PireconUserError(f"{path}['data']: expected a floating dtype (float32), found {ds.dtype}")
         ndim = 1 + (len(sample_shape) if sample_shape is not None else 2)
-        if len(ds.shape) != ndim or (sample_shape is not None and tuple(ds.shape[1:]) != sample_shape):
+        if ds.shape is None or len(ds.shape) != ndim or \
+                (sample_shape is not None and tuple(ds.shape[1:]) != sample_shape):
             want = "(n, " + ", ".join(map(str, sample_shape)) + ")" if sample_shape is not None else "(n, H, W)"
-            raise ValueError(f"{path}['data']: expected shape {want}, found {tuple(ds.shape)}")
+            raise PireconUserError(f"{path}['data']: expected shape {want}, found {ds.shape}")
         return int(ds.shape[0]), tuple(int(s) for s in ds.shape[1:])
 
 

@@ -48,17 +48,24 @@ _SCAN_BYTES = 64 << 20
 
 
 class SpecError(PireconUserError):
-    """A file breaks its spec: ``str(e) == f"{path}: {key}: expected {expected}, found {found}"``."""
+    """A file breaks its spec: ``str(e) == f"{path}: {key}: expected {expected}, found {found}"``, one line
+    (control characters in names taken from the file, such as a newline in an attribute name, are escaped)."""
 
     def __init__(self, path, key: str, expected: str, found: str):
         self.path = str(path)
-        self.key = key
-        self.expected = expected
-        self.found = found
-        super().__init__(f"{self.path}: {key}: expected {expected}, found {found}")
+        self.key, self.expected, self.found = _printable(key), _printable(expected), _printable(found)
+        super().__init__(f"{_printable(self.path)}: {self.key}: expected {self.expected}, found {self.found}")
 
     def __reduce__(self):
         return (type(self), (self.path, self.key, self.expected, self.found))
+
+
+def _printable(text) -> str:
+    """``text`` with its control characters escaped (``\\n``, ``\\x00``), so that a message stays one line."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -72,6 +79,10 @@ def _spec_dirs() -> list[Path]:
     dirs.append(Path(__file__).resolve().parent / "data_specs")  # if a wheel ships them with the package
     dirs.append(Path(__file__).resolve().parents[3] / "data_specs")  # source tree / editable install
     return dirs
+
+
+#: The schemas in ``data_specs/``.
+_SCHEMAS = ("ct_raw", "mri_raw", "reconstruction", "ct_geometry", "noise_model")
 
 
 @functools.lru_cache(maxsize=None)
@@ -242,6 +253,8 @@ def _open_problem(e: OSError) -> str:
 @contextlib.contextmanager
 def _open(path):
     """Open ``path`` read-only; every failure to open or read it becomes a ``SpecError``."""
+    for name in _SCHEMAS:  # first, so that a missing schema (an installation problem) is not blamed on the file
+        load_schema(name)
     p = Path(path)
     if not p.exists():
         raise SpecError(path, "file", "an HDF5 file", "no such file")
@@ -277,7 +290,7 @@ def _kind(f: h5py.File, path) -> str:
         raise SpecError(path, "attrs/pirecon_format", f"one of {known} (or a fastMRI kspace dataset)",
                         "no such attribute and no kspace dataset")
     value = _decode_attr(f.attrs["pirecon_format"])
-    if value not in KINDS:
+    if not isinstance(value, str) or value not in KINDS:  # (a compound value cannot even be compared)
         raise SpecError(path, "attrs/pirecon_format", f"one of {known}", repr(value))
     return value
 

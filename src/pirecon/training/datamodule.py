@@ -254,7 +254,7 @@ class ReconstructionDataModule(pl.LightningDataModule):
         if stage in (None, "fit"):
             files = self._files("train")
             if files is not None:
-                self.train_dataset = H5SliceDataset(files, kind=self.kind, transform=self.transform)
+                self.train_dataset = H5SliceDataset(files, kind=self.kind, transform=self.transform, role="train")
             elif self.simulation is not None:
                 self.train_dataset = SimulationDataset(**self.simulation)
             elif self.lodopab is not None:
@@ -273,13 +273,13 @@ class ReconstructionDataModule(pl.LightningDataModule):
             files = self._files("predict")
             if files is None:
                 raise ConfigError("predict: expected raw files to reconstruct (data.predict), found none")
-            self.predict_dataset = H5SliceDataset(files, kind=self.kind, transform=self.transform)
+            self.predict_dataset = H5SliceDataset(files, kind=self.kind, transform=self.transform, role="predict")
 
     def _evaluation_dataset(self, stage: str, lodopab_part: str):
         """The stage's files, else its LoDoPaB-CT part, else ``None``."""
         files = self._files(stage)
         if files is not None:
-            return H5SliceDataset(files, kind=self.kind, transform=self.transform)
+            return H5SliceDataset(files, kind=self.kind, transform=self.transform, role=stage)
         return self._lodopab(lodopab_part) if self.lodopab is not None else None
 
     def _lodopab(self, part: str):
@@ -345,7 +345,7 @@ class ReconstructionDataModule(pl.LightningDataModule):
             if spec is None:
                 continue
             first = resolve_files(spec, stage)[0]
-            dataset = H5SliceDataset([first], kind=self.kind)
+            dataset = H5SliceDataset([first], kind=self.kind, progress=False)
             physics = ("ct", dataset.geometry(0), dataset.noise(0)) if dataset.kind == "ct" else ("mri", None, None)
             if found is None:
                 found = physics, first
