@@ -21,6 +21,7 @@ from pirecon.data.readers import (
     read_image_directory,
     read_nifti,
 )
+from pirecon.errors import PireconUserError
 
 nib = pytest.importorskip("nibabel")
 pydicom = pytest.importorskip("pydicom")
@@ -475,7 +476,7 @@ def test_dicom_errors(tmp_path):
 
     bad = tmp_path / "notes.dcm"
     bad.write_text("not a DICOM file at all")
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(PireconUserError) as info:  # a user error: one line on the command line
         read_dicom_series([bad])
     assert str(info.value).startswith(f"{bad}: expected a DICOM file, could not read it (")
 
@@ -550,7 +551,7 @@ def test_nifti_2d_units_and_errors(tmp_path):
     with raises_exactly(FileNotFoundError, f"{tmp_path / 'gone.nii'}: expected a NIfTI file, found nothing"):
         read_nifti(tmp_path / "gone.nii")
     (tmp_path / "junk.nii").write_bytes(b"junk" * 10)
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(PireconUserError) as info:
         read_nifti(tmp_path / "junk.nii")
     assert str(info.value).startswith(f"{tmp_path / 'junk.nii'}: expected a NIfTI file, could not read it (")
 

@@ -12,6 +12,8 @@ from typing import Sequence
 
 import torch
 
+from .errors import PireconUserError
+
 __all__ = [
     "BackendUnavailableError",
     "check_tensor",
@@ -25,8 +27,8 @@ __all__ = [
 ]
 
 
-class BackendUnavailableError(ValueError):
-    """A requested backend or device is not available on this machine."""
+class BackendUnavailableError(PireconUserError):
+    """A requested backend or device is not available on this machine (a user error: one line on the command line)."""
 
 
 _KINDS = {

@@ -684,7 +684,7 @@ def write_mri_raw(path, kspace, *, mask=None, trajectory=None, coil_maps=None, g
         if m4.shape[2] == 1 and (m4.shape[0] == 1 or (m4 == m4[:1]).all()):
             mask_line = np.ascontiguousarray(m4[0, 0, 0])
         else:
-            sampling_mask = np.ascontiguousarray(np.broadcast_to(m4, (n, 1, m4.shape[2], width)))
+            sampling_mask = np.broadcast_to(m4, (n, 1, m4.shape[2], width)).copy()
 
     maps = gt = rss = seg = lab = None
     grid = f"the image grid {image_shape}"
@@ -783,7 +783,7 @@ def read_mri_raw(path) -> MRIRaw:
     mask = None
     if get["mask"] is not None:
         line = np.asarray(get["mask"], dtype=np.float32).reshape(1, 1, 1, -1)
-        mask = np.ascontiguousarray(np.broadcast_to(line, (n, 1, 1, line.shape[-1])))
+        mask = np.broadcast_to(line, (n, 1, 1, line.shape[-1])).copy()
     elif get["sampling_mask"] is not None:
         mask = np.asarray(get["sampling_mask"], dtype=np.float32)
     rss = get["reconstruction_rss"] if get["reconstruction_rss"] is not None else get["reconstruction_esc"]

@@ -183,7 +183,7 @@ class LoDoPaBFiles(LazyH5Handles, torch.utils.data.Dataset):
                 continue
             kind, index = m.group(1), int(m.group(3))
             if index in chunks[kind]:
-                raise ValueError(f"LoDoPaB root {self.root}: expected one file for {kind} chunk {index:03d} "
+                raise PireconUserError(f"LoDoPaB root {self.root}: expected one file for {kind} chunk {index:03d} "
                                  f"of part {self.part!r}, found {chunks[kind][index].name} and {path.name}")
             chunks[kind][index] = path
         obs, gt = chunks["observation"], chunks["ground_truth"]
@@ -306,7 +306,7 @@ def _read_dicom(path: Path):
     try:
         return pydicom.dcmread(path)
     except (InvalidDicomError, OSError, EOFError, ValueError) as err:
-        raise ValueError(f"{path}: expected a DICOM file, could not read it ({err})") from None
+        raise PireconUserError(f"{path}: expected a DICOM file, could not read it ({err})") from None
 
 
 def _tag_float(ds, keyword: str, path: Path, default=None) -> float | None:
@@ -316,7 +316,7 @@ def _tag_float(ds, keyword: str, path: Path, default=None) -> float | None:
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{path}: expected a number in tag {keyword}, found {value!r}") from None
+        raise PireconUserError(f"{path}: expected a number in tag {keyword}, found {value!r}") from None
 
 
 def _tag_floats(ds, keyword: str, path: Path, n: int) -> tuple[float, ...] | None:
@@ -328,7 +328,7 @@ def _tag_floats(ds, keyword: str, path: Path, n: int) -> tuple[float, ...] | Non
     except (TypeError, ValueError):
         out = ()
     if len(out) != n:
-        raise ValueError(f"{path}: expected {n} numbers in tag {keyword}, found {value!r}")
+        raise PireconUserError(f"{path}: expected {n} numbers in tag {keyword}, found {value!r}")
     return out
 
 
@@ -337,7 +337,7 @@ def _dicom_pixels(ds, path: Path, *, attenuation: bool, mu_water: float) -> tupl
     modality = str(ds.get("Modality", "")).upper()
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames != 1:
-        raise ValueError(f"{path}: expected a single-frame image, found NumberOfFrames {frames} "
+        raise PireconUserError(f"{path}: expected a single-frame image, found NumberOfFrames {frames} "
                          "(multi-frame DICOM is not supported)")
     slope = _tag_float(ds, "RescaleSlope", path)
     intercept = _tag_float(ds, "RescaleIntercept", path)
@@ -345,18 +345,18 @@ def _dicom_pixels(ds, path: Path, *, attenuation: bool, mu_water: float) -> tupl
         for keyword, tag, value in (("RescaleSlope", "(0028,1053)", slope),
                                     ("RescaleIntercept", "(0028,1052)", intercept)):
             if value is None:
-                raise ValueError(f"{path}: expected tag {keyword} {tag} for a CT image (Modality CT), found none")
+                raise PireconUserError(f"{path}: expected tag {keyword} {tag} for a CT image (Modality CT), found none")
     elif attenuation:
-        raise ValueError(f"{path}: attenuation=True needs a CT image in Hounsfield units (Modality CT), "
+        raise PireconUserError(f"{path}: attenuation=True needs a CT image in Hounsfield units (Modality CT), "
                          f"found Modality {modality or 'none'!r}")
     slope = 1.0 if slope is None else slope
     intercept = 0.0 if intercept is None else intercept
     try:
         stored = ds.pixel_array
     except Exception as err:  # missing decoder plugins, truncated data, bad tags
-        raise ValueError(f"{path}: could not decode the pixel data ({type(err).__name__}: {err})") from None
+        raise PireconUserError(f"{path}: could not decode the pixel data ({type(err).__name__}: {err})") from None
     if stored.ndim != 2:
-        raise ValueError(f"{path}: expected a grayscale image (SamplesPerPixel 1), found pixel array "
+        raise PireconUserError(f"{path}: expected a grayscale image (SamplesPerPixel 1), found pixel array "
                          f"of shape {stored.shape}")
     values = stored.astype(np.float64) * slope + intercept
     image = hu_to_attenuation(values, mu_water) if attenuation else values.astype(np.float32)
@@ -433,7 +433,7 @@ def read_dicom_series(directory_or_files, *, attenuation: bool = False,
             continue
         datasets.append((path, ds))
     if not datasets:
-        raise ValueError(f"DICOM series {source}: expected DICOM images with pixel data, found none "
+        raise PireconUserError(f"DICOM series {source}: expected DICOM images with pixel data, found none "
                          f"({len(skipped)} DICOM files without pixel data)")
 
     uids: dict[str, list[Path]] = {}
@@ -442,13 +442,13 @@ def read_dicom_series(directory_or_files, *, attenuation: bool = False,
     if len(uids) > 1:
         listing = "; ".join(f"{uid} ({len(ps)} file{'s' if len(ps) != 1 else ''}, e.g. {ps[0].name})"
                             for uid, ps in uids.items())
-        raise ValueError(f"DICOM series {source}: expected files of one series (one SeriesInstanceUID), "
+        raise PireconUserError(f"DICOM series {source}: expected files of one series (one SeriesInstanceUID), "
                          f"found {len(uids)}: {listing}")
 
     for path, ds in datasets:
         for keyword, tag in (("Rows", "(0028,0010)"), ("Columns", "(0028,0011)")):
             if ds.get(keyword) is None:
-                raise ValueError(f"{path}: expected tag {keyword} {tag} in an image with pixel data, found none")
+                raise PireconUserError(f"{path}: expected tag {keyword} {tag} in an image with pixel data, found none")
     first_path, first = datasets[0]
     shape = (int(first.Rows), int(first.Columns))
     modality = str(first.get("Modality", "")).upper()
@@ -457,19 +457,19 @@ def read_dicom_series(directory_or_files, *, attenuation: bool = False,
     for path, ds in datasets[1:]:
         found = (int(ds.Rows), int(ds.Columns))
         if found != shape:
-            raise ValueError(f"{path}: expected (Rows, Columns) {shape} as in {first_path.name}, found {found}")
+            raise PireconUserError(f"{path}: expected (Rows, Columns) {shape} as in {first_path.name}, found {found}")
         other = _tag_floats(ds, "PixelSpacing", path, 2)
         if (other is None) != (spacing_yx is None) or (other is not None and not np.allclose(other, spacing_yx,
                                                                                              rtol=0, atol=1e-4)):
-            raise ValueError(f"{path}: expected PixelSpacing {spacing_yx} as in {first_path.name}, found {other}")
+            raise PireconUserError(f"{path}: expected PixelSpacing {spacing_yx} as in {first_path.name}, found {other}")
         other = _tag_floats(ds, "ImageOrientationPatient", path, 6)
         if (other is None) != (orientation is None) or (other is not None and not np.allclose(other, orientation,
                                                                                               rtol=0, atol=1e-4)):
-            raise ValueError(f"{path}: expected ImageOrientationPatient {orientation} as in {first_path.name}, "
+            raise PireconUserError(f"{path}: expected ImageOrientationPatient {orientation} as in {first_path.name}, "
                              f"found {other}")
     if spacing_yx is None:
         if modality == "CT":
-            raise ValueError(f"{first_path}: expected tag PixelSpacing (0028,0030) for a CT image, found none")
+            raise PireconUserError(f"{first_path}: expected tag PixelSpacing (0028,0030) for a CT image, found none")
         spacing_yx = (math.nan, math.nan)
 
     # order the slices
@@ -488,12 +488,12 @@ def read_dicom_series(directory_or_files, *, attenuation: bool = False,
     elif len(datasets) == 1:
         keys, sorted_by = [0.0], None
     else:
-        raise ValueError(f"DICOM series {source}: expected ImagePositionPatient and ImageOrientationPatient, "
+        raise PireconUserError(f"DICOM series {source}: expected ImagePositionPatient and ImageOrientationPatient, "
                          "or InstanceNumber, on every file to order the slices, found neither")
     order = sorted(range(len(datasets)), key=lambda i: keys[i])
     for a, b in zip(order, order[1:]):
         if abs(keys[b] - keys[a]) < 1e-3:
-            raise ValueError(f"DICOM series {source}: expected one slice per position, found "
+            raise PireconUserError(f"DICOM series {source}: expected one slice per position, found "
                              f"{datasets[a][0].name} and {datasets[b][0].name} at the same {sorted_by} "
                              f"({keys[a]:g})")
     datasets = [datasets[i] for i in order]
@@ -591,15 +591,15 @@ def read_nifti(path) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray
     try:
         img = nib.load(path)
     except Exception as err:  # nibabel raises ImageFileError, HeaderDataError, OSError, EOFError ...
-        raise ValueError(f"{path}: expected a NIfTI file, could not read it ({type(err).__name__}: {err})") from None
+        raise PireconUserError(f"{path}: expected a NIfTI file, could not read it ({type(err).__name__}: {err})") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
-        raise ValueError(f"{path}: expected a NIfTI-1 or NIfTI-2 image, found {type(img).__name__}")
+        raise PireconUserError(f"{path}: expected a NIfTI-1 or NIfTI-2 image, found {type(img).__name__}")
     shape = tuple(img.shape)
     if len(shape) > 3 and any(s != 1 for s in shape[3:]):
-        raise ValueError(f"{path}: expected a 2D or 3D image (trailing dimensions of size 1 allowed), "
+        raise PireconUserError(f"{path}: expected a 2D or 3D image (trailing dimensions of size 1 allowed), "
                          f"found shape {shape}")
     if len(shape) < 2:
-        raise ValueError(f"{path}: expected a 2D or 3D image, found shape {shape}")
+        raise PireconUserError(f"{path}: expected a 2D or 3D image, found shape {shape}")
     data = np.asarray(img.get_fdata(dtype=np.float32))
     data = data.reshape(shape[:3] + (1,) * (3 - len(shape[:3])))
     space_unit = img.header.get_xyzt_units()[0]
@@ -608,7 +608,7 @@ def read_nifti(path) -> tuple[np.ndarray, tuple[float, float, float], np.ndarray
     affine[:3, :] *= scale
     ornt = io_orientation(affine)
     if np.isnan(ornt).any():
-        raise ValueError(f"{path}: expected an invertible voxel-to-world affine, found {img.affine.tolist()}")
+        raise PireconUserError(f"{path}: expected an invertible voxel-to-world affine, found {img.affine.tolist()}")
     transform = ornt_transform(ornt, axcodes2ornt(("L", "P", "S")))
     data_lps = apply_orientation(data, transform)
     affine_lps = affine @ inv_ornt_aff(transform, data.shape)
@@ -633,7 +633,7 @@ def _read_png(path: Path) -> np.ndarray:
             else:
                 arr = np.asarray(img.convert("L")).astype(np.float64) / 255.0
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise ValueError(f"{path}: expected a PNG image, could not read it ({err})") from None
+        raise PireconUserError(f"{path}: expected a PNG image, could not read it ({err})") from None
     return arr.astype(np.float32)
 
 
@@ -685,7 +685,7 @@ def read_image_directory(directory, *, attenuation: bool = False,
     if not out:
         found = f"{len(skipped)} other files ({', '.join(skipped[:5])}{', ...' if len(skipped) > 5 else ''})" \
             if skipped else "none"
-        raise ValueError(f"image directory {directory}: expected PNG, DICOM or NIfTI images, found {found}")
+        raise PireconUserError(f"image directory {directory}: expected PNG, DICOM or NIfTI images, found {found}")
     if skipped:
         warnings.warn(f"image directory {directory}: skipped {len(skipped)} files that are not PNG, DICOM or "
                       f"NIfTI images: {', '.join(skipped[:5])}{', ...' if len(skipped) > 5 else ''}",
