@@ -177,7 +177,7 @@ def test_bad_reconstruct_arguments_are_one_line(ct_raw_file, tmp_path, capsys, a
 def test_missing_job_checkpoint_is_an_argument_error(tmp_path, monkeypatch, capsys):
     import pirecon.job
 
-    monkeypatch.setattr(pirecon.job, "run_job", lambda *a, **k: pytest.fail("the job ran"))
+    monkeypatch.setattr(pirecon.job, "prepare_data", lambda *a, **k: pytest.fail("the job started its work"))
     assert main(["job", "--out", str(tmp_path), "--checkpoint", str(tmp_path / "none.ckpt")]) == 2
     assert capsys.readouterr().err == (f"pirecon job: error: checkpoint: expected an existing checkpoint file, "
                                        f"found no file at {str(tmp_path / 'none.ckpt')!r}\n")

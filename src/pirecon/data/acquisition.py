@@ -65,24 +65,20 @@ def read_acquisition(path: str | Path, *, slices: slice | None = None, backend: 
 
     ``slices`` selects slices (MRI maps and masks are per slice); ``backend`` is the CT ray transform's.
     """
-    from .formats import file_kind, read_ct_raw, read_mri_raw
+    from .formats import read_ct_raw, read_mri_raw
 
     path = Path(path)
-    kind = file_kind(path)
     selection = slices or slice(None)
-    if kind == "ct_raw":
+    if _modality(path) == "ct":
         raw = read_ct_raw(path)
         physics = _ct_physics(raw.geometry, raw.noise, backend, path)
         y = torch.from_numpy(raw.sinogram[selection])[:, None]
-        truth = None if raw.ground_truth is None else torch.from_numpy(raw.ground_truth[selection])[:, None]
-        return Acquisition(y, physics, truth, path)
-    if kind in ("mri_raw", "fastmri"):
+    else:
         raw = read_mri_raw(path)
         physics = _mri_physics(raw, path, selection)
         y = torch.from_numpy(raw.kspace[selection])
-        truth = None if raw.ground_truth is None else torch.from_numpy(raw.ground_truth[selection])[:, None]
-        return Acquisition(y, physics, truth, path)
-    raise SpecError(path, "attrs/pirecon_format", "a raw CT or MRI file", f"a {kind!r} file")
+    truth = None if raw.ground_truth is None else torch.from_numpy(raw.ground_truth[selection])[:, None]
+    return Acquisition(y, physics, truth, path)
 
 
 def physics_from_file(path: str | Path, *, backend: str = "auto", slices: slice | None = None) -> Physics:
@@ -93,15 +89,23 @@ def physics_from_file(path: str | Path, *, backend: str = "auto", slices: slice 
     trajectory) for their slices, using the stored coil maps, or maps estimated by ESPIRiT from the
     k-space's calibration region when the file has none (plain fastMRI files).
     """
-    from .formats import file_kind, read_ct_acquisition, read_mri_raw
+    from .formats import read_ct_acquisition
 
     path = Path(path)
+    if _modality(path) == "ct":
+        return _ct_physics(*read_ct_acquisition(path), backend, path)
+    return read_acquisition(path, slices=slices).physics
+
+
+def _modality(path: Path) -> str:
+    """``"ct"`` or ``"mri"`` for a raw file; :class:`SpecError` for any other file."""
+    from .formats import file_kind
+
     kind = file_kind(path)
     if kind == "ct_raw":
-        geometry, noise = read_ct_acquisition(path)
-        return _ct_physics(geometry, noise, backend, path)
+        return "ct"
     if kind in ("mri_raw", "fastmri"):
-        return _mri_physics(read_mri_raw(path), path, slices or slice(None))
+        return "mri"
     raise SpecError(path, "attrs/pirecon_format", "a raw CT or MRI file", f"a {kind!r} file")
 
 
@@ -138,7 +142,7 @@ def _mri_physics(raw, path: Path, slices: slice) -> Physics:
         metadata["trajectory"] = trajectory
     else:
         operator = SenseOperator(maps, mask)
-    return Physics(operator, getattr(raw, "noise", None), "mri", metadata)
+    return Physics(operator, raw.noise, "mri", metadata)
 
 
 # --------------------------------------------------------------------------

@@ -135,8 +135,6 @@ def run_lightning(subcommand: str, argv: list[str]) -> int:
     # LightningCLI warns when sys.argv also holds arguments; they are the same ones (and DDP re-launches
     # from sys.argv, so it stays as it is)
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-    from .._validation import BackendUnavailableError
-
     try:
         for path in _config_paths(argv):
             check_config(path)
@@ -144,7 +142,7 @@ def run_lightning(subcommand: str, argv: list[str]) -> int:
         PireconCLI(ReconstructionModule, ReconstructionDataModule, args=[subcommand, *argv],
                    seed_everything_default=0, save_config_kwargs={"overwrite": True},
                    parser_kwargs={"prog": "pirecon"}, load_from_checkpoint_support=False)
-    except (PireconUserError, BackendUnavailableError, *PATH_ERRORS) as err:
+    except (PireconUserError, *PATH_ERRORS) as err:
         print(f"pirecon {subcommand}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -25,7 +25,7 @@ from torch import nn
 
 from .._validation import check_choice, check_positive
 from ..metrics import nmse, psnr, ssim
-from ..data.acquisition import BatchPhysics, check_same_physics, describe_physics, measurement
+from ..data.acquisition import BatchPhysics, check_same_physics, measurement
 from .batch_physics import target_and_prediction
 from .losses import ReconstructionLoss
 from .model_spec import build_model
@@ -92,7 +92,6 @@ class ReconstructionModule(pl.LightningModule):
         self.num_logged_images = int(check_positive(num_logged_images, "num_logged_images", integer=True))
         self.physics_mismatch = check_choice(physics_mismatch, "physics_mismatch", ("error", "use_data"))
         self.batch_physics: BatchPhysics | None = None
-        self._physics_description: dict | None = None
 
     # ---- physics ---------------------------------------------------------
 
@@ -100,7 +99,6 @@ class ReconstructionModule(pl.LightningModule):
         """Fix the physics of the data this module reconstructs (the datamodule does this in ``setup``)."""
         self.batch_physics = BatchPhysics(modality, geometry, noise, backend=self.backend,
                                           missing_coil_maps=self.missing_coil_maps)
-        self._physics_description = describe_physics(modality, geometry, noise)
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -112,17 +110,17 @@ class ReconstructionModule(pl.LightningModule):
                              "the data's physics, found neither")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        if self._physics_description is not None:
-            checkpoint["pirecon_physics"] = self._physics_description
+        if self.batch_physics is not None:
+            checkpoint["pirecon_physics"] = self.batch_physics.description()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         description = checkpoint.get("pirecon_physics")
-        if description is not None and self._physics_description is not None:  # the data's, set in setup()
+        if description is not None and self.batch_physics is not None:  # the data's, set in setup()
             if self.physics_mismatch == "use_data":
                 return
             trainer = self._trainer
             source = getattr(trainer, "ckpt_path", None) if trainer is not None else None
-            check_same_physics(description, self._physics_description,
+            check_same_physics(description, self.batch_physics.description(),
                                stored_name=f"the checkpoint {source}" if source else "the checkpoint",
                                found_name="the data (set physics_mismatch='use_data' to use the data's physics)")
             return
