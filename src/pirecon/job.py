@@ -102,13 +102,17 @@ def prepare_data(directory: Path, num_test: int = 100, seed: int = 0) -> tuple[P
 # ---- training ----------------------------------------------------------------------
 
 def train_lpd(out: Path, val_file: Path, *, steps: int, batch_size: int = 2, seed: int = 0, progress: bool = True,
-              model: dict | None = None, lr: float = JOB_LR) -> Path:
+              model: dict | None = None, lr: float = JOB_LR, fast: bool = True) -> Path:
     """Train LPD on streamed LPD-ellipses data for ``steps`` steps, validating on ``val_file``; returns the
-    last checkpoint (:func:`pirecon.training.fit.fit_on_simulation`)."""
+    last checkpoint (:func:`pirecon.training.fit.fit_on_simulation`). ``fast``: the fastest settings the
+    machine supports (:func:`pirecon.models.fast_training_options`: bfloat16 autocast for the networks,
+    channels-last, compiled CNN blocks); otherwise float32 and eager."""
+    from .models import fast_training_options
     from .training.fit import fit_on_simulation
 
+    options = fast_training_options("cuda" if torch.cuda.is_available() else "cpu") if fast else {}
     return fit_on_simulation(out, val_file, model=model or JOB_MODEL, simulation=_simulation_options(seed),
-                             steps=steps, lr=lr, batch_size=batch_size, seed=seed, progress=progress)
+                             steps=steps, lr=lr, batch_size=batch_size, seed=seed, progress=progress, **options)
 
 
 # ---- evaluation ----------------------------------------------------------------------

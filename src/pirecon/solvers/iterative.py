@@ -148,9 +148,9 @@ class _Ops:
 def _iterator(iterations: int, progress: bool, desc: str):
     if not progress:
         return range(iterations)
-    from tqdm.auto import tqdm
+    from .._progress import progress_bar
 
-    return tqdm(range(iterations), desc=desc, leave=False)
+    return progress_bar(range(iterations), desc=desc, leave=False)
 
 
 def _close(it):

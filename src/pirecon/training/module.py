@@ -26,6 +26,7 @@ from torch import nn
 from .._validation import check_choice, check_positive
 from ..metrics import nmse, psnr, ssim
 from ..data.acquisition import BatchPhysics, check_same_physics, measurement
+from ..models import accelerate
 from .batch_physics import target_and_prediction
 from .losses import ReconstructionLoss
 from .model_spec import build_model
@@ -61,6 +62,11 @@ class ReconstructionModule(pl.LightningModule):
         Write the validation figure every this many epochs (0: never).
     num_logged_images : int
         Images in the validation figure.
+    channels_last, compile : bool
+        Training speed-ups applied when fitting starts (:func:`pirecon.models.accelerate`): NHWC
+        convolution weights, and CNN blocks compiled with ``torch.compile``. Evaluation, prediction and
+        :func:`load_module` run the plain model. Mixed precision is the trainer's
+        ``precision="bf16-mixed"`` (CPU and GPU).
     physics_mismatch : {"error", "use_data"}
         When a checkpoint's stored physics (modality, CT geometry, noise model) differs from the data's
         on resume or test: refuse with an error naming both, or use the data's physics (for models that
@@ -70,7 +76,8 @@ class ReconstructionModule(pl.LightningModule):
     def __init__(self, model: dict[str, Any] | nn.Module, loss: dict[str, float] | None = None, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, schedule: str = "cosine",
                  backend: str = "auto", missing_coil_maps: str = "espirit", log_images_every_n_epochs: int = 1,
-                 num_logged_images: int = 4, physics_mismatch: str = "error"):
+                 num_logged_images: int = 4, physics_mismatch: str = "error", channels_last: bool = False,
+                 compile: bool = False):
         super().__init__()
         self.save_hyperparameters(ignore=["model"] if isinstance(model, nn.Module) else None)
         self.model = build_model(model)
@@ -92,6 +99,7 @@ class ReconstructionModule(pl.LightningModule):
         self.num_logged_images = int(check_positive(num_logged_images, "num_logged_images", integer=True))
         self.physics_mismatch = check_choice(physics_mismatch, "physics_mismatch", ("error", "use_data"))
         self.batch_physics: BatchPhysics | None = None
+        self.channels_last, self.compile_blocks = bool(channels_last), bool(compile)
 
     # ---- physics ---------------------------------------------------------
 
@@ -108,6 +116,9 @@ class ReconstructionModule(pl.LightningModule):
         elif self.batch_physics is None:
             raise ValueError("ReconstructionModule: expected a ReconstructionDataModule or set_physics(...) to know "
                              "the data's physics, found neither")
+
+    def on_fit_start(self) -> None:
+        accelerate(self.model, channels_last=self.channels_last, compile=self.compile_blocks)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         if self.batch_physics is not None:
