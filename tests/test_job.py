@@ -1,6 +1,11 @@
 """The main job: simulate, train, evaluate against FBP and TV, report."""
 
+import contextlib
 import csv
+import io
+import logging
+import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -15,8 +20,45 @@ JOB_STEPS = 100
 @pytest.fixture(scope="module")
 def job(tmp_path_factory):
     out = tmp_path_factory.mktemp("job")
-    scores = run_job(out, steps=JOB_STEPS, batch_size=2, num_test=3, tv_iterations=10, progress=False)
+    printed, records = io.StringIO(), _Records()
+    logging.getLogger("pytorch_lightning").addHandler(records)
+    try:
+        with contextlib.redirect_stdout(printed), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            # the fastest settings of this machine, as in the quickstart
+            scores = run_job(out, steps=JOB_STEPS, batch_size=2, num_test=3, tv_iterations=10, progress=True)
+    finally:
+        logging.getLogger("pytorch_lightning").removeHandler(records)
+    (out / "stdout.txt").write_text(printed.getvalue())
+    notices = [r.getMessage() for r in records.records] + [str(w.message) for w in caught]
+    (out / "notices.txt").write_text("\n".join(notices))
     return out, scores
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+def test_every_stage_prints_a_line_with_its_duration(job):
+    """Not a terminal (pytest captures stderr): no bars, one line per stage and per tenth of training."""
+    out, _ = job
+    lines = (out / "stdout.txt").read_text().splitlines()
+    stages = [line.removesuffix(" ...") for line in lines if line.endswith(" ...")]
+    assert [s.split(" ")[0] for s in stages] == ["simulating", "training", "TV:", "TV", "LPD", "writing"]
+    for name in stages:
+        assert sum(line.startswith(f"{name}: done in ") and line.endswith(" s") for line in lines) == 1
+    steps = [line for line in lines if line.startswith("  step ")]
+    assert [line.split(",")[0] for line in steps] == [f"  step {10 * k}/{JOB_STEPS}" for k in range(1, 11)]
+    assert "validation PSNR" in steps[-1] and "loss" in steps[-1]
+    assert lines[-1].startswith("pirecon job: ") and lines[-1].endswith(" s in all")
+    assert not any("\r" in line for line in lines)
+    notices = (out / "notices.txt").read_text()
+    assert "litlogger" not in notices and "LeafSpec" not in notices and "GPU available" not in notices
 
 
 def test_lpd_beats_fbp_after_its_training(job):
@@ -83,3 +125,22 @@ def test_job_trains_the_cpu_configuration_model():
                             .read_text())
     assert config["model"]["model"] == JOB_MODEL
     assert config["model"]["lr"] == JOB_LR
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["float32", "fast"])
+def test_training_is_reproducible_on_one_machine(tmp_path, fast):
+    """The same seed gives the same weights, bit for bit, run after run (same machine, same thread count)."""
+    import torch
+
+    from pirecon.job import prepare_data, train_lpd
+
+    if fast and not any(shutil.which(name) for name in ("c++", "g++", "clang++")):
+        pytest.skip("torch.compile on CPU needs a C++ compiler")
+    _, val = prepare_data(tmp_path / "data", num_test=1)
+    weights = []
+    for run in ("first", "second"):
+        checkpoint = train_lpd(tmp_path / run, val, steps=6, progress=False, fast=fast)
+        weights.append(torch.load(checkpoint, weights_only=True)["state_dict"])
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key

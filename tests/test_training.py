@@ -193,6 +193,39 @@ def test_cosine_schedule_decays_to_zero(tmp_path, ct_files):
     assert scheduler.get_last_lr()[0] == pytest.approx(0.0, abs=1e-12)
 
 
+def test_onecycle_warms_up_then_decays():
+    from pirecon.training.module import learning_rate_factor
+
+    factors = [learning_rate_factor("onecycle", step, 100) for step in range(101)]
+    assert factors[0] == pytest.approx(1 / 25) and factors[10] == pytest.approx(1.0)
+    assert all(a < b for a, b in zip(factors[:10], factors[1:11]))  # linear warm-up over the first 10%
+    assert all(a > b for a, b in zip(factors[10:], factors[11:]))  # then the cosine to 0
+    assert factors[55] == pytest.approx(0.5) and factors[100] == pytest.approx(0.0, abs=1e-12)
+    assert learning_rate_factor("cosine", 50, 100) == pytest.approx(0.5)
+    assert learning_rate_factor("constant", 50, 100) == 1.0
+
+
+def test_fit_with_the_speed_ups_keeps_a_plain_checkpoint(tmp_path, ct_files):
+    """channels_last and compile apply when fitting starts; the checkpoint loads into the plain model."""
+    import shutil
+
+    if not any(shutil.which(name) for name in ("c++", "g++", "clang++")):
+        pytest.skip("torch.compile on CPU needs a C++ compiler")
+    train, _ = ct_files
+    module = ReconstructionModule(TINY_LPD, log_images_every_n_epochs=0, channels_last=True, compile=True,
+                                  schedule="onecycle")
+    trainer = tiny_trainer(tmp_path, max_steps=2, limit_val_batches=0)
+    trainer.fit(module, datamodule=ReconstructionDataModule(train=str(train), batch_size=2))
+    assert module.model.primal_blocks[0]._compiled_call_impl is not None
+    path = tmp_path / "fast.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = load_module(path)
+    assert loaded.model.primal_blocks[0]._compiled_call_impl is None  # evaluation runs the plain model
+    assert loaded.hparams["compile"] and loaded.hparams["channels_last"]
+    for key, value in module.model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[key], value)
+
+
 def test_validation_figure_is_written(tmp_path, ct_files):
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 

@@ -17,11 +17,23 @@ network costs about twice the 16-channel one per step, so it gets half. The vari
 * ``5 it, lr 3e-3`` and ``5 it, lr 3e-3, identity init``: half the iterations, twice the steps;
 * ``5 it, 32 hidden, lr 3e-3, identity init``: the paper's width, half the steps.
 
+These were chosen in float32 without ``torch.compile``, and that is how ``--set architecture`` (the
+default) trains them. ``--set schedule`` asks how the chosen network learns most per second once a step is
+fast (:func:`pirecon.models.fast_training_options`: bfloat16 autocast, channels-last, compiled blocks),
+in runs of the quickstart's length:
+
+* ``batch 2, cosine``: the configuration's (5 it, 16 hidden, identity init, lr 3e-3, batch 2);
+* ``batch 4, cosine``: twice the images per step, 0.6 times the steps (a batch-4 step costs about
+  1.6 batch-2 steps);
+* ``batch 2, one-cycle``: a linear warm-up from lr / 25 over the first 10% of the steps, then the cosine;
+* ``batch 2, one-cycle, lr 6e-3``: the same with twice the peak learning rate.
+
     python experiments/ablations/lpd_cpu_budget.py                 # all variants, about 35 min on 2 cores
     python experiments/ablations/lpd_cpu_budget.py --scale 0.5     # half the steps of every variant
+    python experiments/ablations/lpd_cpu_budget.py --set schedule  # about 20 min on 2 cores with bfloat16
 
 Each variant's score is kept in ``OUT/<variant>/score.json``; a rerun skips the variants already
-scored (delete the file to redo one). The table goes to ``OUT/lpd_cpu_budget.md`` and the output.
+scored (delete the file to redo one). The table goes to ``OUT/lpd_cpu_budget_<set>.md`` and the output.
 """
 
 from __future__ import annotations
@@ -38,15 +50,24 @@ from pirecon.data.acquisition import Acquisition, read_acquisition
 from pirecon.job import JOB_MODEL, evaluate_checkpoint, prepare_data, train_lpd
 from pirecon.metrics import psnr
 
-VARIANTS = (
-    # name, LPD options on top of JOB_MODEL, learning rate, steps at --scale 1
-    ("10 it, lr 1e-3", {"iterations": 10, "identity_init": False}, 1e-3, 1000),
-    ("10 it, lr 3e-3", {"iterations": 10, "identity_init": False}, 3e-3, 1000),
-    ("10 it, lr 3e-3, identity init", {"iterations": 10, "identity_init": True}, 3e-3, 1000),
-    ("5 it, lr 3e-3", {"iterations": 5, "identity_init": False}, 3e-3, 2000),
-    ("5 it, lr 3e-3, identity init", {"iterations": 5, "identity_init": True}, 3e-3, 2000),
-    ("5 it, 32 hidden, lr 3e-3, identity init", {"iterations": 5, "hidden": 32, "identity_init": True}, 3e-3, 1000),
-)
+VARIANTS = {
+    # name, LPD options on top of JOB_MODEL, learning rate, steps at --scale 1, training options
+    "architecture": (
+        ("10 it, lr 1e-3", {"iterations": 10, "identity_init": False}, 1e-3, 1000, {}),
+        ("10 it, lr 3e-3", {"iterations": 10, "identity_init": False}, 3e-3, 1000, {}),
+        ("10 it, lr 3e-3, identity init", {"iterations": 10, "identity_init": True}, 3e-3, 1000, {}),
+        ("5 it, lr 3e-3", {"iterations": 5, "identity_init": False}, 3e-3, 2000, {}),
+        ("5 it, lr 3e-3, identity init", {"iterations": 5, "identity_init": True}, 3e-3, 2000, {}),
+        ("5 it, 32 hidden, lr 3e-3, identity init", {"iterations": 5, "hidden": 32, "identity_init": True}, 3e-3,
+         1000, {}),
+    ),
+    "schedule": (
+        ("batch 2, cosine", {}, 3e-3, 5000, {"fast": True}),
+        ("batch 4, cosine", {}, 3e-3, 3000, {"fast": True, "batch_size": 4}),
+        ("batch 2, one-cycle", {}, 3e-3, 5000, {"fast": True, "schedule": "onecycle"}),
+        ("batch 2, one-cycle, lr 6e-3", {}, 6e-3, 5000, {"fast": True, "schedule": "onecycle"}),
+    ),
+}
 
 
 def _directory_name(name: str, steps: int) -> str:
@@ -54,7 +75,7 @@ def _directory_name(name: str, steps: int) -> str:
 
 
 def run_variant(out: Path, name: str, options: dict, lr: float, steps: int, val_file: Path,
-                test: Acquisition) -> dict:
+                test: Acquisition, training: dict) -> dict:
     """Train one variant (unless its ``score.json`` exists), score it on the validation file and on the
     test file's acquisition, and return its row."""
     directory = out / _directory_name(name, steps)
@@ -64,7 +85,8 @@ def run_variant(out: Path, name: str, options: dict, lr: float, steps: int, val_
     shutil.rmtree(directory, ignore_errors=True)  # a killed earlier try: train afresh, not beside its checkpoints
     model = {"class_path": JOB_MODEL["class_path"], "init_args": {**JOB_MODEL["init_args"], **options}}
     start = time.perf_counter()
-    checkpoint = train_lpd(directory, val_file, steps=steps, batch_size=2, model=model, lr=lr)
+    training = {"fast": False, "batch_size": 2, **training}
+    checkpoint = train_lpd(directory, val_file, steps=steps, model=model, lr=lr, **training)
     seconds = time.perf_counter() - start
     validation = read_acquisition(val_file)
     _, validation_images = evaluate_checkpoint(checkpoint, validation)
@@ -96,6 +118,8 @@ def markdown(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("reports/ablations/lpd_cpu_budget"))
+    parser.add_argument("--set", choices=list(VARIANTS), default="architecture",
+                        help="which variants: the network's (default) or the schedule's with the fast settings")
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies every variant's steps (default 1)")
     parser.add_argument("--num-test", type=int, default=100, help="held-out ellipse images (default 100)")
     args = parser.parse_args()
@@ -105,10 +129,10 @@ def main() -> None:
         parser.error(f"--num-test: expected a positive integer, found {args.num_test}")
     test_file, val_file = prepare_data(args.out / "data", args.num_test)
     test = read_acquisition(test_file)
-    rows = [run_variant(args.out, name, options, lr, max(1, round(steps * args.scale)), val_file, test)
-            for name, options, lr, steps in VARIANTS]
+    rows = [run_variant(args.out, name, options, lr, max(1, round(steps * args.scale)), val_file, test, training)
+            for name, options, lr, steps, training in VARIANTS[args.set]]
     table = markdown(rows)
-    with atomic_path(args.out / "lpd_cpu_budget.md") as tmp:
+    with atomic_path(args.out / f"lpd_cpu_budget_{args.set}.md") as tmp:
         tmp.write_text(table)
     print(table)
 

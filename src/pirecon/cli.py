@@ -36,10 +36,11 @@ def _demo(args) -> int:
 
 
 def _job(args) -> int:
-    from .job import run_job
+    from .job import JOB_STEPS, run_job
 
-    run_job(args.out, steps=args.steps, batch_size=args.batch_size, checkpoint=args.checkpoint, num_test=args.num_test,
-            tv_iterations=args.tv_iterations, seed=args.seed, progress=not args.quiet)
+    run_job(args.out, steps=args.steps or JOB_STEPS, batch_size=args.batch_size, checkpoint=args.checkpoint,
+            num_test=args.num_test, tv_iterations=args.tv_iterations, seed=args.seed, progress=not args.quiet,
+            fast=not args.float32)
     print((Path(args.out) / "metrics.md").read_text())
     print(f"wrote {args.out}/metrics.md, metrics.csv and figure.png")
     return 0
@@ -90,13 +91,16 @@ def build_parser() -> argparse.ArgumentParser:
     job = sub.add_parser("job", help="the main job: simulate LPD-ellipses data, train LPD, evaluate against FBP and "
                                      "TV, write a report")
     job.add_argument("--out", required=True, help="output directory (created if missing)")
-    job.add_argument("--steps", type=_positive_int, default=1200, help="training steps (default 1200)")
+    job.add_argument("--steps", type=_positive_int, help="training steps (default: pirecon.job.JOB_STEPS)")
     job.add_argument("--batch-size", type=_positive_int, default=2)
     job.add_argument("--checkpoint", help="evaluate this checkpoint (from pirecon fit) instead of training")
     job.add_argument("--num-test", type=_positive_int, default=100, help="held-out random-ellipse test images")
     job.add_argument("--tv-iterations", type=_positive_int, default=2000)
     job.add_argument("--seed", type=int, default=0)
     job.add_argument("--quiet", action="store_true", help="no progress bars")
+    job.add_argument("--float32", action="store_true",
+                     help="train in float32 without channels-last or torch.compile (default: the fastest settings "
+                          "this machine supports, bfloat16 autocast where the CPU computes it natively)")
     job.set_defaults(run=_job)
 
     demo = sub.add_parser("demo", help="simulate LPD-ellipses CT data, reconstruct with FBP, write a report")

@@ -15,7 +15,10 @@ On the LPD-ellipses protocol (docs/protocols.md):
 3. evaluate against Hann FBP and TV (PDHG, nonnegativity on Shepp-Logan), TV's lambda chosen by
    a grid on the validation file (:func:`pirecon.tuning.grid_search`);
 4. report: ``metrics.md`` and ``metrics.csv`` (PSNR / SSIM on Shepp-Logan and the mean over the
-   ellipse images) and ``figure.png`` (ground truth, FBP, TV, LPD and their error maps).
+   ellipse images) and ``figure.png`` (Shepp-Logan and a held-out ellipse image: ground truth, FBP, TV,
+   LPD and their error maps, with intensity scales and a caption).
+
+Each stage prints one line when it starts and one with its duration when it ends.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from ._atomic import atomic_path
 from .errors import ArgumentError
 
 __all__ = ["run_job", "prepare_data", "train_lpd", "evaluate_ct", "evaluate_checkpoint", "MethodScore", "JOB_MODEL",
-           "JOB_LR", "TV_LAMBDAS"]
+           "JOB_LR", "JOB_STEPS", "TV_LAMBDAS"]
 
 JOB_MODEL = {"class_path": "lpd", "init_args": {"iterations": 5, "primal_channels": 5, "dual_channels": 5,
                                                  "hidden": 16, "initial": "fbp", "identity_init": True}}
@@ -42,6 +45,9 @@ starting at the FBP and every block's last convolution at zero."""
 
 JOB_LR = 3e-3
 """Adam's initial learning rate in the job (cosine decay to 0), as in the CPU configuration."""
+
+JOB_STEPS = 1200
+"""Training steps of the job (batch 2)."""
 
 TV_LAMBDAS = (0.0625, 0.125, 0.25, 0.5, 1.0, 2.0)
 """The TV regularisation weights tried on the validation images (data in mm line integrals)."""
@@ -102,7 +108,8 @@ def prepare_data(directory: Path, num_test: int = 100, seed: int = 0) -> tuple[P
 # ---- training ----------------------------------------------------------------------
 
 def train_lpd(out: Path, val_file: Path, *, steps: int, batch_size: int = 2, seed: int = 0, progress: bool = True,
-              model: dict | None = None, lr: float = JOB_LR, fast: bool = True) -> Path:
+              model: dict | None = None, lr: float = JOB_LR, fast: bool = True,
+              schedule: str = "cosine") -> Path:
     """Train LPD on streamed LPD-ellipses data for ``steps`` steps, validating on ``val_file``; returns the
     last checkpoint (:func:`pirecon.training.fit.fit_on_simulation`). ``fast``: the fastest settings the
     machine supports (:func:`pirecon.models.fast_training_options`: bfloat16 autocast for the networks,
@@ -112,7 +119,8 @@ def train_lpd(out: Path, val_file: Path, *, steps: int, batch_size: int = 2, see
 
     options = fast_training_options("cuda" if torch.cuda.is_available() else "cpu") if fast else {}
     return fit_on_simulation(out, val_file, model=model or JOB_MODEL, simulation=_simulation_options(seed),
-                             steps=steps, lr=lr, batch_size=batch_size, seed=seed, progress=progress, **options)
+                             steps=steps, lr=lr, batch_size=batch_size, seed=seed, progress=progress,
+                             schedule=schedule, **options)
 
 
 # ---- evaluation ----------------------------------------------------------------------
@@ -125,10 +133,13 @@ def _scores(method: str, parameter: str, image: torch.Tensor, truth: torch.Tenso
 
 
 def evaluate_ct(checkpoint: str | Path, test_file: str | Path, val_file: str | Path, *, tv_iterations: int = 2000,
-                progress: bool = True) -> tuple[list[MethodScore], dict[str, torch.Tensor], torch.Tensor]:
+                progress: bool = True, stages: bool = False) -> tuple[list[MethodScore], dict[str, torch.Tensor],
+                                                                      torch.Tensor]:
     """FBP (Hann), TV (best lambda on ``val_file``) and the checkpoint's model on ``test_file``
-    (sample 0 Shepp-Logan, the rest ellipses). Returns the scores, the reconstructions and the truth."""
+    (sample 0 Shepp-Logan, the rest ellipses). Returns the scores, the reconstructions and the truth.
+    ``stages``: print a line per stage with its duration."""
     from . import solvers
+    from ._progress import stage
     from .ct import fbp
     from .data.acquisition import check_same_physics, read_acquisition
     from .tuning import grid_search
@@ -144,16 +155,22 @@ def evaluate_ct(checkpoint: str | Path, test_file: str | Path, val_file: str | P
     images["FBP"] = fbp(y, A, "hann")
     scores.append(_scores("FBP (Hann)", "-", images["FBP"], truth, time.perf_counter() - start))
 
-    tuned = grid_search(lambda lam: solvers.tv_pdhg(y_val, A, lam=lam, iterations=tv_iterations).image, TV_LAMBDAS,
-                        truth_val)
+    with stage(f"TV: choosing lambda among {len(TV_LAMBDAS)} values on {len(y_val)} validation images "
+               f"({tv_iterations} iterations each)", enabled=stages):
+        tuned = grid_search(lambda lam: solvers.tv_pdhg(y_val, A, lam=lam, iterations=tv_iterations,
+                                                        progress=progress).image, TV_LAMBDAS, truth_val)
     start = time.perf_counter()
-    # nonnegativity on Shepp-Logan (a nonnegative image class), not on the ellipses (negative in places)
-    shepp = solvers.tv_pdhg(y[:1], A, lam=tuned.best, iterations=tv_iterations, nonnegative=True, progress=progress)
-    rest = solvers.tv_pdhg(y[1:], A, lam=tuned.best, iterations=tv_iterations, progress=progress)
+    with stage(f"TV on the test images at lambda = {tuned.best:g} (Shepp-Logan with nonnegativity, then "
+               f"{len(y) - 1} ellipse images)", enabled=stages):
+        # nonnegativity on Shepp-Logan (a nonnegative image class), not on the ellipses (negative in places)
+        shepp = solvers.tv_pdhg(y[:1], A, lam=tuned.best, iterations=tv_iterations, nonnegative=True,
+                                progress=progress)
+        rest = solvers.tv_pdhg(y[1:], A, lam=tuned.best, iterations=tv_iterations, progress=progress)
     images["TV"] = torch.cat([shepp.image, rest.image])
     scores.append(_scores("TV (PDHG)", f"lambda = {tuned.best:g}", images["TV"], truth, time.perf_counter() - start))
 
-    score, images["LPD"] = evaluate_checkpoint(checkpoint, test)
+    with stage("LPD on the test images", enabled=stages):
+        score, images["LPD"] = evaluate_checkpoint(checkpoint, test)
     scores.append(score)
     return scores, images, truth
 
@@ -204,57 +221,82 @@ def _write_csv(path: Path, scores: list[MethodScore]) -> None:
         tmp.write_text(buffer.getvalue())
 
 
-def _figure(path: Path, images: dict[str, torch.Tensor], truth: torch.Tensor, scores: list[MethodScore]) -> None:
+def _figure(path: Path, images: dict[str, torch.Tensor], truth: torch.Tensor, scores: list[MethodScore],
+            caption: str) -> None:
+    """Shepp-Logan (rows 1-2) and the first held-out ellipse image (rows 3-4): ground truth and each method's
+    reconstruction on one grey window with its scale, then each method's error (reconstruction minus truth)
+    on a symmetric colour scale, red where the reconstruction is too bright, blue where too dark."""
     from matplotlib.figure import Figure
 
+    from .metrics import psnr
+
     names = list(images)
-    fig = Figure(figsize=(4 * (len(names) + 1), 8.4), layout="constrained")
-    axes = fig.subplots(2, len(names) + 1)
-    t = truth[0, 0].numpy()
-    gray = dict(cmap="gray", vmin=float(t.min()), vmax=float(t.max()))
-    axes[0, 0].imshow(t, **gray)
-    axes[0, 0].set_title("ground truth (modified Shepp-Logan)")
-    example = truth[1, 0].numpy() if truth.shape[0] > 1 else t
-    axes[1, 0].imshow(example, cmap="gray")
-    axes[1, 0].set_title("a held-out ellipse image")
-    bound = 0.25 * float(t.max() - t.min())
-    for column, (name, score) in enumerate(zip(names, scores), start=1):
-        x = images[name][0, 0].numpy()
-        axes[0, column].imshow(x, **gray)
-        axes[0, column].set_title(f"{score.method}: {score.psnr_shepp_logan:.2f} dB, SSIM {score.ssim_shepp_logan:.3f}")
-        shown = axes[1, column].imshow(x - t, cmap="RdBu_r", vmin=-bound, vmax=bound)
-        axes[1, column].set_title(f"error, {score.method}")
-    fig.colorbar(shown, ax=axes[1, -1], shrink=0.8)
+    cases = [(0, "Shepp-Logan")] + ([(1, "test ellipse image 1")] if truth.shape[0] > 1 else [])
+    fig = Figure(figsize=(3.6 * (len(names) + 1), 3.4 * 2 * len(cases) + 0.8), layout="constrained")
+    axes = fig.subplots(2 * len(cases), len(names) + 1, squeeze=False)
+    for case, (index, label) in enumerate(cases):
+        top, bottom = axes[2 * case], axes[2 * case + 1]
+        t = truth[index, 0].numpy()
+        window = dict(cmap="gray", vmin=float(t.min()), vmax=float(t.max()))
+        bound = 0.25 * float(t.max() - t.min())
+        shown = top[0].imshow(t, **window)
+        top[0].set_title(f"truth: {label}")
+        fig.colorbar(shown, ax=top[0], shrink=0.8, label="image value (phantom units)")
+        for column, (name, score) in enumerate(zip(names, scores), start=1):
+            x = images[name][index, 0].numpy()
+            value = float(psnr(images[name][index:index + 1], truth[index:index + 1])[0])
+            top[column].imshow(x, **window)
+            top[column].set_title(f"{score.method}: PSNR {value:.2f} dB")
+            error = bottom[column].imshow(x - t, cmap="RdBu_r", vmin=-bound, vmax=bound)
+            bottom[column].set_title(f"error, {score.method}")
+        fig.colorbar(error, ax=bottom[-1], shrink=0.8, label="reconstruction - truth (phantom units)")
+        bottom[0].axis("off")
+        bottom[0].text(0.0, 0.5, f"grey window: [{t.min():.2f}, {t.max():.2f}]\nerror scale: +/- {bound:.2f}\n"
+                                 "red: too bright\nblue: too dark", transform=bottom[0].transAxes, va="center")
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
+    fig.suptitle(caption, wrap=True, fontsize=10)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
+    fig.savefig(buffer, format="png", dpi=90)
     with atomic_path(path) as tmp:
         tmp.write_bytes(buffer.getvalue())
 
 
-def run_job(out: str | Path, *, steps: int = 1200, batch_size: int = 2, checkpoint: str | Path | None = None,
-            num_test: int = 100, tv_iterations: int = 2000, seed: int = 0, progress: bool = True) -> list[MethodScore]:
-    """Simulate, train (unless ``checkpoint`` is given), evaluate and write the report to ``out``."""
+def run_job(out: str | Path, *, steps: int = JOB_STEPS, batch_size: int = 2, checkpoint: str | Path | None = None,
+            num_test: int = 100, tv_iterations: int = 2000, seed: int = 0, progress: bool = True,
+            fast: bool = True) -> list[MethodScore]:
+    """Simulate, train (unless ``checkpoint`` is given), evaluate and write the report to ``out``, printing
+    one line per stage with its duration. ``fast``: train with :func:`pirecon.models.fast_training_options`."""
+    from ._progress import stage
+
     out = Path(out)
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise ArgumentError(f"checkpoint: expected an existing checkpoint file, found no file at {str(checkpoint)!r}")
-    test_file, val_file = prepare_data(out / "data", num_test, seed)
+    start = time.perf_counter()
+    with stage(f"simulating the test data (Shepp-Logan and {num_test} ellipse images) and 10 validation images"):
+        test_file, val_file = prepare_data(out / "data", num_test, seed)
     if checkpoint is None:
-        checkpoint = train_lpd(out, val_file, steps=steps, batch_size=batch_size, seed=seed, progress=progress)
+        with stage(f"training LPD for {steps} steps at batch {batch_size} (logs in {out / 'training'})"):
+            checkpoint = train_lpd(out, val_file, steps=steps, batch_size=batch_size, seed=seed, progress=progress,
+                                   fast=fast)
         trained = f"trained here for {steps} steps at batch {batch_size} (`training/`)"
     else:
         trained = f"from `{checkpoint}`"
     scores, images, truth = evaluate_ct(checkpoint, test_file, val_file, tv_iterations=tv_iterations,
-                                        progress=progress)
-    header = (f"# pirecon main job: LPD-ellipses\n\n128 x 128 images, 30 parallel-beam angles, 183 detectors, "
-              f"Gaussian noise with std 5% of mean |data|, seed {seed}. Model {trained}. TV: {tv_iterations} PDHG "
-              f"iterations, lambda chosen on the validation images (`data/val.h5`). Test: modified Shepp-Logan "
-              f"and {num_test} held-out random-ellipse images (`data/test.h5`).")
-    with atomic_path(out / "metrics.md") as tmp:
-        tmp.write_text(_markdown(scores, num_test, header))
-    _write_csv(out / "metrics.csv", scores)
-    _figure(out / "figure.png", images, truth, scores)
+                                        progress=progress, stages=True)
+    with stage("writing metrics.md, metrics.csv and figure.png"):
+        header = (f"# pirecon main job: LPD-ellipses\n\n128 x 128 images, 30 parallel-beam angles, 183 detectors, "
+                  f"Gaussian noise with std 5% of mean |data|, seed {seed}. Model {trained}. TV: {tv_iterations} PDHG "
+                  f"iterations, lambda chosen on the validation images (`data/val.h5`). Test: modified Shepp-Logan "
+                  f"and {num_test} held-out random-ellipse images (`data/test.h5`).")
+        with atomic_path(out / "metrics.md") as tmp:
+            tmp.write_text(_markdown(scores, num_test, header))
+        _write_csv(out / "metrics.csv", scores)
+        caption = (f"LPD-ellipses: 128 x 128 images, 30 parallel-beam angles over 180 degrees, 183 detectors, "
+                   f"Gaussian noise 5% of mean |data|, seed {seed}. LPD {trained.split(' (')[0]}; TV with "
+                   f"{tv_iterations} PDHG iterations at the lambda chosen on 10 validation images; FBP with the "
+                   f"Hann filter. Test images from a stream no training run reaches.")
+        _figure(out / "figure.png", images, truth, scores, caption)
+    print(f"pirecon job: {time.perf_counter() - start:.0f} s in all", flush=True)
     return scores
-

@@ -63,11 +63,11 @@ class StepLines(pl.Callback):
 
 def fit_on_simulation(out: Path, val_file: Path, *, model: dict, simulation: dict, steps: int, lr: float,
                       batch_size: int = 2, seed: int = 0, progress: bool = True, precision: str = "32-true",
-                      channels_last: bool = False, compile: bool = False) -> Path:
+                      channels_last: bool = False, compile: bool = False, schedule: str = "cosine") -> Path:
     """Train ``model`` (a model spec) for ``steps`` steps on the stream of ``simulation`` (the options of
     :class:`pirecon.data.datasets.SimulationDataset`), validating on ``val_file`` every 200 steps; Adam
-    (betas 0.9, 0.99) with cosine decay from ``lr``, gradient-norm clipping at 1, checkpoints every tenth
-    of the run and CSV/TensorBoard logs under ``out/training``. ``precision`` is Lightning's,
+    (betas 0.9, 0.99) with ``schedule`` (cosine decay from ``lr`` by default), gradient-norm clipping at 1,
+    checkpoints every tenth of the run and CSV/TensorBoard logs under ``out/training``. ``precision`` is Lightning's,
     ``channels_last`` and ``compile`` those of :func:`pirecon.models.accelerate`
     (:func:`pirecon.models.fast_training_options` gives the fastest this machine supports). Returns the
     last checkpoint."""
@@ -75,7 +75,7 @@ def fit_on_simulation(out: Path, val_file: Path, *, model: dict, simulation: dic
         pl.seed_everything(seed, verbose=False)
         root = Path(out) / "training"
         datamodule = ReconstructionDataModule(simulation=simulation, val=str(val_file), batch_size=batch_size)
-        module = ReconstructionModule(model, lr=lr, betas=(0.9, 0.99), schedule="cosine",
+        module = ReconstructionModule(model, lr=lr, betas=(0.9, 0.99), schedule=schedule,
                                       channels_last=channels_last, compile=compile)
         checkpoints = ModelCheckpoint(root / "checkpoints", save_last=True, every_n_train_steps=max(1, steps // 10))
         trainer = pl.Trainer(

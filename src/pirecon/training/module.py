@@ -31,9 +31,27 @@ from .batch_physics import target_and_prediction
 from .losses import ReconstructionLoss
 from .model_spec import build_model
 
-__all__ = ["ReconstructionModule", "load_module"]
+__all__ = ["ReconstructionModule", "load_module", "learning_rate_factor", "SCHEDULES"]
 
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("cosine", "onecycle", "constant")
+WARMUP_FRACTION = 0.1
+"""Share of the run over which ``onecycle`` warms the learning rate up from ``lr / 25`` to ``lr``."""
+
+
+def learning_rate_factor(schedule: str, step: int, total: int) -> float:
+    """The learning rate at optimiser step ``step`` of ``total``, as a multiple of ``lr``.
+
+    ``cosine``: ``(1 + cos(pi t)) / 2`` with ``t = step / total``; ``onecycle``: linear from 1/25 to 1 over
+    the first 10% of the steps, then the cosine decay to 0 over the rest; ``constant``: 1.
+    """
+    t = min(step, total) / total
+    if schedule == "constant":
+        return 1.0
+    if schedule == "onecycle":
+        if t < WARMUP_FRACTION:
+            return 1 / 25 + (1 - 1 / 25) * t / WARMUP_FRACTION
+        t = (t - WARMUP_FRACTION) / (1 - WARMUP_FRACTION)
+    return 0.5 * (1 + math.cos(math.pi * t))
 
 
 def _magnitude(x: torch.Tensor) -> torch.Tensor:
@@ -52,8 +70,10 @@ class ReconstructionModule(pl.LightningModule):
     loss : dict
         Weights ``{"mse": ..., "l1": ..., "ssim": ...}`` of :class:`ReconstructionLoss`.
     lr, betas, weight_decay : Adam's learning rate, betas and weight decay.
-    schedule : {"cosine", "constant"}
-        Cosine decay of the learning rate to 0 over the run's optimiser steps, or constant.
+    schedule : {"cosine", "onecycle", "constant"}
+        Cosine decay of the learning rate to 0 over the run's optimiser steps; the same after a linear
+        warm-up from ``lr / 25`` over the first 10% (one-cycle); or constant
+        (:func:`learning_rate_factor`).
     backend : str
         CT operator backend (``"auto"``, ``"sparse"``, ``"astra"``, ``"odl"``).
     missing_coil_maps : {"espirit", "uniform"}
@@ -210,10 +230,10 @@ class ReconstructionModule(pl.LightningModule):
             return optimizer
         total = self.trainer.estimated_stepping_batches
         if not math.isfinite(total) or total <= 0:
-            raise ValueError("schedule: 'cosine' needs a finite run; expected trainer.max_steps or max_epochs with "
-                             f"a finite dataset, found {total} steps")
+            raise ValueError(f"schedule: {self.schedule!r} needs a finite run; expected trainer.max_steps or "
+                             f"max_epochs with a finite dataset, found {total} steps")
         scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
+            optimizer, lambda step: learning_rate_factor(self.schedule, step, total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def log_directory(self) -> Path:
