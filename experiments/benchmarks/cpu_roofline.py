@@ -1,4 +1,4 @@
-"""How close one training step of each unrolled network comes to this CPU's peak.
+"""How close one training step of each unrolled network comes to this CPU's peak (the CPU roofline protocol).
 
 1. Peak: the best of 5 products of two 4096 x 4096 matrices (``torch.mm``, oneDNN/MKL), in float32 and,
    where the CPU computes it natively (AVX512-BF16, AMX), in bfloat16: ``2 n^3 / seconds``.
@@ -16,7 +16,10 @@
    convolutions' own time (from the profiler) and over the whole step, the fraction of the peak of the
    step's precision (float32 peak for ``float32``, bfloat16 peak for ``fast``), and where the time goes
    by operator kind (profiler, self CPU time).
-3. Threads: the ``fast`` LPD of ``ct_lpd_ellipses_cpu.yaml`` at batch 2 with 1 and 2 intra-op threads and
+3. One 3 x 3 convolution (bias, PReLU after it), forward and backward, on a 128 x 128 batch of 2 at widths
+   16, 32, 64 and 128 channels in and out, float32 and bfloat16 (channels-last, eager): how the fraction
+   of peak a convolution reaches depends on its width alone.
+4. Threads: the ``fast`` LPD of ``ct_lpd_ellipses_cpu.yaml`` at batch 2 with 1 and 2 intra-op threads and
    with ``OMP_WAIT_POLICY`` unset, ``PASSIVE`` and ``ACTIVE`` (each in its own process).
 
     python experiments/benchmarks/cpu_roofline.py [--threads 2] [--repeats 5] [--batches 2 5]
@@ -171,6 +174,28 @@ def measure(model_key: str, batch: int, mode: str, repeats: int, flops: tuple[fl
             "conv_gflops_step": conv_flops / seconds / 1e9, "kinds": kinds}
 
 
+def convolution_by_width(widths=(16, 32, 64, 128), batch: int = 2, size: int = 128, repeats: int = 5) -> list[dict]:
+    """GFLOP/s of one 3 x 3 convolution + PReLU, forward and backward, at each width, float32 and bfloat16."""
+    rows = []
+    for width in widths:
+        for dtype in (torch.float32, torch.bfloat16):
+            if dtype == torch.bfloat16 and not bf16_native():
+                continue
+            conv = torch.nn.Conv2d(width, width, 3, padding=1).to(dtype=dtype, memory_format=torch.channels_last)
+            prelu = torch.nn.PReLU(width).to(dtype)
+            x = torch.randn(batch, width, size, size, dtype=dtype).to(memory_format=torch.channels_last)
+            x.requires_grad_(True)
+
+            def step():
+                prelu(conv(x)).sum().backward()
+
+            seconds = median_time(step, repeats)
+            flops = 3 * 2 * 9 * width * width * batch * size * size  # forward, input gradient, weight gradient
+            rows.append({"width": width, "dtype": str(dtype).removeprefix("torch."), "seconds": seconds,
+                         "gflops": flops / seconds / 1e9})
+    return rows
+
+
 def thread_row(threads: int, wait_policy: str | None, repeats: int) -> dict:
     """The fast LPD-cpu step at batch 2 in a child process with ``threads`` and ``OMP_WAIT_POLICY``."""
     env = dict(os.environ)
@@ -220,6 +245,9 @@ def main(argv=None) -> dict:
                 row["peak_gflops"] = fast_peak if mode == "fast" else peaks["float32"]
                 rows.append(row)
 
+    print("single convolutions by width ...", file=sys.stderr, flush=True)
+    widths = convolution_by_width()
+
     threads = []
     if not args.no_thread_sweep:
         for count, policy in ((1, None), (args.threads, None), (args.threads, "PASSIVE"), (args.threads, "ACTIVE")):
@@ -247,13 +275,20 @@ def main(argv=None) -> dict:
         total = sum(r["kinds"].values())
         print(f"| {MODELS[r['model']][0]} | {r['batch']} | {r['mode']} | " +
               " | ".join(f"{r['kinds'].get(k, 0.0) / total:.0%}" for k in kinds) + " |")
+    print("\nOne 3 x 3 convolution + PReLU, forward and backward, batch 2, 128 x 128, channels-last, eager:\n")
+    print("| channels in = out | dtype | ms | GFLOP/s | fraction of that dtype's peak |")
+    print("|---:|---|---:|---:|---:|")
+    for w in widths:
+        peak = peaks["bfloat16" if w["dtype"] == "bfloat16" else "float32"]
+        print(f"| {w['width']} | {w['dtype']} | {1e3 * w['seconds']:.2f} | {w['gflops']:.0f} | {w['gflops'] / peak:.0%} |")
     if threads:
         print("\nThreads (fast LPD of ct_lpd_ellipses_cpu.yaml, batch 2, each in its own process):\n")
         print("| intra-op threads | OMP_WAIT_POLICY | s / step |")
         print("|---:|---|---:|")
         for t in threads:
             print(f"| {t['threads']} | {t['wait_policy']} | {t['seconds']:.4f} |")
-    results = {"threads": args.threads, "peaks_gflops": peaks, "rows": rows, "thread_sweep": threads}
+    results = {"threads": args.threads, "peaks_gflops": peaks, "rows": rows, "convolution_by_width": widths,
+               "thread_sweep": threads}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)
