@@ -29,7 +29,7 @@ def _lpd(seed=0):
 
 def test_cnn_blocks_are_the_outermost_blocks():
     lpd = _lpd()
-    assert cnn_blocks(lpd) == list(lpd.dual_blocks) + list(lpd.primal_blocks)
+    assert cnn_blocks(lpd) == list(lpd.primal_blocks) + list(lpd.dual_blocks)
     unet = PostProcessingUNet(channels=4, depth=2)
     assert cnn_blocks(unet) == [unet.unet] and isinstance(unet.unet, UNet)
 

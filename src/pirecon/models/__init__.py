@@ -3,7 +3,7 @@
 ``MODELS`` maps short names to the model classes (``MODELS["lpd"](iterations=10)``).
 """
 
-from .acceleration import accelerate, cnn_blocks
+from .acceleration import accelerate, cnn_blocks, fast_training_options
 from .layers import ConvBlock, UNet, from_channels, num_channels, to_channels
 from .lgd import LearnedGradientDescent
 from .lpd import LearnedPrimalDual
@@ -25,4 +25,4 @@ __all__ = ["Reconstruction", "MODELS",
            "LearnedPrimalDual", "LearnedGradientDescent", "MoDL", "VarNet", "PostProcessingUNet",
            "ConvBlock", "UNet", "NormalizedUNet", "SensitivityNetwork", "to_channels", "from_channels",
            "num_channels", "initial_image", "operator_scale", "check_model_inputs", "cartesian_mask",
-           "calibration_mask", "conjugate_gradient", "accelerate", "cnn_blocks"]
+           "calibration_mask", "conjugate_gradient", "accelerate", "cnn_blocks", "fast_training_options"]

@@ -9,8 +9,10 @@ orthonormal FFT. For even ``H`` and ``W`` the FFT shifts are folded into the
 maps and the mask once (``fft2c(z) = m * fft2(c * z)``, see
 ``pirecon.mri.fft``), so each application is one multiply, one FFT and one
 multiply, with no shifted copies. For a line mask (whole phase-encoding columns, the same in every row
-and coil) the 2D FFT is split: the FFT along ``W`` runs over every row, the FFT along ``H`` only over
-the sampled columns (a quarter of them at 4x), and the mask is applied to those columns alone.
+and coil, at most half of them sampled) only the sampled columns are transformed: the DFT along ``W``
+onto them is a matrix product ``(.., W) @ (W, K)`` (a quarter of the output at 4x, no FFT over the
+columns that are masked out anyway), the FFT along ``H`` runs over those ``K`` columns, and the adjoint
+goes back the same way.
 Intermediate coil-sized arrays go to
 per-thread workspaces reused across calls: allocating fresh ones costs more
 than the multiplies themselves (page faults on every large allocation).
@@ -134,22 +136,32 @@ class SenseOperator(LinearOperator):
             self._cache[key] = (maps, conj_maps, mask, folded is not None)
         return self._cache[key]
 
-    def _line_columns(self, device) -> list[torch.Tensor] | None:
-        """Sampled columns of each item of a line mask ``(B or 1, 1, 1, W)`` on ``device``, when at most half the
-        columns are sampled (then splitting the FFT pays); ``None`` for other masks."""
+    def _line_columns(self, device, dtype) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """For a line mask ``(B or 1, 1, 1, W)`` sampling at most half the columns: per mask item, the sampled
+        columns and the orthonormal DFT along ``W`` onto them, ``F[w, j] = exp(-2 pi i w c_j / W) / sqrt(W)``
+        (``(W, K)``, computed in float64); ``None`` for other masks."""
         mask = self._mask
         if mask is None or mask.ndim != 4 or mask.shape[-3:-1] != (1, 1):
             return None
-        key = ("columns", device)
+        key = ("columns", device, dtype)
         if key not in self._cache:
             sampled = mask[:, 0, 0] != 0  # (B or 1, W)
-            columns = [torch.nonzero(row).flatten().to(device) for row in sampled]
-            self._cache[key] = columns if sampled.float().mean() <= 0.5 else None
+            width = sampled.shape[-1]
+            groups = None
+            if sampled.double().mean() <= 0.5:
+                w = torch.arange(width, dtype=torch.float64)
+                groups = []
+                for row in sampled:
+                    cols = torch.nonzero(row).flatten()
+                    dft = torch.polar(torch.full((width, len(cols)), width ** -0.5, dtype=torch.float64),
+                                      -2 * torch.pi * torch.outer(w, cols.double()) / width)
+                    groups.append((cols.to(device), dft.to(device=device, dtype=dtype)))
+            self._cache[key] = groups
         return self._cache[key]
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         maps, _, mask, folded = self._factors(x.device, x.dtype)
-        columns = self._line_columns(x.device) if folded and x.ndim == 4 else None
+        columns = self._line_columns(x.device, x.dtype) if folded and x.ndim == 4 else None
         if columns is not None:
             return self._forward_columns(x, maps, mask, columns)
         if not folded:
@@ -162,33 +174,35 @@ class SenseOperator(LinearOperator):
         return k.mul_(mask) if torch.broadcast_shapes(k.shape, mask.shape) == k.shape else k * mask
 
     def _forward_columns(self, x, maps, mask, columns) -> torch.Tensor:
-        """``fft2(x * maps) * mask`` for a line mask: the FFT along ``W`` on every row, along ``H`` on sampled columns."""
+        """``fft2(x * maps) * mask`` for a line mask: the DFT along ``W`` onto the sampled columns alone (a matrix
+        product), then the FFT along ``H`` on those columns; the other columns are zero."""
         images_shape = torch.broadcast_shapes(x.shape, maps.shape)
         coil_images = torch.mul(x, maps, out=_workspace("coil_images", images_shape, x.dtype, x.device))
-        rows = torch.fft.fft(coil_images, dim=-1, norm="ortho")
-        k = rows.new_zeros(torch.broadcast_shapes(images_shape, mask.shape))
-        for item, cols in _column_groups(columns, k.shape[0]):
-            sampled = torch.fft.fft(_take(rows, item).index_select(-1, cols), dim=-2, norm="ortho")
+        k = coil_images.new_zeros(torch.broadcast_shapes(images_shape, mask.shape))
+        for item, (cols, dft) in _column_groups(columns):
+            sampled = torch.fft.fft(torch.matmul(_take(coil_images, item), dft), dim=-2, norm="ortho")
             _take(k, item).index_copy_(-1, cols, sampled.mul_(_take(mask, item).index_select(-1, cols)))
         return k
 
     def _adjoint_columns(self, y, conj_maps, mask, columns) -> torch.Tensor:
-        """``sum_c conj(maps) * ifft2(mask * y)`` for a line mask: ``H`` on sampled columns, then ``W`` on every row."""
+        """``sum_c conj(maps) * ifft2(mask * y)`` for a line mask: the inverse FFT along ``H`` on the sampled
+        columns, then the inverse DFT along ``W`` from them (a matrix product), then the coil sum."""
         kspace_shape = torch.broadcast_shapes(y.shape, mask.shape)
-        full = _workspace("kspace", kspace_shape, y.dtype, y.device)
-        full = y.new_zeros(kspace_shape) if full is None else full.zero_()
-        for item, cols in _column_groups(columns, kspace_shape[0]):
+        coil_images = _workspace("coil_images", kspace_shape, y.dtype, y.device)
+        if coil_images is None:
+            coil_images = y.new_empty(kspace_shape)
+        for item, (cols, dft) in _column_groups(columns):
             sampled = _take(y, item).index_select(-1, cols).mul_(_take(mask, item).index_select(-1, cols))
-            _take(full, item).index_copy_(-1, cols, torch.fft.ifft(sampled, dim=-2, norm="ortho"))
-        coil_images = torch.fft.ifft(full, dim=-1, norm="ortho",
-                                     out=_workspace("coil_images", kspace_shape, y.dtype, y.device))
+            target = _take(coil_images, item)
+            sampled = torch.fft.ifft(sampled, dim=-2, norm="ortho").expand(*target.shape[:-1], -1)
+            torch.matmul(sampled, dft.mH, out=target)
         if torch.broadcast_shapes(kspace_shape, conj_maps.shape) == kspace_shape:
             return coil_images.mul_(conj_maps).sum(dim=-3, keepdim=True)
         return (coil_images * conj_maps).sum(dim=-3, keepdim=True)
 
     def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
         _, conj_maps, mask, folded = self._factors(y.device, y.dtype)
-        columns = self._line_columns(y.device) if folded and y.ndim == 4 else None
+        columns = self._line_columns(y.device, y.dtype) if folded and y.ndim == 4 else None
         if columns is not None:
             return self._adjoint_columns(y, conj_maps, mask, columns)
         if not folded:
@@ -206,8 +220,8 @@ class SenseOperator(LinearOperator):
         return f"{type(self).__name__}(coils={self.num_coils}, image_shape={self.domain_shape[-2:]})"
 
 
-def _column_groups(columns: list[torch.Tensor], batch: int):
-    """``(item, columns)`` pairs: ``item`` ``None`` (the whole batch) for a mask without a batch, else ``0..B-1``."""
+def _column_groups(columns: list):
+    """``(item, group)`` pairs: ``item`` ``None`` (the whole batch) for a mask without a batch, else ``0..B-1``."""
     if len(columns) == 1:
         return [(None, columns[0])]
     return list(enumerate(columns))
