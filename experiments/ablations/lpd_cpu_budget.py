@@ -20,17 +20,17 @@ network costs about twice the 16-channel one per step, so it gets half. The vari
 These were chosen in float32 without ``torch.compile``, and that is how ``--set architecture`` (the
 default) trains them. ``--set schedule`` asks how the chosen network learns most per second once a step is
 fast (:func:`pirecon.models.fast_training_options`: bfloat16 autocast, channels-last, compiled blocks),
-in runs of the quickstart's length:
+in runs of the length the quickstart can afford (6000 steps at batch 2, about 7 minutes):
 
 * ``batch 2, cosine``: the configuration's (5 it, 16 hidden, identity init, lr 3e-3, batch 2);
-* ``batch 4, cosine``: twice the images per step, 0.6 times the steps (a batch-4 step costs about
-  1.6 batch-2 steps);
+* ``batch 4, cosine``: twice the images per step, 0.7 times the steps (a batch-4 step costs about
+  1.4 batch-2 steps);
 * ``batch 2, one-cycle``: a linear warm-up from lr / 25 over the first 10% of the steps, then the cosine;
 * ``batch 2, one-cycle, lr 6e-3``: the same with twice the peak learning rate.
 
     python experiments/ablations/lpd_cpu_budget.py                 # all variants, about 35 min on 2 cores
     python experiments/ablations/lpd_cpu_budget.py --scale 0.5     # half the steps of every variant
-    python experiments/ablations/lpd_cpu_budget.py --set schedule  # about 20 min on 2 cores with bfloat16
+    python experiments/ablations/lpd_cpu_budget.py --set schedule  # about 30 min on 2 cores with bfloat16
 
 Each variant's score is kept in ``OUT/<variant>/score.json``; a rerun skips the variants already
 scored (delete the file to redo one). The table goes to ``OUT/lpd_cpu_budget_<set>.md`` and the output.
@@ -62,10 +62,10 @@ VARIANTS = {
          1000, {}),
     ),
     "schedule": (
-        ("batch 2, cosine", {}, 3e-3, 5000, {"fast": True}),
-        ("batch 4, cosine", {}, 3e-3, 3000, {"fast": True, "batch_size": 4}),
-        ("batch 2, one-cycle", {}, 3e-3, 5000, {"fast": True, "schedule": "onecycle"}),
-        ("batch 2, one-cycle, lr 6e-3", {}, 6e-3, 5000, {"fast": True, "schedule": "onecycle"}),
+        ("batch 2, cosine", {}, 3e-3, 6000, {"fast": True}),
+        ("batch 4, cosine", {}, 3e-3, 4200, {"fast": True, "batch_size": 4}),
+        ("batch 2, one-cycle", {}, 3e-3, 6000, {"fast": True, "schedule": "onecycle"}),
+        ("batch 2, one-cycle, lr 6e-3", {}, 6e-3, 6000, {"fast": True, "schedule": "onecycle"}),
     ),
 }
 
