@@ -97,3 +97,13 @@ def test_fast_options_on_cuda_compute_the_same(data):
     fast = accelerate(_lpd().to(device), channels_last=True, compile=True)
     with torch.no_grad():
         assert torch.allclose(fast(y, physics).image, plain(y, physics).image, rtol=1e-3, atol=1e-3)
+
+
+def test_compiling_keeps_room_for_several_models_in_one_process():
+    """Each block shape, batch size and grad mode is one compiled variant; several models need more than 8."""
+    from pirecon.models.acceleration import RECOMPILE_LIMIT
+
+    accelerate(ConvBlock(1, 1, 4), compile=True)  # compiling is lazy: nothing runs here
+    config = torch._dynamo.config
+    limit = config.recompile_limit if hasattr(config, "recompile_limit") else config.cache_size_limit
+    assert limit >= RECOMPILE_LIMIT == 64

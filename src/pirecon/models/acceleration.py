@@ -53,9 +53,23 @@ def accelerate(model: nn.Module, *, channels_last: bool = False, compile: bool =
     if channels_last:
         model.to(memory_format=torch.channels_last)
     if compile:
+        _allow_recompiles(RECOMPILE_LIMIT)
         for block in cnn_blocks(model):
             block.compile(dynamic=False)
     return model
+
+
+RECOMPILE_LIMIT = 64
+"""Compiled variants kept per CNN block class (torch's default is 8). Blocks of one class share their compiled
+code; each input shape, batch size, grad mode and ``requires_grad`` pattern is one variant (an LPD has about 6
+per run), so a process that trains several models (an ablation, a notebook) would otherwise fall back to eager
+mode after its first model or two."""
+
+
+def _allow_recompiles(limit: int) -> None:
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"  # older torch
+    setattr(config, name, max(getattr(config, name), limit))
 
 
 def fast_training_options(device: str = "cpu") -> dict:
