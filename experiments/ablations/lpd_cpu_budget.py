@@ -26,11 +26,12 @@ in runs of the length the quickstart can afford (6000 steps at batch 2, about 7 
 * ``batch 4, cosine``: twice the images per step, 0.7 times the steps (a batch-4 step costs about
   1.4 batch-2 steps);
 * ``batch 4, one-cycle``: a linear warm-up from lr / 25 over the first 10% of the steps, then the cosine;
-* ``batch 8, cosine``: four times the images per step, 0.45 times the steps.
+* ``batch 8, cosine``: four times the images per step, 0.45 times the steps;
+* ``batch 8, one-cycle``: the same with the warm-up.
 
     python experiments/ablations/lpd_cpu_budget.py                 # all variants, about 35 min on 2 cores
     python experiments/ablations/lpd_cpu_budget.py --scale 0.5     # half the steps of every variant
-    python experiments/ablations/lpd_cpu_budget.py --set schedule  # about 28 min on 2 cores with bfloat16
+    python experiments/ablations/lpd_cpu_budget.py --set schedule  # about 40 min on 2 cores with bfloat16
 
 Each variant's score is kept in ``OUT/<variant>/score.json``; a rerun skips the variants already
 scored (delete the file to redo one). The table goes to ``OUT/lpd_cpu_budget_<set>.md`` and the output.
@@ -66,6 +67,7 @@ VARIANTS = {
         ("batch 4, cosine", {}, 3e-3, 4200, {"fast": True, "batch_size": 4}),
         ("batch 4, one-cycle", {}, 3e-3, 4200, {"fast": True, "batch_size": 4, "schedule": "onecycle"}),
         ("batch 8, cosine", {}, 3e-3, 2700, {"fast": True, "batch_size": 8}),
+        ("batch 8, one-cycle", {}, 3e-3, 2700, {"fast": True, "batch_size": 8, "schedule": "onecycle"}),
     ),
 }
 
