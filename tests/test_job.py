@@ -139,7 +139,7 @@ def test_training_is_reproducible_on_one_machine(tmp_path, fast):
     _, val = prepare_data(tmp_path / "data", num_test=1)
     weights = []
     for run in ("first", "second"):
-        checkpoint = train_lpd(tmp_path / run, val, steps=6, progress=False, fast=fast)
+        checkpoint = train_lpd(tmp_path / run, val, steps=6, batch_size=2, progress=False, fast=fast)
         weights.append(torch.load(checkpoint, weights_only=True)["state_dict"])
     assert weights[0].keys() == weights[1].keys()
     for key in weights[0]:

@@ -36,11 +36,11 @@ def _demo(args) -> int:
 
 
 def _job(args) -> int:
-    from .job import JOB_STEPS, run_job
+    from .job import JOB_BATCH_SIZE, JOB_STEPS, run_job
 
-    run_job(args.out, steps=args.steps or JOB_STEPS, batch_size=args.batch_size, checkpoint=args.checkpoint,
-            num_test=args.num_test, tv_iterations=args.tv_iterations, seed=args.seed, progress=not args.quiet,
-            fast=not args.float32)
+    run_job(args.out, steps=args.steps or JOB_STEPS, batch_size=args.batch_size or JOB_BATCH_SIZE,
+            checkpoint=args.checkpoint, num_test=args.num_test, tv_iterations=args.tv_iterations, seed=args.seed,
+            progress=not args.quiet, fast=not args.float32)
     print((Path(args.out) / "metrics.md").read_text())
     print(f"wrote {args.out}/metrics.md, metrics.csv and figure.png")
     return 0
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "TV, write a report")
     job.add_argument("--out", required=True, help="output directory (created if missing)")
     job.add_argument("--steps", type=_positive_int, help="training steps (default: pirecon.job.JOB_STEPS)")
-    job.add_argument("--batch-size", type=_positive_int, default=2)
+    job.add_argument("--batch-size", type=_positive_int, help="default: pirecon.job.JOB_BATCH_SIZE")
     job.add_argument("--checkpoint", help="evaluate this checkpoint (from pirecon fit) instead of training")
     job.add_argument("--num-test", type=_positive_int, default=100, help="held-out random-ellipse test images")
     job.add_argument("--tv-iterations", type=_positive_int, default=2000)
