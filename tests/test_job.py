@@ -54,7 +54,8 @@ def test_every_stage_prints_a_line_with_its_duration(job):
         assert sum(line.startswith(f"{name}: done in ") and line.endswith(" s") for line in lines) == 1
     steps = [line for line in lines if line.startswith("  step ")]
     assert [line.split(",")[0] for line in steps] == [f"  step {10 * k}/{JOB_STEPS}" for k in range(1, 11)]
-    assert "validation PSNR" in steps[-1] and "loss" in steps[-1]
+    assert all("loss" in line for line in steps)
+    assert sum(line.startswith("  final validation PSNR ") and line.endswith(" dB") for line in lines) == 1
     assert lines[-1].startswith("pirecon job: ") and lines[-1].endswith(" s in all")
     assert not any("\r" in line for line in lines)
     notices = (out / "notices.txt").read_text()

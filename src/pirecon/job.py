@@ -10,7 +10,7 @@ On the LPD-ellipses protocol (docs/protocols.md):
    Shepp-Logan followed by ``num_test`` random-ellipse images of the seed's test split, 5% Gaussian
    noise; training, validation and test images come from disjoint streams of the seed
    (:func:`pirecon._validation.split_seed`), so no training run reaches the test images;
-2. train LPD with Lightning (Adam, cosine decay, gradient clipping at 1), checkpoints and logs
+2. train LPD with Lightning (Adam, batch 8, one-cycle schedule, gradient clipping at 1), checkpoints and logs
    under ``training/``;
 3. evaluate against Hann FBP and TV (PDHG, nonnegativity on Shepp-Logan), TV's lambda chosen by
    a grid on the validation file (:func:`pirecon.tuning.grid_search`);

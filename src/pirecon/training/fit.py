@@ -39,8 +39,8 @@ def quiet_lightning():
 
 
 class StepLines(pl.Callback):
-    """One line per tenth of the run (step, training loss, validation PSNR, seconds): the progress
-    report for logs, where a progress bar would write a line per update."""
+    """One line per tenth of the run (step, training loss, last validation PSNR, seconds) and the final
+    validation PSNR: the progress report for logs, where a progress bar would write a line per update."""
 
     def __init__(self, steps: int, parts: int = 10):
         self.every = max(1, steps // parts)
@@ -51,6 +51,14 @@ class StepLines(pl.Callback):
         step = trainer.global_step
         if step % self.every and step != self.steps:
             return
+        self._line(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if "val/psnr" in trainer.callback_metrics:  # the last validation runs after the last step's line
+            print(f"  final validation PSNR {float(trainer.callback_metrics['val/psnr']):.2f} dB", flush=True)
+
+    def _line(self, trainer) -> None:
+        step = trainer.global_step
         metrics = trainer.callback_metrics
         parts = [f"step {step}/{self.steps}"]
         if "train/loss" in metrics:
