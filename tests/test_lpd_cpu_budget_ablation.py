@@ -18,7 +18,7 @@ def run(*arguments):
 def test_ablation_rows_and_resume(tmp_path):
     done = run("--scale", "0.002", "--num-test", "2", "--out", str(tmp_path))
     assert done.returncode == 0, done.stderr
-    table = (tmp_path / "lpd_cpu_budget.md").read_text()
+    table = (tmp_path / "lpd_cpu_budget_architecture.md").read_text()  # the default set
     rows = [line for line in table.splitlines()[2:] if line.startswith("| ")]
     names = [row.split(" | ")[0].lstrip("| ") for row in rows]
     marked = [name for name in names if name.endswith(" (chosen)")]
