@@ -120,6 +120,16 @@ class TestSense:
         lhs, rhs = torch.vdot(A(x).flatten(), y.flatten()), torch.vdot(x.flatten(), A.T(y).flatten())
         assert abs(lhs - rhs) / abs(lhs) < tol
 
+    def test_a_batch_item_without_sampled_lines_gives_zeros(self):
+        mask = torch.zeros(2, 1, 1, 16)
+        mask[0, ..., 3] = 1
+        A = SenseOperator(normalised_maps(4, 16, 16), mask)
+        x = crandn(2, 1, 16, 16, seed=13)
+        k = A(x)
+        assert torch.equal(k[1], torch.zeros_like(k[1])) and k[0].abs().sum() > 0
+        assert torch.equal(A.T(k)[1], torch.zeros_like(x[1]))
+        assert relative_error(torch.view_as_real(k), torch.view_as_real(mask * fft2c(A.coil_maps * x))) < 1e-5
+
     def test_dense_line_masks_keep_the_full_fft(self):
         A = SenseOperator(normalised_maps(4, 16, 20), torch.ones(1, 1, 1, 20))
         assert A._line_columns(torch.device("cpu"), torch.complex64) is None

@@ -180,6 +180,8 @@ class SenseOperator(LinearOperator):
         coil_images = torch.mul(x, maps, out=_workspace("coil_images", images_shape, x.dtype, x.device))
         k = coil_images.new_zeros(torch.broadcast_shapes(images_shape, mask.shape))
         for item, (cols, dft) in _column_groups(columns):
+            if len(cols) == 0:  # nothing sampled for this item: its k-space stays zero
+                continue
             sampled = torch.fft.fft(torch.matmul(_take(coil_images, item), dft), dim=-2, norm="ortho")
             _take(k, item).index_copy_(-1, cols, sampled.mul_(_take(mask, item).index_select(-1, cols)))
         return k
@@ -192,8 +194,11 @@ class SenseOperator(LinearOperator):
         if coil_images is None:
             coil_images = y.new_empty(kspace_shape)
         for item, (cols, dft) in _column_groups(columns):
-            sampled = _take(y, item).index_select(-1, cols).mul_(_take(mask, item).index_select(-1, cols))
             target = _take(coil_images, item)
+            if len(cols) == 0:
+                target.zero_()
+                continue
+            sampled = _take(y, item).index_select(-1, cols).mul_(_take(mask, item).index_select(-1, cols))
             sampled = torch.fft.ifft(sampled, dim=-2, norm="ortho").expand(*target.shape[:-1], -1)
             torch.matmul(sampled, dft.mH, out=target)
         if torch.broadcast_shapes(kspace_shape, conj_maps.shape) == kspace_shape:
