@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 __all__ = ["stage", "bar_enabled", "progress_bar"]
 
+
 def bar_enabled(progress: bool) -> bool:
     """Whether to draw a progress bar: asked for, and stderr is a terminal."""
     return bool(progress) and sys.stderr.isatty()
