@@ -226,6 +226,49 @@ def test_fit_with_the_speed_ups_keeps_a_plain_checkpoint(tmp_path, ct_files):
         assert torch.equal(loaded.model.state_dict()[key], value)
 
 
+def _checkpoint_naming(tmp_path, ct_files, class_path):
+    """A real checkpoint of a tiny LPD whose stored model spec is rewritten to name ``class_path``."""
+    train, _ = ct_files
+    module = ReconstructionModule(TINY_LPD, log_images_every_n_epochs=0)
+    trainer = tiny_trainer(tmp_path, max_steps=1, limit_val_batches=0)
+    trainer.fit(module, datamodule=ReconstructionDataModule(train=str(train), batch_size=2))
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["hyper_parameters"]["model"] = {"class_path": class_path, "init_args": TINY_LPD["init_args"]}
+    torch.save(checkpoint, path)
+    return path
+
+
+@pytest.mark.parametrize("class_path", ["os.system", "beside.Model"])
+def test_a_checkpoint_naming_code_is_refused_without_importing_it(tmp_path, ct_files, monkeypatch, class_path):
+    """Loading is data only: a dotted path in a checkpoint is never imported, even from beside the file."""
+    import sys
+
+    (tmp_path / "beside.py").write_text("import pathlib\npathlib.Path(__file__).with_name('imported').touch()\n"
+                                        "from pirecon.models import LearnedPrimalDual as Model\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = _checkpoint_naming(tmp_path, ct_files, class_path)
+    with pytest.raises(ValueError) as info:
+        load_module(path)
+    assert str(info.value) == (
+        f"{path}: model.class_path: expected one of lgd, lpd, modl, unet, varnet (or a pirecon.models class name), "
+        f"or a class passed in models=, found {class_path!r}; pirecon does not import code that a checkpoint names")
+    assert not (tmp_path / "imported").exists() and "beside" not in sys.modules
+
+
+def test_a_checkpoint_of_a_class_passed_by_the_caller_loads(tmp_path, ct_files):
+    from pirecon.models import LearnedPrimalDual
+
+    class MyLPD(LearnedPrimalDual):
+        pass
+
+    path = _checkpoint_naming(tmp_path, ct_files, "mypackage.MyLPD")
+    loaded = load_module(path, models={"mypackage.MyLPD": MyLPD})
+    assert type(loaded.model) is MyLPD
+    assert loaded.hparams["model"]["class_path"] == "mypackage.MyLPD"  # saved again, the spec stays data
+
+
 def test_validation_figure_is_written(tmp_path, ct_files):
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 

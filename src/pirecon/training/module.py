@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .._validation import check_choice, check_positive
+from ..errors import ConfigError
 from ..metrics import nmse, psnr, ssim
 from ..data.acquisition import BatchPhysics, check_same_physics, measurement
 from ..models import accelerate
@@ -246,12 +247,13 @@ class ReconstructionModule(pl.LightningModule):
         return Path(trainer.default_root_dir)
 
 
-def load_module(path, map_location=None) -> ReconstructionModule:
+def load_module(path, map_location=None, models: dict[str, type] | None = None) -> ReconstructionModule:
     """A trained :class:`ReconstructionModule` from a checkpoint, loaded with ``weights_only=True``.
 
     The model is rebuilt from the spec stored in the checkpoint's hyperparameters and the physics
     (CT geometry and noise) from the checkpoint, so ``module(y, module.batch_physics(batch))`` works
-    without a datamodule.
+    without a datamodule. Nothing the checkpoint names is imported: its model must be one of
+    pirecon's or a class passed in ``models`` (``{"mypackage.MyNet": MyNet}``).
     """
     from .checkpoints import load_checkpoint
 
@@ -260,7 +262,12 @@ def load_module(path, map_location=None) -> ReconstructionModule:
     if "model" not in hparams:
         raise ValueError(f"{path}: expected the model's class_path/init_args in the checkpoint's hyperparameters, "
                          "found none (the module was built from a ready nn.Module)")
-    module = ReconstructionModule(**hparams)
+    try:
+        model = build_model(hparams["model"], allow_import=False, models=models)
+    except ValueError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    module = ReconstructionModule(**{**hparams, "model": model})
+    module.hparams["model"] = hparams["model"]  # the spec, not the instance, goes into checkpoints saved again
     module.load_state_dict(checkpoint["state_dict"])
     module.on_load_checkpoint(checkpoint)
     return module.eval()
