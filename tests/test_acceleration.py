@@ -1,18 +1,17 @@
 """Training speed-ups change how the networks run, never what they compute or what a checkpoint holds."""
 
-import shutil
-
 import pytest
 import torch
 
 from pirecon.ct import RayTransform, lpd_ellipses_geometry
 from pirecon.models import (ConvBlock, LearnedPrimalDual, PostProcessingUNet, UNet, accelerate, cnn_blocks,
                             fast_training_options)
+from pirecon.models.acceleration import cpp_compiler_found, cpu_bf16_native
 from pirecon.noise import GaussianNoise
 from pirecon.phantoms import random_ellipses
 from pirecon.physics import Physics
 
-HAS_COMPILER = any(shutil.which(name) for name in ("c++", "g++", "clang++"))
+HAS_COMPILER = cpp_compiler_found()
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +75,7 @@ def test_bfloat16_autocast_leaves_the_ray_transform_in_float32(data):
 def test_fast_training_options():
     options = fast_training_options("cpu")
     assert set(options) == {"precision", "channels_last", "compile"}
-    native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-    assert options["precision"] == ("bf16-mixed" if native else "32-true")
+    assert options["precision"] == ("bf16-mixed" if cpu_bf16_native() else "32-true")
     assert options["compile"] == HAS_COMPILER
     with pytest.raises(ValueError, match=r"^device: expected 'cpu' or 'cuda', found 'tpu'$"):
         fast_training_options("tpu")

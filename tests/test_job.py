@@ -4,7 +4,6 @@ import contextlib
 import csv
 import io
 import logging
-import shutil
 import warnings
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 
 from pirecon.cli import main
 from pirecon.job import JOB_LR, JOB_MODEL, run_job
+from pirecon.models.acceleration import cpp_compiler_found
 
 
 JOB_STEPS = 100
@@ -135,7 +135,7 @@ def test_training_is_reproducible_on_one_machine(tmp_path, fast):
 
     from pirecon.job import prepare_data, train_lpd
 
-    if fast and not any(shutil.which(name) for name in ("c++", "g++", "clang++")):
+    if fast and not cpp_compiler_found():
         pytest.skip("torch.compile on CPU needs a C++ compiler")
     _, val = prepare_data(tmp_path / "data", num_test=1)
     weights = []

@@ -207,9 +207,9 @@ def test_onecycle_warms_up_then_decays():
 
 def test_fit_with_the_speed_ups_keeps_a_plain_checkpoint(tmp_path, ct_files):
     """channels_last and compile apply when fitting starts; the checkpoint loads into the plain model."""
-    import shutil
+    from pirecon.models.acceleration import cpp_compiler_found
 
-    if not any(shutil.which(name) for name in ("c++", "g++", "clang++")):
+    if not cpp_compiler_found():
         pytest.skip("torch.compile on CPU needs a C++ compiler")
     train, _ = ct_files
     module = ReconstructionModule(TINY_LPD, log_images_every_n_epochs=0, channels_last=True, compile=True,

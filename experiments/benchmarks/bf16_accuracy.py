@@ -13,14 +13,13 @@ included).
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 from pirecon.data.acquisition import read_acquisition
+from _timing import scratch_directory
 from pirecon.job import prepare_data, train_lpd
 from pirecon.metrics import psnr
 from pirecon.training import load_module
@@ -32,27 +31,25 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="scratch directory (default: a temporary one)")
     args = parser.parse_args(argv)
-    root = args.out or Path(tempfile.mkdtemp(prefix="pirecon-bf16-"))
-    _, val_file = prepare_data(root / "data", num_test=1)
-    validation = read_acquisition(val_file)
-    rows = {}
-    for name, fast in (("float32", False), ("fast (bfloat16)", True)):
-        start = time.perf_counter()
-        checkpoint = train_lpd(root / name.split()[0], val_file, steps=args.steps, batch_size=args.batch_size,
-                               schedule="cosine", progress=False, fast=fast)
-        seconds = time.perf_counter() - start
-        with torch.no_grad():
-            image = load_module(checkpoint)(validation.y, validation.physics).image
-        rows[name] = (float(psnr(image, validation.ground_truth).mean()), seconds)
-    reference = rows["float32"][0]
-    print(f"The job's LPD after {args.steps} steps at batch {args.batch_size}, same seed; mean PSNR on the 10 "
-          "validation images\n")
-    print("| training | PSNR validation (dB) | difference to float32 (dB) | wall time (s) |")
-    print("|---|---:|---:|---:|")
-    for name, (value, seconds) in rows.items():
-        print(f"| {name} | {value:.3f} | {value - reference:+.3f} | {seconds:.1f} |")
-    if args.out is None:
-        shutil.rmtree(root, ignore_errors=True)
+    with scratch_directory(args.out, "pirecon-bf16-") as root:
+        _, val_file = prepare_data(root / "data", num_test=1)
+        validation = read_acquisition(val_file)
+        rows = {}
+        for name, fast in (("float32", False), ("fast (bfloat16)", True)):
+            start = time.perf_counter()
+            checkpoint = train_lpd(root / name.split()[0], val_file, steps=args.steps, batch_size=args.batch_size,
+                                   schedule="cosine", progress=False, fast=fast)
+            seconds = time.perf_counter() - start
+            with torch.no_grad():
+                image = load_module(checkpoint)(validation.y, validation.physics).image
+            rows[name] = (float(psnr(image, validation.ground_truth).mean()), seconds)
+        reference = rows["float32"][0]
+        print(f"The job's LPD after {args.steps} steps at batch {args.batch_size}, same seed; mean PSNR on the 10 "
+              "validation images\n")
+        print("| training | PSNR validation (dB) | difference to float32 (dB) | wall time (s) |")
+        print("|---|---:|---:|---:|")
+        for name, (value, seconds) in rows.items():
+            print(f"| {name} | {value:.3f} | {value - reference:+.3f} | {seconds:.1f} |")
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 from _timing import median_time
+from pirecon.models.acceleration import cpu_bf16_native
 
 MODELS = {
     "lpd-cpu": ("LPD, ct_lpd_ellipses_cpu.yaml (5 it, 16 hidden, FBP start)",
@@ -89,10 +90,6 @@ def peak_gflops(dtype: torch.dtype, n: int = 4096) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def bf16_native() -> bool:
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
 def build_step(model_key: str, batch: int, mode: str):
     """``(step, model)``: one training step on fixed LPD-ellipses data, weights from ``torch.manual_seed(0)``."""
     from pirecon.ct import RayTransform, lpd_ellipses_geometry
@@ -112,7 +109,7 @@ def build_step(model_key: str, batch: int, mode: str):
     if fast:
         accelerate(model, channels_last=True, compile=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if fast and bf16_native() else nullcontext()
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if fast and cpu_bf16_native() else nullcontext()
 
     def step():
         optimizer.zero_grad(set_to_none=True)
@@ -179,7 +176,7 @@ def convolution_by_width(widths=(16, 32, 64, 128), batch: int = 2, size: int = 1
     rows = []
     for width in widths:
         for dtype in (torch.float32, torch.bfloat16):
-            if dtype == torch.bfloat16 and not bf16_native():
+            if dtype == torch.bfloat16 and not cpu_bf16_native():
                 continue
             conv = torch.nn.Conv2d(width, width, 3, padding=1).to(dtype=dtype, memory_format=torch.channels_last)
             prelu = torch.nn.PReLU(width).to(dtype)
@@ -229,7 +226,7 @@ def main(argv=None) -> dict:
 
     torch.set_num_threads(args.threads)
     peaks = {"float32": peak_gflops(torch.float32)}
-    if bf16_native():
+    if cpu_bf16_native():
         peaks["bfloat16"] = peak_gflops(torch.bfloat16)
     fast_peak = peaks.get("bfloat16", peaks["float32"])
     print(f"peak (4096^2 GEMM, {args.threads} threads): " +

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
+from _timing import scratch_directory
 from pirecon.job import JOB_LR, JOB_MODEL, _simulation_options, prepare_data
 from pirecon.models import fast_training_options
 from pirecon.training.fit import fit_on_simulation
@@ -39,23 +39,21 @@ def main(argv=None) -> None:
     parser.add_argument("--extra", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=None, help="scratch directory (default: a temporary one)")
     args = parser.parse_args(argv)
-    root = args.out or Path(tempfile.mkdtemp(prefix="pirecon-loop-"))
-    _, val = prepare_data(root / "data", num_test=1)
-    settings = {"float32": {}, "fast": fast_training_options("cpu")}
-    rows = {}
-    for name, options in settings.items():
-        short = wall_time(root / f"{name}-short", val, args.steps, options)
-        long = wall_time(root / f"{name}-long", val, args.steps + args.extra, options)
-        step = (long - short) / args.extra
-        rows[name] = (step, short - args.steps * step)
-    base = rows["float32"][0]
-    print(f"Training loop of ct_lpd_ellipses_cpu.yaml's LPD, batch 2 ({args.extra} steps beyond {args.steps})\n")
-    print("| setting | s / step | steps / s | speed-up | start-up and compiling (s) |")
-    print("|---|---:|---:|---:|---:|")
-    for name, (step, startup) in rows.items():
-        print(f"| {name} | {step:.4f} | {1 / step:.1f} | {base / step:.2f} | {startup:.1f} |")
-    if args.out is None:
-        shutil.rmtree(root, ignore_errors=True)
+    with scratch_directory(args.out, "pirecon-loop-") as root:
+        _, val = prepare_data(root / "data", num_test=1)
+        settings = {"float32": {}, "fast": fast_training_options("cpu")}
+        rows = {}
+        for name, options in settings.items():
+            short = wall_time(root / f"{name}-short", val, args.steps, options)
+            long = wall_time(root / f"{name}-long", val, args.steps + args.extra, options)
+            step = (long - short) / args.extra
+            rows[name] = (step, short - args.steps * step)
+        base = rows["float32"][0]
+        print(f"Training loop of ct_lpd_ellipses_cpu.yaml's LPD, batch 2 ({args.extra} steps beyond {args.steps})\n")
+        print("| setting | s / step | steps / s | speed-up | start-up and compiling (s) |")
+        print("|---|---:|---:|---:|---:|")
+        for name, (step, startup) in rows.items():
+            print(f"| {name} | {step:.4f} | {1 / step:.1f} | {base / step:.2f} | {startup:.1f} |")
 
 
 if __name__ == "__main__":

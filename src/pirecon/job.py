@@ -286,21 +286,22 @@ def run_job(out: str | Path, *, steps: int = JOB_STEPS, batch_size: int = JOB_BA
         with stage(f"training LPD for {steps} steps at batch {batch_size} (logs in {out / 'training'})"):
             checkpoint = train_lpd(out, val_file, steps=steps, batch_size=batch_size, seed=seed, progress=progress,
                                    fast=fast)
-        trained = f"trained here for {steps} steps at batch {batch_size} (`training/`)"
+        trained = f"trained here for {steps} steps at batch {batch_size}"
+        where = f"{trained} (`training/`)"
     else:
-        trained = f"from `{checkpoint}`"
+        trained = where = f"from `{checkpoint}`"
     scores, images, truth = evaluate_ct(checkpoint, test_file, val_file, tv_iterations=tv_iterations,
                                         progress=progress, stages=True)
     with stage("writing metrics.md, metrics.csv and figure.png"):
         header = (f"# pirecon main job: LPD-ellipses\n\n128 x 128 images, 30 parallel-beam angles, 183 detectors, "
-                  f"Gaussian noise with std 5% of mean |data|, seed {seed}. Model {trained}. TV: {tv_iterations} PDHG "
+                  f"Gaussian noise with std 5% of mean |data|, seed {seed}. Model {where}. TV: {tv_iterations} PDHG "
                   f"iterations, lambda chosen on the validation images (`data/val.h5`). Test: modified Shepp-Logan "
                   f"and {num_test} held-out random-ellipse images (`data/test.h5`).")
         with atomic_path(out / "metrics.md") as tmp:
             tmp.write_text(_markdown(scores, num_test, header))
         _write_csv(out / "metrics.csv", scores)
         caption = (f"LPD-ellipses: 128 x 128 images, 30 parallel-beam angles over 180 degrees, 183 detectors, "
-                   f"Gaussian noise 5% of mean |data|, seed {seed}. LPD {trained.split(' (')[0]}; TV with "
+                   f"Gaussian noise 5% of mean |data|, seed {seed}. LPD {trained}; TV with "
                    f"{tv_iterations} PDHG iterations at the lambda chosen on 10 validation images; FBP with the "
                    f"Hann filter. Test images from a stream no training run reaches.")
         _figure(out / "figure.png", images, truth, scores, caption)

@@ -23,7 +23,7 @@ from torch import nn
 
 from .layers import ConvBlock, UNet
 
-__all__ = ["accelerate", "cnn_blocks", "fast_training_options"]
+__all__ = ["accelerate", "cnn_blocks", "fast_training_options", "cpu_bf16_native", "cpp_compiler_found"]
 
 
 def cnn_blocks(model: nn.Module) -> list[nn.Module]:
@@ -84,8 +84,17 @@ def fast_training_options(device: str = "cpu") -> dict:
         bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         compiler = torch.cuda.is_available()
     elif device == "cpu":
-        bf16 = bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        compiler = any(shutil.which(name) for name in ("c++", "g++", "clang++"))
+        bf16, compiler = cpu_bf16_native(), cpp_compiler_found()
     else:
         raise ValueError(f"device: expected 'cpu' or 'cuda', found {device!r}")
     return {"precision": "bf16-mixed" if bf16 else "32-true", "channels_last": True, "compile": compiler}
+
+
+def cpu_bf16_native() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX, as oneDNN reports it)."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def cpp_compiler_found() -> bool:
+    """Whether a C++ compiler is on the PATH (``torch.compile`` on CPU builds its kernels with one)."""
+    return any(shutil.which(name) for name in ("c++", "g++", "clang++"))
