@@ -79,6 +79,29 @@ def test_mri_items(mri_file):
     assert batch["kspace"].shape == (4, 4, 32, 32) and batch["mask"].shape == (4, 1, 1, 32)
 
 
+@pytest.mark.parametrize("case", ["ct", "mri", "fastmri"])
+def test_a_block_of_slices_is_the_collated_items(ct_files, mri_file, tmp_path, case):
+    """read_slices reads each dataset once per block and gives what a DataLoader collates from the items."""
+    from torch.utils.data import default_collate
+
+    if case == "ct":
+        ds, file_index = H5SliceDataset(ct_files), 1
+    elif case == "mri":
+        ds, file_index = H5SliceDataset(mri_file), 0
+    else:  # single-coil k-space without maps or mask, complex128 as fastMRI stores it
+        raw = read_mri_raw(mri_file)
+        path = write_mri_raw(tmp_path / "single.h5", raw.kspace[:, 0].astype(np.complex128))
+        ds, file_index = H5SliceDataset(path), 0
+    offset = sum(ds.num_slices[:file_index])
+    block = ds.read_slices(file_index, 1, 3)
+    expected = default_collate([ds[offset + 1], ds[offset + 2]])
+    assert sorted(block) == sorted(expected)
+    for key, value in expected.items():
+        assert block[key].dtype == value.dtype and torch.equal(block[key], value), key
+    with pytest.raises(IndexError, match=r"^read_slices: expected 0 <= start < stop <= \d+, found start 2, stop 2$"):
+        ds.read_slices(file_index, 2, 2)
+
+
 def test_kind_mismatch_and_missing_file(ct_files, mri_file, tmp_path):
     with pytest.raises(SpecError) as err:
         H5SliceDataset([ct_files[0], mri_file])

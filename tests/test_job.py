@@ -120,6 +120,17 @@ def test_missing_checkpoint_is_one_line(tmp_path, capsys):
                    f"{str(tmp_path / 'none.ckpt')!r}"]
 
 
+def test_a_corrupt_checkpoint_is_refused_before_any_work(tmp_path, capsys):
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"PK\x03\x04 not really a zip archive")
+    out = tmp_path / "out"
+    assert main(["job", "--out", str(out), "--checkpoint", str(corrupt), "--num-test", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"pirecon job: error: {corrupt}: expected a PyTorch checkpoint (zip file of tensors), found a "
+                   "corrupt or truncated file (not a readable zip archive)"]
+    assert not out.exists()  # nothing simulated, nothing evaluated
+
+
 def test_job_trains_the_cpu_configuration_model():
     yaml = pytest.importorskip("yaml")
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "experiments" / "ct_lpd_ellipses_cpu.yaml")

@@ -14,7 +14,7 @@ from pirecon.training import (BatchPhysics, ReconstructionLoss, ReconstructionMo
                               load_module, nmse, target_and_prediction)
 from pirecon.training.checkpoints import AtomicCheckpointIO
 from pirecon.training.losses import ssim_per_image
-from pirecon.training.model_spec import build_model
+from pirecon.models.registry import build_model
 
 TINY_LPD = {"class_path": "lpd", "init_args": {"iterations": 2, "hidden": 8}}
 CT_SIM = {"modality": "ct", "phantom": "ellipses", "image_size": 32, "num_angles": 10, "seed": 0}
@@ -361,7 +361,7 @@ def test_atomic_save_leaves_no_partial_file(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_predict_writes_one_file_per_input(tmp_path, ct_files):
+def test_predict_writes_one_file_per_input(tmp_path, ct_files, capsys):
     from pirecon.data.formats import read_reconstruction
     from pirecon.training import ReconstructionWriter
 
@@ -371,7 +371,9 @@ def test_predict_writes_one_file_per_input(tmp_path, ct_files):
     dm = ReconstructionDataModule(predict=[str(train), str(val)], batch_size=3)
     module = ReconstructionModule(TINY_LPD)
     trainer.predict(module, datamodule=dm, return_predictions=False)
+    printed = capsys.readouterr().out.splitlines()
     for source, n in ((train, 8), (val, 4)):
+        assert f"wrote {tmp_path / 'out' / f'{source.stem}_LearnedPrimalDual.h5'} ({n} slices of {source})" in printed
         result = read_reconstruction(tmp_path / "out" / f"{source.stem}_LearnedPrimalDual.h5")
         assert result.image.shape == (n, 32, 32)
         assert result.provenance["method"] == "LearnedPrimalDual"

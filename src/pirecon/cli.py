@@ -5,6 +5,8 @@
     pirecon simulate ... --out F    simulate a raw CT or MRI file (data_specs/)
     pirecon check FILE              check a file against its spec; one line, exit 0 or 2 (also: pirecon validate FILE)
     pirecon fit|validate|test|predict --config experiments/X.yaml [--ckpt_path C]   train / evaluate with Lightning
+    pirecon predict --ckpt_path C --data.predict F [F ...] [--writer.output_dir D]   the checkpoint alone
+    pirecon reconstruct IN --checkpoint C --out OUT [--format dicom]   a trained model on a raw file or volume
     pirecon reconstruct IN --method M --out OUT [--param k=v ...]   classical reconstruction of a raw file
 
 User errors print one line, ``pirecon <command>: error: <message>``, to stderr
@@ -21,7 +23,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import __version__
+from ._version import __version__
 from .errors import PATH_ERRORS, PireconUserError
 
 
@@ -128,7 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .reconstruct import add_reconstruct_arguments
 
-    reconstruct = sub.add_parser("reconstruct", help="reconstruct a raw file with a classical method")
+    reconstruct = sub.add_parser("reconstruct", help="reconstruct a raw file (or a DICOM/NIfTI volume) with a "
+                                                     "checkpoint or a classical method; write HDF5, NIfTI or DICOM")
     add_reconstruct_arguments(reconstruct)
     reconstruct.set_defaults(run=_reconstruct)
     return parser
@@ -143,8 +146,20 @@ def _is_lightning(argv: list[str]) -> bool:
     return argv[0] == "validate" and not (len(argv) == 2 and not argv[1].startswith("-"))
 
 
+def _has_config(argv: list[str]) -> bool:
+    return any(arg in ("--config", "-c") or arg.startswith("--config=") for arg in argv)
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["predict"] and not _has_config(argv[1:]):
+        from .reconstruct import predict_main
+
+        try:
+            return predict_main(argv[1:])
+        except (PireconUserError, *PATH_ERRORS) as err:
+            print(f"pirecon predict: error: {err}", file=sys.stderr)
+            return 2
     if _is_lightning(argv):
         from .training.cli import run_lightning
 

@@ -32,7 +32,6 @@ from pathlib import Path
 import torch
 
 from ._atomic import atomic_path
-from .errors import ArgumentError
 
 __all__ = ["run_job", "prepare_data", "train_lpd", "evaluate_ct", "evaluate_checkpoint", "MethodScore", "JOB_MODEL",
            "JOB_LR", "JOB_STEPS", "JOB_BATCH_SIZE", "JOB_SCHEDULE", "TV_LAMBDAS"]
@@ -182,18 +181,15 @@ def evaluate_ct(checkpoint: str | Path, test_file: str | Path, val_file: str | P
 
 def evaluate_checkpoint(checkpoint: str | Path, acquisition) -> tuple[MethodScore, torch.Tensor]:
     """The score and the reconstructions ``(N, 1, H, W)`` of a trained checkpoint on a test file's
-    :class:`pirecon.data.acquisition.Acquisition` (sample 0 Shepp-Logan, the rest ellipses). The file's
-    physics must be the one the checkpoint was trained with; a mismatch is an error naming both."""
-    from .data.acquisition import check_same_physics
-    from .training import load_module
+    :class:`pirecon.data.acquisition.Acquisition` (sample 0 Shepp-Logan, the rest ellipses), through
+    :func:`pirecon.inference.load`. The file's physics must be the one the checkpoint was trained with; a
+    mismatch is an error naming both."""
+    from .inference import load
 
-    module = load_module(checkpoint)
-    check_same_physics(module.batch_physics.description(), acquisition.description(),
-                       stored_name=f"the checkpoint {checkpoint}", found_name=str(acquisition.source))
+    model = load(checkpoint)
     start = time.perf_counter()
-    with torch.no_grad():
-        image = torch.cat([module(chunk, acquisition.physics).image for chunk in acquisition.y.split(20)])
-    return (_scores(type(module.model).__name__, Path(checkpoint).name, image, acquisition.ground_truth,
+    image = model.reconstruct(acquisition.source, batch_size=20, progress=False).image
+    return (_scores(model.name, Path(checkpoint).name, image, acquisition.ground_truth,
                     time.perf_counter() - start), image)
 
 
@@ -277,8 +273,10 @@ def run_job(out: str | Path, *, steps: int = JOB_STEPS, batch_size: int = JOB_BA
     from ._progress import stage
 
     out = Path(out)
-    if checkpoint is not None and not Path(checkpoint).is_file():
-        raise ArgumentError(f"checkpoint: expected an existing checkpoint file, found no file at {str(checkpoint)!r}")
+    if checkpoint is not None:  # the whole checkpoint is checked before any work
+        from .inference import load
+
+        load(checkpoint)
     start = time.perf_counter()
     with stage(f"simulating the test data (Shepp-Logan and {num_test} ellipse images) and 10 validation images"):
         test_file, val_file = prepare_data(out / "data", num_test, seed)

@@ -1,36 +1,26 @@
-"""``pirecon reconstruct``: a raw file in, a reconstruction file (with provenance) out.
+"""``pirecon reconstruct``: a raw file (or an image volume to simulate from) in, a reconstruction out.
 
-    pirecon reconstruct INPUT.h5 --method fbp|zero-filled|cgls|sirt|tv --out OUT.h5 [--param k=v ...]
+    pirecon reconstruct IN --checkpoint CKPT --out OUT [--format dicom] [--device D] [--batch-size B] [--overwrite]
+    pirecon reconstruct IN --method fbp|zero-filled|cgls|sirt|tv --out OUT [--param k=v ...]
 
-The measurements and the physics come from the file itself, read once through
-:func:`pirecon.data.acquisition.read_acquisition`. When the file
-has ground truth, PSNR and SSIM per slice are reported and stored in the
-provenance.
+Learned models (a checkpoint of ``pirecon fit``) and classical methods take the same road,
+:class:`pirecon.inference.Reconstructor`: the measurements and the physics come from the file itself
+(:mod:`pirecon.data.acquisition`), slices are reconstructed in batches, and the output format follows
+from ``OUT`` (``.h5``, ``.nii``, ``.nii.gz``, or a directory with ``--format dicom``). Every input and the
+output path are checked before any work. When the file has ground truth, PSNR and SSIM per slice are
+reported and stored in the provenance.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .errors import ArgumentError
+from .inference.classical import METHODS, PARAMS
 
 __all__ = ["reconstruct_file", "METHODS", "parse_params"]
-
-METHODS = ("fbp", "zero-filled", "cgls", "sirt", "tv")
-
-# parameters each method accepts, with their types
-_PARAMS: dict[str, dict[str, type]] = {
-    "fbp": {"filter": str, "frequency_scaling": float},
-    "zero-filled": {},
-    "cgls": {"iterations": int, "tikhonov": float, "tol": float},
-    "sirt": {"iterations": int, "nonnegative": bool},
-    "tv": {"lam": float, "iterations": int, "nonnegative": bool},
-}
 
 
 def _convert(text: str, kind: type, key: str):
@@ -48,7 +38,7 @@ def _convert(text: str, kind: type, key: str):
 
 def parse_params(method: str, pairs: list[str]) -> dict[str, Any]:
     """``["k=v", ...]`` into typed keyword arguments of ``method``; unknown keys are an error."""
-    allowed = _PARAMS[method]
+    allowed = PARAMS[method]
     params: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -61,77 +51,113 @@ def parse_params(method: str, pairs: list[str]) -> dict[str, Any]:
     return params
 
 
-def _run(method: str, y: torch.Tensor, physics, params: dict[str, Any], progress: bool) -> torch.Tensor:
-    from .ct import fbp
+def reconstruct_file(input_path: str | Path, out: str | Path, method: str | None = None,
+                     params: dict[str, Any] | None = None, *, checkpoint: str | Path | None = None,
+                     format: str | None = None, device: str = "cpu", batch_size: int = 8, overwrite: bool = False,
+                     progress: bool = True, reconstructor=None) -> dict[str, Any]:
+    """Reconstruct every slice of ``input_path`` with a classical ``method`` or a ``checkpoint`` and write ``out``.
 
-    if method == "fbp":
-        if physics.modality != "ct":
-            raise ArgumentError("method 'fbp': expected a CT file, found an MRI file (use zero-filled)")
-        return fbp(y, physics.operator, **params)
-    if method == "zero-filled":
-        if physics.modality != "mri":
-            raise ArgumentError("method 'zero-filled': expected an MRI file, found a CT file (use fbp)")
-        return physics.adjoint(y)
-    from . import solvers
-
-    solver = {"cgls": solvers.cgls, "sirt": solvers.sirt, "tv": solvers.tv_pdhg}[method]
-    if method == "tv" and "lam" not in params:
-        raise ArgumentError("method 'tv': expected --param lam=<regularisation weight>, found none")
-    return solver(y, physics.operator, progress=progress, **params).image
-
-
-def reconstruct_file(input_path: str | Path, out: str | Path, method: str, params: dict[str, Any] | None = None,
-                     *, progress: bool = True) -> dict[str, Any]:
-    """Reconstruct every slice of a raw file with ``method`` and write a reconstruction file.
-
-    Returns the provenance written, including ``metrics`` (mean PSNR/SSIM) when the file has ground truth.
+    Everything is checked first (the output path, the method or checkpoint, the input file), then the slices
+    are reconstructed ``batch_size`` at a time. Returns the provenance written, including ``metrics`` (PSNR and
+    SSIM per slice and their means) when the file has ground truth. ``reconstructor``: a ready
+    :class:`pirecon.inference.Reconstructor` to use instead of loading one.
     """
-    from . import __version__
-    from ._validation import check_choice
-    from .data.acquisition import read_acquisition
-    from .data.formats import write_reconstruction
-    from .metrics import psnr, ssim
+    from .inference import load, reconstructor as classical, save
+    from .inference.output import check_output
 
-    method = check_choice(method, "method", METHODS)
-    params = dict(params or {})
+    if (method is None) == (checkpoint is None) and reconstructor is None:
+        raise ArgumentError("expected exactly one of --method and --checkpoint, found "
+                            + ("both" if method is not None else "neither"))
     input_path = Path(input_path)
-    acquisition = read_acquisition(input_path)
-    physics, y, truth = acquisition.physics, acquisition.y, acquisition.ground_truth
-    with torch.no_grad():
-        image = _run(method, y, physics, params, progress)
-    provenance: dict[str, Any] = {
-        "method": method,
-        "config": json.dumps({"method": method, "params": params}, sort_keys=True),
-        "source_file": str(input_path),
-        "pirecon_version": __version__,
-    }
-    if "geometry" in physics.metadata:
-        provenance["geometry"] = physics.metadata["geometry"]
-    if truth is not None:
-        reference, shown = truth.abs() if truth.is_complex() else truth, image.abs() if image.is_complex() else image
-        p, s = psnr(shown.float(), reference.float()), ssim(shown.float(), reference.float())
-        provenance["metrics"] = json.dumps({"psnr_db": p.tolist(), "ssim": s.tolist(),
-                                            "mean_psnr_db": float(p.mean()), "mean_ssim": float(s.mean())})
-    write_reconstruction(out, image[:, 0], provenance=provenance)
-    return provenance
+    check_output(out, format, overwrite=overwrite)
+    if not input_path.exists():
+        raise FileNotFoundError(f"input: expected an existing raw file or image volume, found nothing at "
+                                f"{str(input_path)!r}")
+    if reconstructor is None:
+        reconstructor = load(checkpoint, device=device) if checkpoint is not None else \
+            classical(method, device=device, **(params or {}))
+    reconstruction = reconstructor.reconstruct(input_path, batch_size=batch_size, progress=progress, metrics=True)
+    save(reconstruction, out, format=format, overwrite=overwrite)
+    return reconstruction.provenance
 
 
 def add_reconstruct_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("input", help="raw CT or MRI file (pirecon format or fastMRI)")
-    parser.add_argument("--method", required=True, choices=METHODS)
-    parser.add_argument("--out", required=True, help="reconstruction file to write")
+    parser.add_argument("input", help="raw CT or MRI file (pirecon format, fastMRI, LoDoPaB-CT observation file), "
+                                      "or a DICOM series / NIfTI volume to simulate from with a CT checkpoint's physics")
+    how = parser.add_mutually_exclusive_group(required=True)
+    how.add_argument("--checkpoint", help="a checkpoint written by pirecon fit (any device it was trained on)")
+    how.add_argument("--method", choices=METHODS, help="a classical method")
+    parser.add_argument("--out", required=True, help="output: .h5, .nii, .nii.gz, or a directory with --format dicom")
+    parser.add_argument("--format", choices=("h5", "nifti", "dicom"), help="default: from the suffix of --out")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="method parameter, repeatable (fbp: filter, frequency_scaling; cgls: iterations, "
                              "tikhonov, tol; sirt: iterations, nonnegative; tv: lam, iterations, nonnegative)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    parser.add_argument("--batch-size", type=int, default=8, help="slices per model call (default: 8)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def reconstruct_main(args: argparse.Namespace) -> int:
-    params = parse_params(args.method, args.param)
-    provenance = reconstruct_file(args.input, args.out, args.method, params, progress=not args.quiet)
-    line = f"wrote {args.out} ({args.method})"
+    from .inference import load, reconstructor as classical
+    from .inference.output import check_output
+
+    if args.method is None and args.param:
+        raise ArgumentError("--param: expected with --method (a classical method), found it with --checkpoint")
+    params = parse_params(args.method, args.param) if args.method else {}
+    if args.method == "tv" and "lam" not in params:
+        raise ArgumentError("method 'tv': expected --param lam=<regularisation weight>, found none")
+    if args.batch_size < 1:
+        raise ArgumentError(f"--batch-size: expected a positive integer, found {args.batch_size}")
+    check_output(args.out, args.format, overwrite=args.overwrite)
+    if args.checkpoint is not None:
+        model = load(args.checkpoint, device=args.device)
+        print(f"model: {model.card.summary() if model.card is not None else model.name}", flush=True)
+    else:
+        model = classical(args.method, device=args.device, **params)
+    provenance = reconstruct_file(args.input, args.out, format=args.format, batch_size=args.batch_size,
+                                  overwrite=args.overwrite, progress=not args.quiet, reconstructor=model)
+    line = f"wrote {args.out} ({provenance.get('method', model.name)})"
     if "metrics" in provenance:
-        metrics = json.loads(provenance["metrics"])
+        metrics = provenance["metrics"]
         line += f": PSNR {metrics['mean_psnr_db']:.2f} dB, SSIM {metrics['mean_ssim']:.3f} (mean over slices)"
     print(line)
+    return 0
+
+
+def predict_main(argv: list[str]) -> int:
+    """``pirecon predict --ckpt_path CKPT --data.predict FILE [FILE ...] [--writer.output_dir DIR]``: the checkpoint
+    alone (no training config), one ``DIR/<stem>_<model>.h5`` per input, each named when written."""
+    from .inference import load, save
+    from .inference.output import check_output
+
+    parser = argparse.ArgumentParser(prog="pirecon predict", description=(
+        "Reconstruct raw files with a checkpoint of pirecon fit (no config needed; with --config, Lightning's "
+        "predict runs instead)."))
+    parser.add_argument("--ckpt_path", required=True, help="checkpoint written by pirecon fit")
+    parser.add_argument("--data.predict", dest="files", nargs="+", action="extend", required=True, metavar="FILE",
+                        help="raw files to reconstruct")
+    parser.add_argument("--writer.output_dir", dest="output_dir", default="reconstructions",
+                        help="where to write <input stem>_<model>.h5 (default: reconstructions)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        raise ArgumentError(f"--batch-size: expected a positive integer, found {args.batch_size}")
+    inputs = [Path(f) for f in args.files]
+    for path in inputs:
+        if not path.is_file():
+            raise FileNotFoundError(f"--data.predict: expected an existing raw file, found nothing at {str(path)!r}")
+    model = load(args.ckpt_path, device=args.device)
+    outputs = [Path(args.output_dir) / f"{path.stem}_{model.name}.h5" for path in inputs]
+    for out in outputs:
+        check_output(out, overwrite=args.overwrite)
+    print(f"model: {model.card.summary() if model.card is not None else model.name}", flush=True)
+    for path, out in zip(inputs, outputs):
+        reconstruction = model.reconstruct(path, batch_size=args.batch_size, progress=not args.quiet)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save(reconstruction, out, overwrite=args.overwrite)
+        print(f"wrote {out} ({reconstruction.image.shape[0]} slices of {path})", flush=True)
     return 0

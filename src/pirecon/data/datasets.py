@@ -241,6 +241,48 @@ class H5SliceDataset(LazyH5Handles, Dataset):
         item["slice"] = slice_index
         return self.transform(item) if self.transform is not None else item
 
+    def read_slices(self, file_index: int, start: int, stop: int, *, skip: Iterable[str] = ()) -> dict:
+        """Slices ``start:stop`` of file ``file_index`` as one batch: the tensors of
+        ``default_collate([dataset[i] for i in those slices])``, each dataset read with one call (a block of
+        slices, not one slice at a time), leaving out the item keys in ``skip`` (e.g. ``ground_truth`` when
+        only reconstructing). With a ``transform``, the items are read and collated one by one."""
+        file_index = self._file_index(file_index)
+        n = self.num_slices[file_index]
+        if not 0 <= start < stop <= n:
+            raise IndexError(f"read_slices: expected 0 <= start < stop <= {n}, found start {start}, stop {stop}")
+        if self.transform is not None:
+            offset = int(self._offsets[file_index])
+            return torch.utils.data.default_collate([self[offset + i] for i in range(start, stop)])
+        f, count = self._file(file_index), stop - start
+        batch: dict[str, Any] = {}
+        skip = set(skip)
+        for key, (name, _) in self._items[file_index].items():
+            if key in skip:
+                continue
+            if key == "mask" and file_index in self._line_masks:
+                batch["mask"] = torch.from_numpy(self._line_masks[file_index]).view(1, 1, 1, -1).repeat(count, 1, 1, 1)
+                continue
+            ds = f[name]
+            if key == "label":
+                batch["label"] = torch.from_numpy(np.asarray(ds[start:stop]).astype(np.int64))
+            elif key == "trajectory" and ds.ndim == 2 or key == "coil_maps" and ds.ndim == 3:
+                shared = torch.from_numpy(np.asarray(ds[()]))  # stored once for every slice
+                batch[key] = shared.unsqueeze(0).repeat(count, *([1] * shared.ndim))
+            else:
+                block = torch.from_numpy(np.ascontiguousarray(ds[start:stop]))
+                batch[key] = block.unsqueeze(1) if key in _ADD_CHANNEL else block
+        if self.kind == "mri":
+            if "trajectory" not in batch and batch["kspace"].ndim == 3:  # single-coil file: (N, H, W)
+                batch["kspace"] = batch["kspace"][:, None]
+            for key in ("kspace", "coil_maps", "ground_truth"):
+                if key in batch and batch[key].dtype != torch.complex64:
+                    batch[key] = batch[key].to(torch.complex64)
+            if "reconstruction_rss" in batch and batch["reconstruction_rss"].dtype != torch.float32:
+                batch["reconstruction_rss"] = batch["reconstruction_rss"].to(torch.float32)
+        batch["file"] = torch.full((count,), file_index, dtype=torch.int64)
+        batch["slice"] = torch.arange(start, stop, dtype=torch.int64)
+        return batch
+
     def __repr__(self) -> str:
         return f"H5SliceDataset(kind={self.kind!r}, files={len(self.paths)}, slices={len(self)})"
 

@@ -169,7 +169,7 @@ class ReconstructionFile:
 # --------------------------------------------------------------------------------------------------
 
 def _pirecon_version() -> str:
-    from .. import __version__
+    from .._version import __version__
 
     return str(__version__)
 

@@ -344,7 +344,7 @@ class Simulator:
 
     def describe(self) -> dict[str, Any]:
         """The simulation parameters as plain JSON types (stored in the file's attributes)."""
-        from .. import __version__
+        from .._version import __version__
 
         d: dict[str, Any] = {"modality": self.modality, "phantom": self.phantom,
                              "image_shape": list(self.image_shape), "oversample": self.oversample,

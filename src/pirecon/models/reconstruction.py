@@ -21,8 +21,13 @@ class Reconstruction:
         Per-pixel uncertainty ``(B, 1, H, W)`` (or interval bounds), filled by uncertainty heads.
     task : dict of str to torch.Tensor
         Diagnostic-task outputs (segmentation logits, class scores), filled by task heads.
+    provenance : dict
+        Where the reconstruction came from, as plain JSON data (filled by :func:`pirecon.load` /
+        ``Reconstructor.reconstruct``): ``model``, ``checkpoint``, ``checkpoint_sha256``, ``source_file``,
+        ``geometry``, ``pirecon_version``, ... Empty for a bare ``model(y, physics)`` call.
     """
 
     image: torch.Tensor
     uncertainty: torch.Tensor | None = None
     task: dict[str, torch.Tensor] = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)

@@ -4,7 +4,7 @@ from .batch_physics import BatchPhysics, center_crop, measurement, target_and_pr
 from .checkpoints import AtomicCheckpointIO, load_checkpoint
 from .datamodule import ReconstructionDataModule
 from .losses import ReconstructionLoss
-from .model_spec import build_model
+from ..models.registry import build_model
 from ..metrics import nmse
 from .module import ReconstructionModule, load_module
 from .writer import ReconstructionWriter

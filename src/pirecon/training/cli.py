@@ -44,7 +44,7 @@ def check_config(path: Path) -> None:
     """Raise :class:`~pirecon.errors.ConfigError` (one line, naming the file and key) for a missing
     config, an unknown model or missing data files."""
     from .datamodule import resolve_files
-    from .model_spec import resolve_model_class
+    from ..models.registry import resolve_model_class
 
     if not path.is_file():
         raise ConfigError(f"--config: expected an existing YAML file, found no file at {str(path)!r}")
@@ -112,6 +112,7 @@ def run_lightning(subcommand: str, argv: list[str]) -> int:
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.cli import LightningCLI
 
+    from .card import ModelCardWriter
     from .datamodule import ReconstructionDataModule
     from .checkpoints import use_atomic_checkpoints
     from .module import ReconstructionModule
@@ -130,6 +131,8 @@ def run_lightning(subcommand: str, argv: list[str]) -> int:
         def instantiate_trainer(self, **kwargs):
             trainer = super().instantiate_trainer(**kwargs)
             use_atomic_checkpoints(trainer)
+            if not any(isinstance(callback, ModelCardWriter) for callback in trainer.callbacks):
+                trainer.callbacks.append(ModelCardWriter())
             return trainer
 
     # LightningCLI warns when sys.argv also holds arguments; they are the same ones (and DDP re-launches

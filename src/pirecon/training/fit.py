@@ -16,6 +16,7 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 from .._progress import bar_enabled
+from .card import ModelCardWriter
 from .checkpoints import use_atomic_checkpoints
 from .datamodule import ReconstructionDataModule
 from .module import ReconstructionModule
@@ -90,7 +91,8 @@ def fit_on_simulation(out: Path, val_file: Path, *, model: dict, simulation: dic
             max_steps=steps, accelerator="auto", precision=precision, devices=1, gradient_clip_val=1.0,
             default_root_dir=root,            val_check_interval=max(1, min(steps, 200)), check_val_every_n_epoch=None, limit_val_batches=2,
             logger=[CSVLogger(root, name="", version=""), TensorBoardLogger(root, name="", version="")],
-            callbacks=[checkpoints] + ([] if bar_enabled(progress) or not progress else [StepLines(steps)]),
+            callbacks=[checkpoints, ModelCardWriter()]
+            + ([] if bar_enabled(progress) or not progress else [StepLines(steps)]),
             enable_progress_bar=bar_enabled(progress), enable_model_summary=False)
         use_atomic_checkpoints(trainer)
         trainer.fit(module, datamodule=datamodule)

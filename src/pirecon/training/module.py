@@ -30,7 +30,7 @@ from ..data.acquisition import BatchPhysics, check_same_physics, measurement
 from ..models import accelerate
 from .batch_physics import target_and_prediction
 from .losses import ReconstructionLoss
-from .model_spec import build_model
+from ..models.registry import build_model
 
 __all__ = ["ReconstructionModule", "load_module", "learning_rate_factor", "SCHEDULES"]
 
@@ -65,7 +65,7 @@ class ReconstructionModule(pl.LightningModule):
     Parameters
     ----------
     model : dict or nn.Module
-        ``{"class_path": "lpd", "init_args": {...}}`` (see :mod:`pirecon.training.model_spec`), or a
+        ``{"class_path": "lpd", "init_args": {...}}`` (see :mod:`pirecon.models.registry`), or a
         ready module (then ``load_from_checkpoint`` needs ``model=`` again: a module is not stored in
         the checkpoint's hyperparameters).
     loss : dict
@@ -142,6 +142,9 @@ class ReconstructionModule(pl.LightningModule):
         accelerate(self.model, channels_last=self.channels_last, compile=self.compile_blocks)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        from ..inference.checkpoint import checkpoint_stamp
+
+        checkpoint["pirecon"] = checkpoint_stamp()
         if self.batch_physics is not None:
             checkpoint["pirecon_physics"] = self.batch_physics.description()
 
@@ -163,6 +166,18 @@ class ReconstructionModule(pl.LightningModule):
             geometry = None if description["geometry"] is None else geometry_from_dict(description["geometry"])
             noise = None if description["noise"] is None else noise_from_dict(description["noise"])
             self.set_physics(description["modality"], geometry, noise)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None,
+                             models: dict[str, type] | None = None, **kwargs) -> "ReconstructionModule":
+        """Lightning's loader routed through :func:`load_module`: ``weights_only=True``, nothing the checkpoint
+        names imported. ``hparams_file`` and overriding hyperparameters are not supported."""
+        if hparams_file is not None or kwargs or strict is False:
+            given = sorted(kwargs) + (["hparams_file"] if hparams_file is not None else []) + \
+                (["strict=False"] if strict is False else [])
+            raise ConfigError(f"load_from_checkpoint: expected only checkpoint_path, map_location and models, found "
+                              f"{', '.join(given)}; the checkpoint defines the module")
+        return load_module(checkpoint_path, map_location=map_location, models=models)
 
     # ---- steps -----------------------------------------------------------
 

@@ -63,7 +63,8 @@ class ReconstructionWriter(BasePredictionWriter):
         description = getattr(pl_module, "_physics_description", None) or {}
         if description.get("geometry") is not None:
             provenance["geometry"] = description["geometry"]
-        write_reconstruction(self.output_dir / f"{source.stem}_{method}.h5", images.numpy(), provenance=provenance)
+        out = write_reconstruction(self.output_dir / f"{source.stem}_{method}.h5", images.numpy(), provenance=provenance)
+        print(f"wrote {out} ({len(images)} slices of {source})", flush=True)
 
     def on_predict_epoch_end(self, trainer, pl_module) -> None:
         if self._buffers:

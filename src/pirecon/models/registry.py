@@ -25,10 +25,10 @@ __all__ = ["build_model", "resolve_model_class", "known_models"]
 
 def known_models() -> dict[str, type]:
     """Short names and class names of the package's models."""
-    from .. import models
+    from . import MODELS
 
-    names = dict(models.MODELS)
-    names.update({cls.__name__: cls for cls in models.MODELS.values()})
+    names = dict(MODELS)
+    names.update({cls.__name__: cls for cls in MODELS.values()})
     return names
 
 

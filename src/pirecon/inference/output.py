@@ -1,0 +1,118 @@
+"""``save(reconstruction, out)``: a :class:`~pirecon.models.Reconstruction` to HDF5, NIfTI or a DICOM series.
+
+The format follows from ``out``: ``.h5`` / ``.hdf5`` (``data_specs/reconstruction.md``, with uncertainty,
+task outputs and the provenance), ``.nii`` / ``.nii.gz`` (:mod:`pirecon.inference.nifti`), or a directory
+with ``format="dicom"`` (:mod:`pirecon.inference.dicom`). Every write is atomic and an existing output is
+replaced only with ``overwrite=True``.
+
+HDF5 keeps the model's units. DICOM and NIfTI hold the magnitude of the image in the source's units when
+the image was simulated from a DICOM or NIfTI volume (Hounsfield units for CT in HU: the map recorded in
+``provenance["intensity"]`` is undone), in the model's units otherwise. Patient geometry comes from the
+source volume (``provenance["affine_lps"]``); raw files have none, and the writers say so (a tag, a
+warning) rather than invent an orientation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ArgumentError, PireconUserError
+
+__all__ = ["save", "FORMATS", "output_format"]
+
+FORMATS = ("h5", "nifti", "dicom")
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def output_format(out, format: str | None = None) -> str:
+    """``"h5"``, ``"nifti"`` or ``"dicom"`` for an output path (and an explicit ``format``)."""
+    name = str(out).lower()
+    if format is not None:
+        if format not in FORMATS:
+            raise ArgumentError(f"format: expected one of {', '.join(FORMATS)}, found {format!r}")
+        return format
+    if name.endswith((".h5", ".hdf5")):
+        return "h5"
+    if name.endswith((".nii", ".nii.gz")):
+        return "nifti"
+    raise ArgumentError(f"out: expected a path ending in .h5, .nii or .nii.gz, or a directory with format='dicom' "
+                        f"(--format dicom), found {str(out)!r}")
+
+
+def check_output(out, format: str | None = None, *, overwrite: bool = False) -> str:
+    """Check ``out`` before any work: its format, and that it is new unless ``overwrite``; returns the format."""
+    kind = output_format(out, format)
+    out = Path(out)
+    if out.exists() and not overwrite:
+        if out.is_dir() and kind == "dicom" and not any(out.iterdir()):
+            return kind
+        what = "a directory" if out.is_dir() else "a file"
+        raise PireconUserError(f"{out}: expected a new output path, found {what} that exists; pass overwrite=True "
+                               "(--overwrite) to replace it")
+    if kind != "dicom" and out.is_dir():
+        raise PireconUserError(f"{out}: expected a file path for {kind}, found a directory")
+    return kind
+
+
+def _source_values(reconstruction) -> np.ndarray:
+    """``(N, H, W)`` float32 magnitude in the source's units."""
+    image = reconstruction.image
+    image = (image.abs() if image.is_complex() else image).float().numpy()[:, 0]
+    intensity = reconstruction.provenance.get("intensity")
+    if intensity:
+        image = image * np.float32(intensity["scale"]) + np.float32(intensity["offset"])
+    return image.astype(np.float32, copy=False)
+
+
+def _derivation(provenance: dict) -> str:
+    text = f"pirecon {provenance.get('pirecon_version', '')} reconstruction by {provenance.get('model', 'unknown')}"
+    if provenance.get("checkpoint_sha256"):
+        text += f", checkpoint sha256 {provenance['checkpoint_sha256']}"
+    return text
+
+
+def save(reconstruction, out, *, format: str | None = None, overwrite: bool = False):
+    """Write ``reconstruction`` to ``out`` (format from the suffix, or ``format="dicom"`` for a directory).
+
+    Returns the path written (HDF5, NIfTI) or the list of DICOM files.
+    """
+    kind = check_output(out, format, overwrite=overwrite)
+    provenance = dict(reconstruction.provenance)
+    out = Path(out)
+    if kind == "h5":
+        from ..data.formats import write_reconstruction
+
+        image = reconstruction.image
+        uncertainty = None if reconstruction.uncertainty is None else reconstruction.uncertainty.numpy()
+        return write_reconstruction(out, image.numpy(), uncertainty=uncertainty,
+                                    task={k: v.numpy() for k, v in reconstruction.task.items()} or None,
+                                    provenance=provenance)
+    volume = _source_values(reconstruction)
+    affine = provenance.get("affine_lps")
+    spacing = provenance.get("pixel_spacing_mm")
+    if kind == "nifti":
+        from .nifti import write_nifti
+
+        if affine is not None:
+            return write_nifti(out, volume, affine=_LPS_TO_RAS @ np.asarray(affine), overwrite=overwrite)
+        if spacing is None:
+            raise PireconUserError(f"{out}: expected a pixel size to write NIfTI, found none in the reconstruction's "
+                                   f"provenance (source {provenance.get('source_file')}); write HDF5 instead")
+        thickness = provenance.get("slice_thickness_mm", spacing[0])  # raw slices: independent images
+        return write_nifti(out, volume, spacing=(thickness, *spacing), overwrite=overwrite)
+    from .dicom import write_dicom_series
+
+    modality = "CT" if (provenance.get("physics") or {}).get("modality", "ct") == "ct" else "MR"
+    units = (provenance.get("intensity") or {}).get("units")
+    geometry: dict = {"pixel_spacing": None if spacing is None else tuple(spacing)}
+    if affine is not None:
+        a = np.asarray(affine)
+        dz, dy, dx = (float(np.linalg.norm(a[:3, k])) for k in range(3))
+        geometry = {"pixel_spacing": (dy, dx), "slice_thickness": provenance.get("slice_thickness_mm", dz),
+                    "orientation": [*(a[:3, 2] / dx), *(a[:3, 1] / dy)],
+                    "positions": np.stack([a[:3, 0] * d + a[:3, 3] for d in range(len(volume))])}
+    return write_dicom_series(out, volume, modality=modality, units="HU" if units == "HU" else "arbitrary",
+                              source_files=provenance.get("source_files"), derivation=_derivation(provenance),
+                              overwrite=overwrite, **geometry)

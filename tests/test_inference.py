@@ -1,0 +1,306 @@
+"""pirecon.load / Reconstructor.reconstruct / pirecon.reconstructor: the door for downstream code."""
+
+import subprocess
+import sys
+import zipfile
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+import pirecon
+from pirecon.data.simulate import simulate
+from pirecon.data.acquisition import PhysicsMismatchError, read_acquisition
+from pirecon.inference import CheckpointDeviceError, CheckpointError, CheckpointVersionError, file_sha256, load_checkpoint
+from pirecon.training import ReconstructionDataModule, ReconstructionModule, load_module
+
+TINY_LPD = {"class_path": "lpd", "init_args": {"iterations": 2, "hidden": 8}}
+CT_SIM = {"modality": "ct", "phantom": "ellipses", "image_size": 32, "num_angles": 10, "seed": 0}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A checkpoint of a tiny LPD trained for a few steps, and a held-out file of 5 slices of its physics."""
+    root = tmp_path_factory.mktemp("inference")
+    train = simulate(root / "train.h5", n=4, progress=False, **CT_SIM)
+    test = simulate(root / "test.h5", n=5, progress=False, split="test", **CT_SIM)
+    module = ReconstructionModule(TINY_LPD, log_images_every_n_epochs=0)
+    trainer = pl.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, default_root_dir=root,
+                         limit_val_batches=0)
+    trainer.fit(module, datamodule=ReconstructionDataModule(train=str(train), batch_size=2))
+    path = root / "model.ckpt"
+    trainer.save_checkpoint(path)
+    return path, test
+
+
+def _rewritten(tmp_path, path, change):
+    checkpoint = torch.load(path, weights_only=True)
+    change(checkpoint)
+    out = tmp_path / "changed.ckpt"
+    torch.save(checkpoint, out)
+    return out
+
+
+def test_load_reconstructs_a_raw_file_as_the_model_called_directly(trained):
+    path, test = trained
+    model = pirecon.load(path)
+    recon = model.reconstruct(test, batch_size=2, progress=False, metrics=True)
+    acquisition = read_acquisition(test)
+    with torch.no_grad():
+        expected = load_module(path)(acquisition.y, acquisition.physics).image
+    assert recon.image.shape == (5, 1, 32, 32) and recon.image.device.type == "cpu"
+    torch.testing.assert_close(recon.image, expected, rtol=1e-5, atol=1e-6)
+    p = recon.provenance
+    assert p["model"] == "LearnedPrimalDual" and p["checkpoint"] == str(path)
+    assert p["checkpoint_sha256"] == file_sha256(path) and p["source_file"] == str(test)
+    assert p["geometry"] == acquisition.physics.metadata["geometry"].to_dict()
+    assert p["pirecon_version"] == pirecon.__version__ and len(p["metrics"]["psnr_db"]) == 5
+    assert "metrics" not in model.reconstruct(test, progress=False).provenance  # asked for, or not computed
+
+
+def test_the_result_does_not_depend_on_the_batch_size_and_batches_are_bounded(trained):
+    path, test = trained
+    model = pirecon.load(path)
+    seen = []
+    forward = model.model.forward
+    model.model.forward = lambda y, physics: (seen.append(y.shape[0]), forward(y, physics))[1]
+    one = model.reconstruct(test, batch_size=1, progress=False).image
+    assert seen == [1] * 5
+    seen.clear()
+    three = model.reconstruct(test, batch_size=3, progress=False).image
+    assert seen == [3, 2]
+    torch.testing.assert_close(one, three, rtol=1e-5, atol=1e-6)
+
+
+def test_physics_and_card_and_device(trained):
+    path, test = trained
+    model = pirecon.load(path)
+    assert model.physics.modality == "ct"
+    assert model.physics.metadata["geometry"] == read_acquisition(test).physics.metadata["geometry"]
+    assert model.to("cpu") is model and model.device == torch.device("cpu")
+    assert repr(model) == "Reconstructor(LearnedPrimalDual, modality='ct', device='cpu')"
+
+
+def test_measurements_with_their_physics(trained):
+    path, test = trained
+    acquisition = read_acquisition(test)
+    model = pirecon.load(path)
+    from_tensor = model.reconstruct(acquisition.y, physics=acquisition.physics, progress=False)
+    from_file = model.reconstruct(test, progress=False)
+    torch.testing.assert_close(from_tensor.image, from_file.image)
+    default_physics = model.reconstruct(acquisition.y, progress=False)  # a CT model's own physics
+    torch.testing.assert_close(default_physics.image, from_file.image)
+
+
+def test_data_of_another_geometry_is_refused_naming_both(trained, tmp_path):
+    path, _ = trained
+    other = simulate(tmp_path / "other.h5", n=2, progress=False, **dict(CT_SIM, num_angles=12))
+    model = pirecon.load(path)
+    with pytest.raises(PhysicsMismatchError) as info:
+        model.reconstruct(other, progress=False)
+    message = str(info.value)
+    assert message.startswith("physics mismatch in geometry: the model (LearnedPrimalDual) has ParallelBeam2D(")
+    assert "num_angles=10" in message and "num_angles=12" in message
+    assert f"{other} (pass physics_mismatch='use_data' to reconstruct anyway)" in message
+    assert model.reconstruct(other, physics_mismatch="use_data", progress=False).image.shape == (2, 1, 32, 32)
+
+
+def test_classical_methods_take_the_same_road(trained):
+    from pirecon.ct import fbp
+    from pirecon.solvers import tv_pdhg
+
+    _, test = trained
+    acquisition = read_acquisition(test)
+    recon = pirecon.reconstructor("fbp", filter="hann").reconstruct(test, batch_size=2, progress=False)
+    torch.testing.assert_close(recon.image, fbp(acquisition.y, acquisition.physics.operator, filter="hann"))
+    assert recon.provenance["method"] == "fbp" and "checkpoint_sha256" not in recon.provenance
+    tv = pirecon.reconstructor("tv", lam=0.5, iterations=20)
+    assert tv.physics is None and tv.card is None
+    torch.testing.assert_close(tv.reconstruct(test, progress=False).image,
+                               tv_pdhg(acquisition.y, acquisition.physics.operator, lam=0.5, iterations=20).image)
+    with pytest.raises(ValueError, match=r"^method 'tv': expected lam=<regularisation weight>, found none$"):
+        pirecon.reconstructor("tv")
+    with pytest.raises(ValueError, match=r"^method 'fbp': expected parameters among filter, frequency_scaling, "
+                                         r"found lam$"):
+        pirecon.reconstructor("fbp", lam=1.0)
+
+
+def test_loading_and_reconstructing_import_no_lightning(trained):
+    path, test = trained
+    code = (f"import sys, pirecon; r = pirecon.load({str(path)!r}).reconstruct({str(test)!r}, progress=False); "
+            "assert r.image.shape[0] == 5; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pytorch_lightning', 'lightning_fabric', "
+            "'lightning')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+# ---- checkpoints: safe, and one clear error per problem -----------------------------------------
+
+def test_a_checkpoint_saved_on_a_gpu_loads_on_a_cpu(trained, tmp_path):
+    """Tensors tagged with location 'cuda:0' (as a GPU run writes them) load with pirecon.load on any machine."""
+    path, test = trained
+    checkpoint = torch.load(path, weights_only=True)
+    from torch import serialization
+
+    registry = serialization._package_registry
+    entry = (-1, lambda storage: "cuda:0", lambda storage, location: None)
+    registry.append(entry)
+    registry.sort(key=lambda item: item[0])
+    try:
+        gpu = tmp_path / "gpu.ckpt"
+        torch.save(checkpoint, gpu)
+    finally:
+        registry.remove(entry)
+    with zipfile.ZipFile(gpu) as archive:
+        assert b"cuda:0" in archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+    model = pirecon.load(gpu)
+    for key, value in load_module(path).model.state_dict().items():
+        assert torch.equal(model.model.state_dict()[key], value)
+    torch.testing.assert_close(model.reconstruct(test, progress=False).image,
+                               pirecon.load(path).reconstruct(test, progress=False).image)
+    if not torch.cuda.is_available():
+        with pytest.raises(CheckpointDeviceError) as info:
+            load_checkpoint(gpu)
+        assert str(info.value) == (
+            f"{gpu}: expected tensors this machine can hold, found tensors saved on a GPU and no CUDA device here; "
+            "load with map_location='cpu' (pirecon.load does unless map_location is given)")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_a_missing_device_is_named_before_anything_is_read(tmp_path):
+    with pytest.raises(pirecon.BackendUnavailableError) as info:
+        pirecon.load(tmp_path / "missing.ckpt", device="cuda")
+    assert str(info.value) == ("device 'cuda': expected a CUDA device, found none on this machine "
+                               "(torch.cuda.is_available() is False); use device='cpu'")
+
+
+def test_a_newer_checkpoint_format_is_named(trained, tmp_path):
+    path, _ = trained
+    assert torch.load(path, weights_only=True)["pirecon"]["checkpoint_format"] == 1
+    newer = _rewritten(tmp_path, path, lambda c: c.update(pirecon={"checkpoint_format": 2, "pirecon_version": "9.0"}))
+    with pytest.raises(CheckpointVersionError) as info:
+        pirecon.load(newer)
+    assert str(info.value) == (f"{newer}: expected checkpoint format 1 or older (pirecon {pirecon.__version__}), "
+                               "found format 2 written by pirecon 9.0; upgrade pirecon to load it")
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"not a checkpoint", "found a corrupt or truncated file (not a readable zip archive)"),
+    (None, "expected a Lightning checkpoint with a 'state_dict', found Tensor without one"),
+])
+def test_files_that_are_not_checkpoints(tmp_path, content, message):
+    path = tmp_path / "file.ckpt"
+    if content is None:
+        torch.save(torch.zeros(2), path)
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError) as info:
+        pirecon.load(path)
+    assert str(info.value).startswith(f"{path}: ") and str(info.value).endswith(message)
+
+
+def test_a_truncated_checkpoint(trained, tmp_path):
+    path, _ = trained
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="found a corrupt or truncated file"):
+        pirecon.load(truncated)
+
+
+@pytest.mark.parametrize("class_path", ["os.system", "beside.Model"])
+def test_a_checkpoint_naming_code_is_refused_on_every_loading_path(trained, tmp_path, monkeypatch, class_path):
+    path, _ = trained
+    (tmp_path / "beside.py").write_text("import pathlib\npathlib.Path(__file__).with_name('imported').touch()\n"
+                                        "from pirecon.models import LearnedPrimalDual as Model\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    named = _rewritten(tmp_path, path, lambda c: c["hyper_parameters"].update(
+        model={"class_path": class_path, "init_args": TINY_LPD["init_args"]}))
+    expected = (f"{named}: model.class_path: expected one of lgd, lpd, modl, unet, varnet (or a pirecon.models class "
+                f"name), or a class passed in models=, found {class_path!r}; pirecon does not import code that a "
+                "checkpoint names")
+    for loader in (pirecon.load, load_module, ReconstructionModule.load_from_checkpoint):
+        with pytest.raises(ValueError) as info:
+            loader(named)
+        assert str(info.value) == expected
+    assert not (tmp_path / "imported").exists() and "beside" not in sys.modules
+
+
+def test_a_class_passed_by_the_caller_loads(trained, tmp_path):
+    from pirecon.models import LearnedPrimalDual
+
+    class MyLPD(LearnedPrimalDual):
+        pass
+
+    path, _ = trained
+    named = _rewritten(tmp_path, path, lambda c: c["hyper_parameters"].update(
+        model={"class_path": "mypackage.MyLPD", "init_args": TINY_LPD["init_args"]}))
+    assert type(pirecon.load(named, models={"mypackage.MyLPD": MyLPD}).model) is MyLPD
+    assert type(ReconstructionModule.load_from_checkpoint(named, models={"mypackage.MyLPD": MyLPD}).model) is MyLPD
+
+
+def test_weights_that_do_not_fit_the_model_are_named(trained, tmp_path):
+    path, _ = trained
+    wider = _rewritten(tmp_path, path, lambda c: c["hyper_parameters"]["model"]["init_args"].update(hidden=16))
+    with pytest.raises(CheckpointError, match=r"expected weights of the shapes LearnedPrimalDual\(iterations=2, "
+                                              r"hidden=16\) has, found .*size mismatch"):
+        pirecon.load(wider)
+    longer = _rewritten(tmp_path, path, lambda c: c["hyper_parameters"]["model"]["init_args"].update(iterations=3))
+    with pytest.raises(CheckpointError, match=r"expected the weights of LearnedPrimalDual\(iterations=3, hidden=8\), "
+                                              r"found \d+ missing \(.*\) and 0 unexpected"):
+        pirecon.load(longer)
+
+
+# ---- command line -------------------------------------------------------------------------------
+
+def test_cli_reconstructs_with_a_checkpoint_and_never_overwrites_unasked(trained, tmp_path, capsys):
+    from pirecon.cli import main
+    from pirecon.data.readers import read_nifti
+
+    path, test = trained
+    out = tmp_path / "recon.nii.gz"
+    command = ["reconstruct", str(test), "--checkpoint", str(path), "--out", str(out), "--batch-size", "2", "--quiet"]
+    assert main(command) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("model: LearnedPrimalDual")
+    assert printed[1].startswith(f"wrote {out} (LearnedPrimalDual): PSNR ")
+    volume, _, _ = read_nifti(out)
+    expected = pirecon.load(path).reconstruct(test, progress=False).image[:, 0].numpy()
+    assert volume.shape == (5, 32, 32) and abs(volume - expected).max() < 1e-6
+    before = out.read_bytes()
+    assert main(command) == 2
+    assert capsys.readouterr().err.strip() == (f"pirecon reconstruct: error: {out}: expected a new output path, found "
+                                               "a file that exists; pass overwrite=True (--overwrite) to replace it")
+    assert out.read_bytes() == before
+    assert main(command + ["--overwrite"]) == 0
+
+
+def test_cli_checks_the_checkpoint_before_reading_the_data(tmp_path, capsys):
+    from pirecon.cli import main
+
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"garbage")
+    out = tmp_path / "out.h5"
+    assert main(["reconstruct", str(tmp_path / "missing.h5"), "--checkpoint", str(corrupt), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (f"pirecon reconstruct: error: {corrupt}: expected a PyTorch checkpoint "
+                                               "(zip file of tensors), found a corrupt or truncated file (not a "
+                                               "readable zip archive)")
+    assert not out.exists()
+
+
+def test_predict_needs_only_the_checkpoint_and_says_what_it_wrote(trained, tmp_path, capsys, monkeypatch):
+    from pirecon.cli import main
+    from pirecon.data import read_reconstruction
+
+    path, test = trained
+    monkeypatch.chdir(tmp_path)
+    assert main(["predict", "--ckpt_path", str(path), "--data.predict", str(test), "--writer.output_dir", "out",
+                 "--quiet"]) == 0
+    written = tmp_path / "out" / "test_LearnedPrimalDual.h5"
+    assert capsys.readouterr().out.splitlines()[-1] == f"wrote out/test_LearnedPrimalDual.h5 (5 slices of {test})"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no logs, no simulated files
+    result = read_reconstruction(written)
+    assert result.provenance["checkpoint_sha256"] == file_sha256(path)
+    assert main(["predict", "--ckpt_path", str(path), "--data.predict", str(test), "--writer.output_dir", "out"]) == 2
+    assert "expected a new output path" in capsys.readouterr().err
