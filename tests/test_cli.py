@@ -165,7 +165,9 @@ def ct_raw_file(tmp_path_factory):
     (["--method", "tv", "--param", "lam"], "--param: expected key=value, found 'lam'"),
     (["--method", "tv", "--param", "lam=x"], "--param lam: expected float, found 'x'"),
     (["--method", "fbp", "--param", "lam=1"], "--param lam: method 'fbp' accepts filter, frequency_scaling"),
-    (["--method", "zero-filled"], "method 'zero-filled': expected an MRI file, found a CT file (use fbp)"),
+    (["--method", "zero-filled"], "method 'zero-filled': expected MRI data, found CT data (use fbp)"),
+    (["--checkpoint", "none.ckpt", "--param", "lam=1"], "--param: expected with --method (a classical method), found it "
+                                                         "with --checkpoint"),
 ])
 def test_bad_reconstruct_arguments_are_one_line(ct_raw_file, tmp_path, capsys, arguments, message):
     out = tmp_path / "r.h5"

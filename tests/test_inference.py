@@ -304,3 +304,96 @@ def test_predict_needs_only_the_checkpoint_and_says_what_it_wrote(trained, tmp_p
     assert result.provenance["checkpoint_sha256"] == file_sha256(path)
     assert main(["predict", "--ckpt_path", str(path), "--data.predict", str(test), "--writer.output_dir", "out"]) == 2
     assert "expected a new output path" in capsys.readouterr().err
+
+
+# ---- image volumes: simulated with the model's physics, written back in the source's units and geometry ----
+
+def test_resampling_keeps_the_patient_geometry():
+    """A ramp along the columns, resampled to another grid, reads the source column the output affine names."""
+    import numpy as np
+
+    from pirecon.inference.sources import _square_transform, _to_grid
+
+    side, transform = _square_transform((30, 40), (32, 32))
+    ramp = torch.arange(40, dtype=torch.float32).expand(1, 1, 30, 40) + 100.0
+    out = _to_grid(ramp, side, (32, 32))[0, 0]
+    columns = np.arange(4, 28)
+    source_columns = transform[2, 2] * columns + transform[2, 3]
+    error = out[16, columns].numpy() - (source_columns + 100.0)
+    assert abs(error.mean()) < 5e-3 and np.abs(error).max() < 0.05  # no offset; the antialiasing filter's ripple
+    assert side == 40 and transform[1, 3] == pytest.approx(0.5 * 40 / 32 - 0.5 - 5)  # 5 rows of padding on top
+
+
+def test_a_dicom_series_is_simulated_reconstructed_and_written_back_in_hu(trained, tmp_path):
+    import numpy as np
+    import pydicom
+
+    from pirecon.data.readers import read_dicom_series, read_nifti
+    from test_export import ORIENTATION, make_ct_source, positions_along_normal
+
+    path, _ = trained
+    hu = np.full((3, 40, 40), -1000.0)
+    yy, xx = np.mgrid[:40, :40]
+    for d in range(3):
+        hu[d][(yy - 20) ** 2 + (xx - 18 - d) ** 2 < 15 ** 2] = 40.0 * d
+    files = make_ct_source(tmp_path / "source", hu, positions_along_normal([0.0, 2.5, 5.0]))
+    _, _, source = read_dicom_series(tmp_path / "source")
+    model = pirecon.load(path)
+    recon = model.reconstruct(tmp_path / "source", batch_size=2, progress=False, metrics=True)
+    p = recon.provenance
+    assert recon.image.shape == (3, 1, 32, 32) and p["source_kind"] == "dicom"
+    assert p["intensity"]["units"] == "HU" and p["source_files"] == [str(f) for f in files]
+    assert p["pixel_spacing_mm"] == pytest.approx([0.8 * 40 / 32, 0.7 * 40 / 32])
+    assert len(p["metrics"]["psnr_db"]) == 3
+    written = pirecon.save(recon, tmp_path / "out", format="dicom")
+    volume, _, metadata = read_dicom_series(tmp_path / "out")
+    expected = recon.image[:, 0].numpy() * p["intensity"]["scale"] + p["intensity"]["offset"]
+    first = pydicom.dcmread(written[0])
+    assert np.abs(volume - expected).max() <= 0.5 * float(first.RescaleSlope) + 1e-3
+    assert metadata["units"] == "HU" and first.SOPClassUID == "1.2.840.10008.5.1.4.1.1.2"
+    source_first = pydicom.dcmread(files[0])
+    assert first.StudyInstanceUID == source_first.StudyInstanceUID
+    assert first.SeriesInstanceUID != source_first.SeriesInstanceUID
+    assert first.PatientID == source_first.PatientID and list(first.ImageType)[:2] == ["DERIVED", "SECONDARY"]
+    assert p["checkpoint_sha256"] in first.DerivationDescription
+    np.testing.assert_allclose(metadata["affine"], p["affine_lps"], atol=1e-4)
+    np.testing.assert_allclose(metadata["orientation"], ORIENTATION, atol=1e-6)
+    nifti = pirecon.save(recon, tmp_path / "out.nii.gz")
+    values, _, affine = read_nifti(nifti)
+    np.testing.assert_allclose(affine, np.diag([-1.0, -1.0, 1.0, 1.0]) @ np.asarray(p["affine_lps"]), atol=1e-4)
+    np.testing.assert_allclose(values, expected, atol=1e-3)
+
+
+def test_same_seed_same_simulation_and_a_model_without_physics_needs_one(trained, tmp_path):
+    from test_export import make_ct_source, positions_along_normal
+
+    import numpy as np
+
+    path, _ = trained
+    make_ct_source(tmp_path / "source", np.zeros((2, 32, 32)), positions_along_normal([0.0, 2.0]))
+    model = pirecon.load(path)
+    one = model.reconstruct(tmp_path / "source", batch_size=1, progress=False).image
+    two = model.reconstruct(tmp_path / "source", batch_size=2, progress=False).image
+    torch.testing.assert_close(one, two, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError) as info:
+        pirecon.reconstructor("fbp").reconstruct(tmp_path / "source", progress=False)
+    assert str(info.value) == (f"physics: expected the physics to simulate measurements of {tmp_path / 'source'} "
+                               "with, found None (the model has no physics of its own; pass physics=)")
+
+
+def test_a_raw_file_has_no_patient_geometry_and_the_writers_say_so(trained, tmp_path):
+    import nibabel
+    import pydicom
+
+    path, test = trained
+    recon = pirecon.load(path).reconstruct(test, progress=False)
+    with pytest.warns(UserWarning, match="no patient"):
+        files = pirecon.save(recon, tmp_path / "dicom", format="dicom")
+    ds = pydicom.dcmread(files[0])
+    assert ds.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7" and "ImageOrientationPatient" not in ds
+    assert "no patient geometry: no positions and orientation were given" in ds.ImageComments
+    assert [float(v) for v in ds.PixelSpacing] == [recon.provenance["pixel_spacing_mm"][0]] * 2
+    with pytest.warns(UserWarning, match="no patient orientation"):
+        nifti = pirecon.save(recon, tmp_path / "out.nii")
+    header = nibabel.load(nifti).header
+    assert int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0

@@ -113,6 +113,23 @@ def test_evaluating_a_checkpoint_reproduces_the_scores(job, tmp_path):
     assert again[1].parameter == scores[1].parameter
 
 
+def test_the_model_card_carries_the_evaluation(job):
+    import pirecon
+
+    out, scores = job
+    card = pirecon.load(out / "training" / "checkpoints" / "last.ckpt").card
+    assert card.model_name == "LearnedPrimalDual" and card.steps == JOB_STEPS
+    evaluation = card.metrics["job_evaluation"]
+    assert evaluation["psnr_shepp_logan"] == pytest.approx(scores[-1].psnr_shepp_logan)
+    assert evaluation["psnr_ellipses"] == pytest.approx(scores[-1].psnr_ellipses)
+    below_tv = scores[1].psnr_shepp_logan > scores[-1].psnr_shepp_logan
+    assert any(limit.startswith("On modified Shepp-Logan") and "below TV (PDHG)" in limit
+               for limit in card.known_limits) == below_tv
+    assert card.known_limits[-1].startswith("Trained and evaluated on simulated LPD-ellipses data only")
+    markdown = (out / "training" / "checkpoints" / "model_card.md").read_text()
+    assert card.known_limits[-1] in markdown
+
+
 def test_missing_checkpoint_is_one_line(tmp_path, capsys):
     assert main(["job", "--out", str(tmp_path), "--checkpoint", str(tmp_path / "none.ckpt"), "--num-test", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

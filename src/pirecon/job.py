@@ -193,6 +193,38 @@ def evaluate_checkpoint(checkpoint: str | Path, acquisition) -> tuple[MethodScor
                     time.perf_counter() - start), image)
 
 
+def known_limits(scores: list[MethodScore], num_test: int, seed: int) -> list[str]:
+    """What the evaluation found the learned model (the last score) does worse than a classical method, and
+    the reach of its training data: the "Known limits" of its model card."""
+    model, limits = scores[-1], []
+    for label, attribute in (("modified Shepp-Logan (an image unlike the training ellipses)", "psnr_shepp_logan"),
+                             (f"the {num_test} held-out ellipse images (mean)", "psnr_ellipses")):
+        mine = getattr(model, attribute)
+        for other in scores[:-1]:
+            theirs = getattr(other, attribute)
+            if theirs > mine:
+                limits.append(f"On {label}, {model.method} is {theirs - mine:.2f} dB below {other.method} in PSNR "
+                              f"({mine:.2f} vs {theirs:.2f} dB; pirecon job, seed {seed}).")
+    limits.append("Trained and evaluated on simulated LPD-ellipses data only (random ellipses; 128 x 128, 30 "
+                  "parallel-beam angles, 183 detectors, 5% Gaussian noise): untested on clinical images, other "
+                  "geometries or noise levels, which pirecon.load refuses unless physics_mismatch='use_data'.")
+    return limits
+
+
+def _complete_card(directory: Path, scores: list[MethodScore], num_test: int, seed: int) -> None:
+    """Add the evaluation's scores and known limits to the model card beside the checkpoints."""
+    from .inference import update_card
+
+    model = scores[-1]
+    evaluation = {"psnr_shepp_logan": model.psnr_shepp_logan, "ssim_shepp_logan": model.ssim_shepp_logan,
+                  "psnr_ellipses": model.psnr_ellipses, "ssim_ellipses": model.ssim_ellipses,
+                  "num_test": num_test, "seed": seed,
+                  "baselines": {s.method: {"psnr_shepp_logan": s.psnr_shepp_logan, "psnr_ellipses": s.psnr_ellipses}
+                                for s in scores[:-1]}}
+    update_card(directory, known_limits=known_limits(scores, num_test, seed), metrics={"job_evaluation": evaluation},
+                replace_limits=True)
+
+
 # ---- report ----------------------------------------------------------------------------
 
 def _markdown(scores: list[MethodScore], num_test: int, header: str) -> str:
@@ -284,12 +316,16 @@ def run_job(out: str | Path, *, steps: int = JOB_STEPS, batch_size: int = JOB_BA
         with stage(f"training LPD for {steps} steps at batch {batch_size} (logs in {out / 'training'})"):
             checkpoint = train_lpd(out, val_file, steps=steps, batch_size=batch_size, seed=seed, progress=progress,
                                    fast=fast)
+        trained_here = True
         trained = f"trained here for {steps} steps at batch {batch_size}"
         where = f"{trained} (`training/`)"
     else:
+        trained_here = False
         trained = where = f"from `{checkpoint}`"
     scores, images, truth = evaluate_ct(checkpoint, test_file, val_file, tv_iterations=tv_iterations,
                                         progress=progress, stages=True)
+    if trained_here:
+        _complete_card(Path(checkpoint).parent, scores, num_test, seed)
     with stage("writing metrics.md, metrics.csv and figure.png"):
         header = (f"# pirecon main job: LPD-ellipses\n\n128 x 128 images, 30 parallel-beam angles, 183 detectors, "
                   f"Gaussian noise with std 5% of mean |data|, seed {seed}. Model {where}. TV: {tv_iterations} PDHG "

@@ -102,17 +102,15 @@ def save(reconstruction, out, *, format: str | None = None, overwrite: bool = Fa
                                    f"provenance (source {provenance.get('source_file')}); write HDF5 instead")
         thickness = provenance.get("slice_thickness_mm", spacing[0])  # raw slices: independent images
         return write_nifti(out, volume, spacing=(thickness, *spacing), overwrite=overwrite)
-    from .dicom import write_dicom_series
+    from .dicom import geometry_from_affine, write_dicom_series
 
     modality = "CT" if (provenance.get("physics") or {}).get("modality", "ct") == "ct" else "MR"
     units = (provenance.get("intensity") or {}).get("units")
     geometry: dict = {"pixel_spacing": None if spacing is None else tuple(spacing)}
     if affine is not None:
-        a = np.asarray(affine)
-        dz, dy, dx = (float(np.linalg.norm(a[:3, k])) for k in range(3))
-        geometry = {"pixel_spacing": (dy, dx), "slice_thickness": provenance.get("slice_thickness_mm", dz),
-                    "orientation": [*(a[:3, 2] / dx), *(a[:3, 1] / dy)],
-                    "positions": np.stack([a[:3, 0] * d + a[:3, 3] for d in range(len(volume))])}
+        geometry = geometry_from_affine(affine, len(volume))
+        geometry["slice_thickness"] = provenance.get("slice_thickness_mm",
+                                                     float(np.linalg.norm(np.asarray(affine)[:3, 0])))
     return write_dicom_series(out, volume, modality=modality, units="HU" if units == "HU" else "arbitrary",
                               source_files=provenance.get("source_files"), derivation=_derivation(provenance),
                               overwrite=overwrite, **geometry)
