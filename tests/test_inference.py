@@ -397,3 +397,51 @@ def test_a_raw_file_has_no_patient_geometry_and_the_writers_say_so(trained, tmp_
         nifti = pirecon.save(recon, tmp_path / "out.nii")
     header = nibabel.load(nifti).header
     assert int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0
+
+
+# ---- MRI, and heads' outputs ----------------------------------------------------------------------
+
+def test_an_mri_checkpoint_reconstructs_an_mri_file_slice_batches_with_their_own_physics(tmp_path):
+    """The per-slice coil maps and masks of an MRI file reach the model batch by batch (no KeyError: 'kspace')."""
+    from pirecon.data.acquisition import BatchPhysics
+    from pirecon.data.datasets import H5SliceDataset
+
+    raw = simulate(tmp_path / "mri.h5", modality="mri", image_size=32, coils=4, n=3, progress=False, split="test")
+    module = ReconstructionModule({"class_path": "varnet", "init_args": {"cascades": 2, "channels": 4,
+                                                                        "sens_channels": 4, "depth": 2,
+                                                                        "sens_depth": 2}})
+    module.set_physics("mri")
+    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
+    module.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, tmp_path / "varnet.ckpt")
+    model = pirecon.load(tmp_path / "varnet.ckpt")
+    assert model.physics is None and model.physics_description["modality"] == "mri"
+    recon = model.reconstruct(raw, batch_size=2, progress=False)
+    dataset = H5SliceDataset(raw)
+    batch = torch.utils.data.default_collate([dataset[i] for i in range(3)])
+    with torch.no_grad():
+        expected = module.eval()(batch["kspace"], BatchPhysics("mri")(batch)).image
+    assert recon.image.dtype == torch.complex64 and recon.image.shape == (3, 1, 32, 32)
+    torch.testing.assert_close(recon.image, expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(PhysicsMismatchError, match=r"^physics mismatch in modality: the model \(VarNet\) has 'mri', "):
+        model.reconstruct(simulate(tmp_path / "ct.h5", n=1, progress=False, **CT_SIM), progress=False)
+
+
+def test_uncertainty_and_task_outputs_are_kept_and_written(trained, tmp_path):
+    from pirecon.data import read_reconstruction
+    from pirecon.inference import Reconstructor
+    from pirecon.models import Reconstruction
+
+    class WithHeads(torch.nn.Module):
+        def forward(self, y, physics):
+            image = physics.adjoint(y)
+            return Reconstruction(image, uncertainty=image.abs(), task={"score": image.mean(dim=(1, 2, 3))})
+
+    _, test = trained
+    acquisition = read_acquisition(test)
+    recon = Reconstructor(WithHeads(), name="with-heads").reconstruct(acquisition.y, physics=acquisition.physics,
+                                                                        batch_size=2, progress=False)
+    assert recon.uncertainty.shape == (5, 1, 32, 32) and recon.task["score"].shape == (5,)
+    written = read_reconstruction(pirecon.save(recon, tmp_path / "heads.h5"))
+    assert (written.uncertainty == recon.uncertainty[:, 0].numpy()).all()
+    assert (written.task["score"] == recon.task["score"].numpy()).all()

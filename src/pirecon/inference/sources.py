@@ -248,7 +248,7 @@ def _image_source(path, kind: str, physics, seed: int) -> Source:
     facts["affine_lps"] = None if affine is None else (affine @ transform).tolist()
     dy, dx = spacing[1:]
     if np.isfinite(dy) and np.isfinite(dx):
-        facts["pixel_spacing_mm"] = [dy * transform[1, 1], dx * transform[2, 2]]
+        facts["pixel_spacing_mm"] = [float(dy * transform[1, 1]), float(dx * transform[2, 2])]
     if np.isfinite(spacing[0]):
         facts["slice_thickness_mm"] = float(spacing[0])
     complex_domain = physics.operator.domain_kind == "complex"
