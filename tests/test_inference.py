@@ -445,3 +445,35 @@ def test_uncertainty_and_task_outputs_are_kept_and_written(trained, tmp_path):
     written = read_reconstruction(pirecon.save(recon, tmp_path / "heads.h5"))
     assert (written.uncertainty == recon.uncertainty[:, 0].numpy()).all()
     assert (written.task["score"] == recon.task["score"].numpy()).all()
+
+
+def test_a_lodopab_observation_file_is_read_in_pirecons_units(tmp_path):
+    """LoDoPaB-CT observation files (post-log, path length in metres) are reconstructed as line integrals in mm."""
+    import h5py
+    import numpy as np
+
+    from pirecon.ct import RayTransform, fbp
+    from pirecon.data.readers import LODOPAB_SINOGRAM_SHAPE, lodopab_geometry
+
+    observations = np.random.default_rng(0).uniform(0, 0.01, size=(2, *LODOPAB_SINOGRAM_SHAPE)).astype(np.float32)
+    path = tmp_path / "observation_test_000.hdf5"
+    with h5py.File(path, "w") as f:
+        f["data"] = observations
+    recon = pirecon.reconstructor("fbp", backend="astra").reconstruct(path, batch_size=1, progress=False)
+    expected = fbp(torch.from_numpy(observations * 1000)[:, None], RayTransform(lodopab_geometry(), backend="astra"))
+    assert recon.provenance["source_kind"] == "lodopab" and recon.image.shape == (2, 1, 362, 362)
+    torch.testing.assert_close(recon.image, expected, rtol=1e-4, atol=1e-4)
+    assert recon.provenance["geometry"] == lodopab_geometry().to_dict()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_cli_names_a_missing_device_in_one_line(trained, tmp_path, capsys):
+    from pirecon.cli import main
+
+    path, test = trained
+    out = tmp_path / "out.h5"
+    assert main(["reconstruct", str(test), "--checkpoint", str(path), "--out", str(out), "--device", "cuda"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "pirecon reconstruct: error: device 'cuda': expected a CUDA device, found none on this machine "
+        "(torch.cuda.is_available() is False); use device='cpu'")
+    assert not out.exists()
