@@ -1034,7 +1034,8 @@ LOAD_AND_RECONSTRUCT = [
     ## 4. A DICOM series, simulated with the model's physics
 
     A stand-in for a scanner series: three 96×96 axial CT slices in Hounsfield units (a Shepp-Logan head:
-    air −1000 HU, skull 1000 HU, brain about 20–40 HU), 0.9 mm pixels, 3 mm apart, written as CT Image
+    air −1000 HU, skull 820 HU, brain 20 HU; the phantom's two large dark ellipses are 0 like the air outside,
+    so −1000 HU too), 0.9 mm pixels, 3 mm apart, written as CT Image
     Storage with patient and study tags. `reconstruct` reads it with `read_dicom_series`, maps HU to the
     normalised attenuation the model was trained on, resamples each slice to the model's 64×64 grid (the
     patient geometry follows), simulates the sinograms with the model's physics (noise seed per slice), and

@@ -1,5 +1,6 @@
 """pirecon.load / Reconstructor.reconstruct / pirecon.reconstructor: the door for downstream code."""
 
+import json
 import subprocess
 import sys
 import zipfile
@@ -102,7 +103,7 @@ def test_data_of_another_geometry_is_refused_naming_both(trained, tmp_path):
     message = str(info.value)
     assert message.startswith("physics mismatch in geometry: the model (LearnedPrimalDual) has ParallelBeam2D(")
     assert "num_angles=10" in message and "num_angles=12" in message
-    assert f"{other} (pass physics_mismatch='use_data' to reconstruct anyway)" in message
+    assert f"{other} (pass physics_mismatch='use_data', --physics-mismatch use_data, to reconstruct anyway)" in message
     assert model.reconstruct(other, physics_mismatch="use_data", progress=False).image.shape == (2, 1, 32, 32)
 
 
@@ -476,4 +477,146 @@ def test_cli_names_a_missing_device_in_one_line(trained, tmp_path, capsys):
     assert capsys.readouterr().err.strip() == (
         "pirecon reconstruct: error: device 'cuda': expected a CUDA device, found none on this machine "
         "(torch.cuda.is_available() is False); use device='cpu'")
+    assert not out.exists()
+
+
+# ---- what a review of the door found ----------------------------------------------------------------
+
+def test_a_checkpoint_of_pickled_objects_is_named_as_such(tmp_path):
+    path = tmp_path / "objects.ckpt"
+    torch.save({"state_dict": {}, "hook": torch.nn.Linear(2, 2)}, path)
+    with pytest.raises(CheckpointError) as info:
+        pirecon.load(path)
+    assert str(info.value) == (f"{path}: expected tensors and plain data, found pickled Python objects "
+                               "(torch.nn.modules.linear.Linear); pirecon never unpickles code")
+
+
+def test_the_provenance_hash_is_that_of_the_bytes_loaded(trained):
+    from pirecon.inference.checkpoint import read_checkpoint
+
+    path, _ = trained
+    checkpoint, sha256 = read_checkpoint(path)
+    assert sha256 == file_sha256(path) and "state_dict" in checkpoint
+
+
+def test_a_broken_card_beside_the_checkpoint_falls_back_to_the_stored_one(trained, tmp_path):
+    import shutil
+
+    path, _ = trained
+    copy = tmp_path / "model.ckpt"
+    shutil.copy(path, copy)
+    (tmp_path / "model_card.json").write_text("{ not json")
+    with pytest.warns(UserWarning, match="using the card stored in the checkpoint"):
+        model = pirecon.load(copy)
+    assert model.card is None or model.card.model_name == "LearnedPrimalDual"
+
+
+def test_physics_for_a_raw_file_is_refused(trained):
+    path, test = trained
+    model = pirecon.load(path)
+    with pytest.raises(ValueError) as info:
+        model.reconstruct(test, physics=model.physics, progress=False)
+    assert str(info.value) == (f"physics: expected none for the raw file {test} (its physics comes from the file), "
+                               "found one")
+
+
+def test_a_nifti_without_orientation_stays_without_one(trained, tmp_path):
+    import nibabel
+    import numpy as np
+    import pydicom
+
+    from pirecon.inference import write_nifti
+
+    path, _ = trained
+    with pytest.warns(UserWarning, match="no patient orientation"):
+        source = write_nifti(tmp_path / "plain.nii", np.zeros((2, 40, 40), np.float32), spacing=(3.0, 0.8, 0.8))
+    recon = pirecon.load(path).reconstruct(source, progress=False)
+    assert recon.provenance["affine_lps"] is None and recon.provenance["pixel_spacing_mm"] == pytest.approx([1, 1])
+    with pytest.warns(UserWarning, match="no patient"):
+        files = pirecon.save(recon, tmp_path / "dicom", format="dicom")
+    assert pydicom.dcmread(files[0]).SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"
+    with pytest.warns(UserWarning, match="no patient orientation"):
+        out = pirecon.save(recon, tmp_path / "again.nii.gz")
+    header = nibabel.load(out).header
+    assert int(header["qform_code"]) == 0 and int(header["sform_code"]) == 0
+    assert header.get_zooms() == pytest.approx((1.0, 1.0, 3.0))
+    stored = json.loads(header.extensions[0].get_content())
+    assert stored["source_file"] == str(source) and stored["simulated"]["seed"] == 0
+
+
+def test_the_source_slice_thickness_is_kept_apart_from_the_slice_spacing(trained, tmp_path):
+    import numpy as np
+    import pydicom
+
+    from test_export import make_ct_source, positions_along_normal
+
+    path, _ = trained
+    make_ct_source(tmp_path / "source", np.zeros((2, 32, 32)), positions_along_normal([0.0, 4.0]))  # 2.5 mm thick
+    recon = pirecon.load(path).reconstruct(tmp_path / "source", progress=False)
+    ds = pydicom.dcmread(pirecon.save(recon, tmp_path / "out", format="dicom")[0])
+    assert float(ds.SliceThickness) == 2.5 and float(ds.SpacingBetweenSlices) == pytest.approx(4.0)
+
+
+def test_lodopab_units_follow_the_models_training(tmp_path):
+    import h5py
+    import numpy as np
+
+    from pirecon.ct import RayTransform, fbp
+    from pirecon.data.readers import LODOPAB_SINOGRAM_SHAPE, lodopab_geometry
+    from pirecon.inference import ClassicalMethod, ModelCard, Reconstructor
+
+    observations = np.random.default_rng(1).uniform(0, 0.01, size=(1, *LODOPAB_SINOGRAM_SHAPE)).astype(np.float32)
+    path = tmp_path / "observation_validation_000.h5"
+    with h5py.File(path, "w") as f:
+        f["data"] = observations
+    card = ModelCard({"training_data": {"source": "lodopab", "train": {"units": "normalized"}}})
+    model = Reconstructor(ClassicalMethod("fbp"), name="fbp", card=card, backend="astra")
+    recon = model.reconstruct(path, progress=False)
+    expected = fbp(torch.from_numpy(observations)[:, None], RayTransform(lodopab_geometry(), backend="astra"))
+    torch.testing.assert_close(recon.image, expected, rtol=1e-4, atol=1e-6)
+    assert recon.provenance["lodopab_units"] == "normalized"
+
+
+def test_outputs_the_source_cannot_give_are_refused_before_any_work(trained, tmp_path, capsys, monkeypatch):
+    from pirecon.cli import main
+    from pirecon.inference import Reconstructor
+
+    path, test = trained
+    monkeypatch.setattr(Reconstructor, "reconstruct", lambda *a, **k: pytest.fail("reconstructed before refusing"))
+    assert main(["reconstruct", str(test), "--checkpoint", str(path), "--out", str(tmp_path / "x.h5"),
+                 "--format", "nifti"]) == 2
+    assert capsys.readouterr().err.strip() == (f"pirecon reconstruct: error: out: expected a path ending in .nii or "
+                                               f".nii.gz for format 'nifti', found {str(tmp_path / 'x.h5')!r}")
+    mri = simulate(tmp_path / "mri.h5", modality="mri", image_size=32, coils=4, n=1, progress=False)
+    assert main(["reconstruct", str(mri), "--method", "zero-filled", "--out", str(tmp_path / "m.nii.gz")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"pirecon reconstruct: error: {tmp_path / 'm.nii.gz'}: expected a source with a pixel size to write NIfTI, "
+        "found none (raw MRI files carry none); write .h5 instead")
+
+
+def test_cli_reconstructs_data_of_another_geometry_when_told_to(trained, tmp_path, capsys):
+    from pirecon.cli import main
+
+    path, _ = trained
+    other = simulate(tmp_path / "other.h5", n=2, progress=False, **dict(CT_SIM, num_angles=12))
+    command = ["reconstruct", str(other), "--checkpoint", str(path), "--out", str(tmp_path / "o.h5"), "--quiet"]
+    assert main(command) == 2 and "--physics-mismatch use_data" in capsys.readouterr().err
+    assert main(command + ["--physics-mismatch", "use_data"]) == 0
+
+
+def test_predict_refuses_inputs_that_would_share_an_output_before_writing_any(trained, tmp_path, capsys):
+    import shutil
+
+    from pirecon.cli import main
+
+    path, test = trained
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = shutil.copy(test, tmp_path / "a" / "scan.h5"), shutil.copy(test, tmp_path / "b" / "scan.h5")
+    out = tmp_path / "out"
+    assert main(["predict", "--ckpt_path", str(path), "--data.predict", str(first), str(second),
+                 "--writer.output_dir", str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"pirecon predict: error: --data.predict: expected inputs with distinct names, found {first} and {second}, "
+        f"which would both be written to {out / 'scan_LearnedPrimalDual.h5'}")
     assert not out.exists()

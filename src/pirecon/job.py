@@ -187,8 +187,9 @@ def evaluate_checkpoint(checkpoint: str | Path, acquisition) -> tuple[MethodScor
     from .inference import load
 
     model = load(checkpoint)
+    source = model.open(acquisition.y, physics=acquisition.physics)  # the physics checked before the clock starts
     start = time.perf_counter()
-    image = model.reconstruct(acquisition.source, batch_size=20, progress=False).image
+    image = model.reconstruct(source, batch_size=20, progress=False).image
     return (_scores(model.name, Path(checkpoint).name, image, acquisition.ground_truth,
                     time.perf_counter() - start), image)
 
@@ -207,7 +208,7 @@ def known_limits(scores: list[MethodScore], num_test: int, seed: int) -> list[st
                               f"({mine:.2f} vs {theirs:.2f} dB; pirecon job, seed {seed}).")
     limits.append("Trained and evaluated on simulated LPD-ellipses data only (random ellipses; 128 x 128, 30 "
                   "parallel-beam angles, 183 detectors, 5% Gaussian noise): untested on clinical images, other "
-                  "geometries or noise levels, which pirecon.load refuses unless physics_mismatch='use_data'.")
+                  "geometries or noise levels, which Reconstructor.reconstruct refuses unless physics_mismatch='use_data'.")
     return limits
 
 

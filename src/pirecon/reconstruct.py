@@ -54,29 +54,31 @@ def parse_params(method: str, pairs: list[str]) -> dict[str, Any]:
 def reconstruct_file(input_path: str | Path, out: str | Path, method: str | None = None,
                      params: dict[str, Any] | None = None, *, checkpoint: str | Path | None = None,
                      format: str | None = None, device: str = "cpu", batch_size: int = 8, overwrite: bool = False,
-                     progress: bool = True, reconstructor=None) -> dict[str, Any]:
+                     progress: bool = True, physics_mismatch: str = "error", reconstructor=None) -> dict[str, Any]:
     """Reconstruct every slice of ``input_path`` with a classical ``method`` or a ``checkpoint`` and write ``out``.
 
-    Everything is checked first (the output path, the method or checkpoint, the input file), then the slices
-    are reconstructed ``batch_size`` at a time. Returns the provenance written, including ``metrics`` (PSNR and
+    Everything is checked first (the output path, the method or checkpoint, the input file and its physics,
+    what the output format needs), then the slices are reconstructed ``batch_size`` at a time. Returns the provenance written, including ``metrics`` (PSNR and
     SSIM per slice and their means) when the file has ground truth. ``reconstructor``: a ready
     :class:`pirecon.inference.Reconstructor` to use instead of loading one.
     """
     from .inference import load, reconstructor as classical, save
-    from .inference.output import check_output
+    from .inference.output import check_output, check_writable
 
     if (method is None) == (checkpoint is None) and reconstructor is None:
         raise ArgumentError("expected exactly one of --method and --checkpoint, found "
                             + ("both" if method is not None else "neither"))
     input_path = Path(input_path)
-    check_output(out, format, overwrite=overwrite)
+    kind = check_output(out, format, overwrite=overwrite)
     if not input_path.exists():
         raise FileNotFoundError(f"input: expected an existing raw file or image volume, found nothing at "
                                 f"{str(input_path)!r}")
     if reconstructor is None:
         reconstructor = load(checkpoint, device=device) if checkpoint is not None else \
             classical(method, device=device, **(params or {}))
-    reconstruction = reconstructor.reconstruct(input_path, batch_size=batch_size, progress=progress, metrics=True)
+    source = reconstructor.open(input_path, physics_mismatch=physics_mismatch, metrics=True, progress=progress)
+    check_writable(source.facts, kind, out)
+    reconstruction = reconstructor.reconstruct(source, batch_size=batch_size, progress=progress)
     save(reconstruction, out, format=format, overwrite=overwrite)
     return reconstruction.provenance
 
@@ -95,12 +97,14 @@ def add_reconstruct_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     parser.add_argument("--batch-size", type=int, default=8, help="slices per model call (default: 8)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument("--physics-mismatch", choices=("error", "use_data"), default="error",
+                        help="data whose geometry or noise model differ from the model's: refuse (default) or "
+                             "reconstruct anyway")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def reconstruct_main(args: argparse.Namespace) -> int:
     from .inference import load, reconstructor as classical
-    from .inference.output import check_output
 
     if args.method is None and args.param:
         raise ArgumentError("--param: expected with --method (a classical method), found it with --checkpoint")
@@ -109,14 +113,14 @@ def reconstruct_main(args: argparse.Namespace) -> int:
         raise ArgumentError("method 'tv': expected --param lam=<regularisation weight>, found none")
     if args.batch_size < 1:
         raise ArgumentError(f"--batch-size: expected a positive integer, found {args.batch_size}")
-    check_output(args.out, args.format, overwrite=args.overwrite)
     if args.checkpoint is not None:
         model = load(args.checkpoint, device=args.device)
         print(f"model: {model.card.summary() if model.card is not None else model.name}", flush=True)
     else:
         model = classical(args.method, device=args.device, **params)
     provenance = reconstruct_file(args.input, args.out, format=args.format, batch_size=args.batch_size,
-                                  overwrite=args.overwrite, progress=not args.quiet, reconstructor=model)
+                                  overwrite=args.overwrite, progress=not args.quiet,
+                                  physics_mismatch=args.physics_mismatch, reconstructor=model)
     line = f"wrote {args.out} ({provenance.get('method', model.name)})"
     if "metrics" in provenance:
         metrics = provenance["metrics"]
@@ -142,6 +146,7 @@ def predict_main(argv: list[str]) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    parser.add_argument("--physics-mismatch", choices=("error", "use_data"), default="error")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
@@ -152,11 +157,16 @@ def predict_main(argv: list[str]) -> int:
             raise FileNotFoundError(f"--data.predict: expected an existing raw file, found nothing at {str(path)!r}")
     model = load(args.ckpt_path, device=args.device)
     outputs = [Path(args.output_dir) / f"{path.stem}_{model.name}.h5" for path in inputs]
-    for out in outputs:
+    for i, (out, path) in enumerate(zip(outputs, inputs)):
+        earlier = [p for o, p in zip(outputs[:i], inputs[:i]) if o == out]
+        if earlier:
+            raise ArgumentError(f"--data.predict: expected inputs with distinct names, found {earlier[0]} and {path}, "
+                                f"which would both be written to {out}")
         check_output(out, overwrite=args.overwrite)
+    sources = [model.open(path, physics_mismatch=args.physics_mismatch, progress=not args.quiet) for path in inputs]
     print(f"model: {model.card.summary() if model.card is not None else model.name}", flush=True)
-    for path, out in zip(inputs, outputs):
-        reconstruction = model.reconstruct(path, batch_size=args.batch_size, progress=not args.quiet)
+    for path, out, source in zip(inputs, outputs, sources):
+        reconstruction = model.reconstruct(source, batch_size=args.batch_size, progress=not args.quiet)
         out.parent.mkdir(parents=True, exist_ok=True)
         save(reconstruction, out, overwrite=args.overwrite)
         print(f"wrote {out} ({reconstruction.image.shape[0]} slices of {path})", flush=True)

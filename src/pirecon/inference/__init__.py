@@ -14,7 +14,7 @@ from .classical import METHODS, ClassicalMethod
 from .dicom import write_dicom_series
 from .nifti import write_nifti
 from .output import save
-from .reconstructor import Reconstructor, load, reconstructor
+from .reconstructors import Reconstructor, load, reconstructor
 
 __all__ = ["load", "reconstructor", "save", "Reconstructor", "ClassicalMethod", "METHODS", "ModelCard",
            "add_known_limits", "update_card", "write_dicom_series", "write_nifti", "load_checkpoint", "file_sha256",

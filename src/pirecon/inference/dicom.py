@@ -108,7 +108,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._atomic import atomic_path
+from .._atomic import _fsync_directory, atomic_path
 from ..errors import ArgumentError, PireconUserError
 from .nifti import _as_volume, _refuse_existing
 
@@ -330,19 +330,6 @@ def _new_sibling(path: Path, kind: str) -> Path:
             continue
         return candidate
     raise FileExistsError(f"{path.parent}: expected a free temporary name for {path.name!r}, found 100 names taken")
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # directories cannot be opened on some platforms (Windows)
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _publish(tmp: Path, directory: Path, *, overwrite: bool) -> None:

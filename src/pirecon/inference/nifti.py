@@ -18,6 +18,7 @@ From a DICOM series read with :func:`~pirecon.data.readers.read_dicom_series`
 from __future__ import annotations
 
 import gzip
+import json
 import math
 import os
 import warnings
@@ -117,7 +118,8 @@ def _check_spacing(spacing) -> tuple[float, float, float]:
     return values
 
 
-def write_nifti(path, volume, *, affine=None, spacing=None, overwrite: bool = False) -> Path:
+def write_nifti(path, volume, *, affine=None, spacing=None, overwrite: bool = False, description: str | None = None,
+                provenance: dict | None = None) -> Path:
     """Write ``volume`` as a NIfTI-1 file, float32, atomically; return the path written.
 
     Parameters
@@ -136,6 +138,10 @@ def write_nifti(path, volume, *, affine=None, spacing=None, overwrite: bool = Fa
         the nearest rotation and zooms (it cannot hold shears), the sform
         the affine itself, as float32 (about 3e-5 mm at 1000 mm from the
         origin). ``xyzt_units`` mm.
+    description : str, optional
+        The header's ``descrip`` (at most 79 ASCII characters; default ``"pirecon <version>"``).
+    provenance : dict, optional
+        JSON data stored in a header extension of code 6 (``comment``): how the volume was made.
     spacing : (dz, dy, dx) in mm, optional
         Used only without ``affine`` (with it, it must agree with the
         affine's column lengths to 1e-4 relative): the voxel sizes are
@@ -177,7 +183,7 @@ def write_nifti(path, volume, *, affine=None, spacing=None, overwrite: bool = Fa
     _refuse_existing(path, overwrite=overwrite, directory=False)
 
     header = nib.Nifti1Header()
-    header["descrip"] = f"pirecon {__version__}"[:79].encode("ascii", "replace")
+    header["descrip"] = (description or f"pirecon {__version__}")[:79].encode("ascii", "replace")
     if a is not None:
         stored = np.ascontiguousarray(data.transpose(2, 1, 0))  # (i, j, k) = (w, h, d)
         image = nib.Nifti1Image(stored, None, header=header)
@@ -195,6 +201,9 @@ def write_nifti(path, volume, *, affine=None, spacing=None, overwrite: bool = Fa
                       "(qform_code = sform_code = 0, voxel sizes only)", stacklevel=2)
     image.set_data_dtype(np.float32)
     image.header.set_xyzt_units("mm")
+    if provenance is not None:  # a JSON header extension (NIfTI-1 code 6, "comment")
+        text = json.dumps(provenance, sort_keys=True, allow_nan=False)
+        image.header.extensions.append(nib.nifti1.Nifti1Extension("comment", text.encode("utf-8")))
     payload = image.to_bytes()
     if suffix == ".nii.gz":
         payload = gzip.compress(payload, mtime=0)

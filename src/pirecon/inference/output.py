@@ -5,7 +5,8 @@ task outputs and the provenance), ``.nii`` / ``.nii.gz`` (:mod:`pirecon.inferenc
 with ``format="dicom"`` (:mod:`pirecon.inference.dicom`). Every write is atomic and an existing output is
 replaced only with ``overwrite=True``.
 
-HDF5 keeps the model's units. DICOM and NIfTI hold the magnitude of the image in the source's units when
+HDF5 keeps the model's units and the provenance as an attribute; NIfTI holds the provenance as JSON in a
+header extension (code 6, ``comment``), DICOM in ``DerivationDescription`` (model, checkpoint SHA-256). DICOM and NIfTI hold the magnitude of the image in the source's units when
 the image was simulated from a DICOM or NIfTI volume (Hounsfield units for CT in HU: the map recorded in
 ``provenance["intensity"]`` is undone), in the model's units otherwise. Patient geometry comes from the
 source volume (``provenance["affine_lps"]``); raw files have none, and the writers say so (a tag, a
@@ -20,40 +21,61 @@ import numpy as np
 
 from ..errors import ArgumentError, PireconUserError
 
-__all__ = ["save", "FORMATS", "output_format"]
+__all__ = ["save", "FORMATS", "output_format", "check_output", "check_writable"]
 
 FORMATS = ("h5", "nifti", "dicom")
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-def output_format(out, format: str | None = None) -> str:
-    """``"h5"``, ``"nifti"`` or ``"dicom"`` for an output path (and an explicit ``format``)."""
+def _suffix_format(out) -> str | None:
     name = str(out).lower()
-    if format is not None:
-        if format not in FORMATS:
-            raise ArgumentError(f"format: expected one of {', '.join(FORMATS)}, found {format!r}")
-        return format
     if name.endswith((".h5", ".hdf5")):
         return "h5"
     if name.endswith((".nii", ".nii.gz")):
         return "nifti"
-    raise ArgumentError(f"out: expected a path ending in .h5, .nii or .nii.gz, or a directory with format='dicom' "
-                        f"(--format dicom), found {str(out)!r}")
+    return None
+
+
+def output_format(out, format: str | None = None) -> str:
+    """``"h5"``, ``"nifti"`` or ``"dicom"`` for an output path (and an explicit ``format``, which must agree
+    with the suffix: a DICOM series is a directory without one)."""
+    implied = _suffix_format(out)
+    if format is not None:
+        if format not in FORMATS:
+            raise ArgumentError(f"format: expected one of {', '.join(FORMATS)}, found {format!r}")
+        if implied != (None if format == "dicom" else format):
+            expected = {"h5": "a path ending in .h5 or .hdf5", "nifti": "a path ending in .nii or .nii.gz",
+                        "dicom": "a directory path without a .h5 or .nii suffix"}[format]
+            raise ArgumentError(f"out: expected {expected} for format {format!r}, found {str(out)!r}")
+        return format
+    if implied is None:
+        raise ArgumentError(f"out: expected a path ending in .h5, .nii or .nii.gz, or a directory with "
+                            f"format='dicom' (--format dicom), found {str(out)!r}")
+    return implied
 
 
 def check_output(out, format: str | None = None, *, overwrite: bool = False) -> str:
     """Check ``out`` before any work: its format, and that it is new unless ``overwrite``; returns the format."""
     kind = output_format(out, format)
     out = Path(out)
+    if kind == "dicom" and out.exists() and not out.is_dir():
+        raise PireconUserError(f"{out}: expected a directory for a DICOM series, found a file")
+    if kind != "dicom" and out.is_dir():
+        raise PireconUserError(f"{out}: expected a file path for {kind}, found a directory")
     if out.exists() and not overwrite:
-        if out.is_dir() and kind == "dicom" and not any(out.iterdir()):
+        if kind == "dicom" and not any(out.iterdir()):
             return kind
         what = "a directory" if out.is_dir() else "a file"
         raise PireconUserError(f"{out}: expected a new output path, found {what} that exists; pass overwrite=True "
                                "(--overwrite) to replace it")
-    if kind != "dicom" and out.is_dir():
-        raise PireconUserError(f"{out}: expected a file path for {kind}, found a directory")
     return kind
+
+
+def check_writable(facts: dict, kind: str, out) -> None:
+    """Refuse, before any work, an output the source cannot give: NIfTI needs a pixel size (an MRI raw file
+    has none)."""
+    if kind == "nifti" and facts.get("affine_lps") is None and facts.get("pixel_spacing_mm") is None:
+        raise PireconUserError(f"{out}: expected a source with a pixel size to write NIfTI, found none (raw MRI "
+                               "files carry none); write .h5 instead")
 
 
 def _source_values(reconstruction) -> np.ndarray:
@@ -94,14 +116,17 @@ def save(reconstruction, out, *, format: str | None = None, overwrite: bool = Fa
     spacing = provenance.get("pixel_spacing_mm")
     if kind == "nifti":
         from .nifti import write_nifti
+        from .sources import LPS_TO_RAS
 
+        check_writable(provenance, kind, out)
+        short = f"pirecon {provenance.get('pirecon_version', '')} {provenance.get('model', '')}"
+        if provenance.get("checkpoint_sha256"):
+            short += f" sha256:{provenance['checkpoint_sha256'][:16]}"  # all of it in the extension
+        text = {"description": short, "provenance": provenance}
         if affine is not None:
-            return write_nifti(out, volume, affine=_LPS_TO_RAS @ np.asarray(affine), overwrite=overwrite)
-        if spacing is None:
-            raise PireconUserError(f"{out}: expected a pixel size to write NIfTI, found none in the reconstruction's "
-                                   f"provenance (source {provenance.get('source_file')}); write HDF5 instead")
+            return write_nifti(out, volume, affine=LPS_TO_RAS @ np.asarray(affine), overwrite=overwrite, **text)
         thickness = provenance.get("slice_thickness_mm", spacing[0])  # raw slices: independent images
-        return write_nifti(out, volume, spacing=(thickness, *spacing), overwrite=overwrite)
+        return write_nifti(out, volume, spacing=(thickness, *spacing), overwrite=overwrite, **text)
     from .dicom import geometry_from_affine, write_dicom_series
 
     modality = "CT" if (provenance.get("physics") or {}).get("modality", "ct") == "ct" else "MR"

@@ -14,7 +14,11 @@ noise seed ``seed + k`` (so the data do not depend on the batch size):
 * CT in Hounsfield units is mapped to LoDoPaB-CT's normalised attenuation ``mu / mu(3071 HU)``,
   ``x = (1 + HU/1000) mu_water / mu_max`` clipped at 0 (``mu_water = 20``, ``mu_max = 81.36`` 1/m), values
   in ``[0, 1]`` as the training phantoms; other images are scaled min-max to ``[0, 1]``. The map back to
-  the source's units (``value = scale * x + offset``) is recorded, and the writers apply it.
+  the source's units (``value = scale * x + offset``) is recorded, and the writers apply it;
+* the simulation takes the physics' pixels as they are (square, of its pixel size): a source whose pixels
+  are not square is stretched in the simulation, and the recorded pixel spacing is the source's;
+* a volume is read whole (it is an image the size of its reconstruction); raw files are read a batch of
+  slices at a time. A NIfTI file without qform and sform (codes 0) has no patient geometry.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ from ..errors import ArgumentError, PireconUserError
 __all__ = ["Source", "open_source"]
 
 Batch = tuple[int, torch.Tensor, Any, "torch.Tensor | None"]
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+"""Flips x and y: patient LPS+ coordinates to RAS+ (NIfTI's) and back."""
 
 _LODOPAB = re.compile(r"^observation_(train|validation|test)_(\d+)\.(hdf5|h5)$")
 
@@ -66,14 +73,15 @@ class Source:
 
 def open_source(source, *, physics=None, model_physics=None, ct_physics: Callable | None = None,
                 missing_coil_maps: str = "espirit", seed: int = 0, progress: bool = True,
-                ground_truth: bool = True) -> Source:
+                ground_truth: bool = True, lodopab_units: str = "mm") -> Source:
     """The :class:`Source` of ``source``: a path (raw HDF5, LoDoPaB observation file, DICOM series directory
     or file, NIfTI file), a list of DICOM files, or a tensor of measurements (with ``physics``).
 
     ``physics``: the physics of tensor measurements, or the physics to simulate image volumes with;
     ``model_physics``: the model's own, used when ``physics`` is None; ``ct_physics(geometry, noise)``: the
     CT physics of raw files (a cache: building a ray transform is the slow part of a small file);
-    ``ground_truth``: read the ground truth of raw files (else the batches carry None). Files are
+    ``ground_truth``: read the ground truth of raw files (else the batches carry None); ``lodopab_units``: the
+    units a model was trained on LoDoPaB-CT in (``LoDoPaBFiles``' ``units``). Files are
     checked here (their spec, shapes, values) before any reconstruction starts.
     """
     if ct_physics is None:
@@ -100,8 +108,11 @@ def open_source(source, *, physics=None, model_physics=None, ct_physics: Callabl
         return _image_source(path, "nifti", physics if physics is not None else model_physics, seed)
     if _is_dicom_path(path):
         return _image_source([path], "dicom", physics if physics is not None else model_physics, seed)
+    if physics is not None:
+        raise ArgumentError(f"physics: expected none for the raw file {path} (its physics comes from the file), "
+                            "found one")
     if _LODOPAB.match(path.name):
-        return _lodopab_source(path, ct_physics)
+        return _lodopab_source(path, ct_physics, lodopab_units)
     return _raw_source(path, ct_physics, missing_coil_maps, progress, ground_truth)
 
 
@@ -145,13 +156,18 @@ def _raw_source(path: Path, ct_physics: Callable, missing_coil_maps: str, progre
     return Source(str(path), kind, len(dataset), description, batches, facts)
 
 
-def _lodopab_source(path: Path, ct_physics: Callable) -> Source:
-    """A LoDoPaB-CT observation file, in pirecon's units (line integrals in mm, as ``LoDoPaBFiles(units="mm")``)."""
-    from ..data.acquisition import describe_physics
-    from ..data.readers import LODOPAB_SINOGRAM_SHAPE, _check_h5_data, lodopab_geometry
-
+def _lodopab_source(path: Path, ct_physics: Callable, units: str) -> Source:
+    """A LoDoPaB-CT observation file in the ``units`` of :class:`pirecon.data.readers.LoDoPaBFiles` (``"mm"``:
+    line integrals in mm, pirecon's convention; ``"normalized"``: the file's numbers; ``"attenuation"``:
+    dimensionless post-log data)."""
     import h5py
 
+    from .._validation import check_choice
+    from ..data.acquisition import describe_physics
+    from ..data.readers import LODOPAB_MU_MAX, LODOPAB_SINOGRAM_SHAPE, _check_h5_data, lodopab_geometry
+
+    scale = {"normalized": 1.0, "mm": 1000.0, "attenuation": LODOPAB_MU_MAX}[
+        check_choice(units, "lodopab_units", ("normalized", "mm", "attenuation"))]
     count, _ = _check_h5_data(path, LODOPAB_SINOGRAM_SHAPE)
     geometry = lodopab_geometry()
     physics = ct_physics(geometry, None)
@@ -160,11 +176,11 @@ def _lodopab_source(path: Path, ct_physics: Callable) -> Source:
         with h5py.File(path, "r") as f:
             data = f["data"]
             for start in range(0, count, batch_size):
-                block = np.asarray(data[start:start + batch_size], dtype=np.float32) * np.float32(1000.0)
+                block = np.asarray(data[start:start + batch_size], dtype=np.float32) * np.float32(scale)
                 yield start, torch.from_numpy(block)[:, None], physics, None
 
     return Source(str(path), "lodopab", count, describe_physics("ct", geometry, None), batches,
-                  {"pixel_spacing_mm": [geometry.pixel_size] * 2, "affine_lps": None})
+                  {"pixel_spacing_mm": [geometry.pixel_size] * 2, "affine_lps": None, "lodopab_units": units})
 
 
 # ---- tensors --------------------------------------------------------------------------
@@ -175,9 +191,9 @@ def _tensor_source(y: torch.Tensor, physics) -> Source:
     if physics is None:
         raise ArgumentError("physics: expected the physics of the measurements (a pirecon.physics.Physics), found "
                             "None, and the model has no physics of its own")
-    if y.ndim < 3:
-        raise ArgumentError(f"source: expected measurements (N, 1, angles, detectors) or (N, coils, H, W), found "
-                            f"shape {tuple(y.shape)}")
+    if y.ndim < 3 or y.shape[0] == 0:
+        raise ArgumentError(f"source: expected measurements (N, 1, angles, detectors) or (N, coils, H, W) with "
+                            f"N >= 1, found shape {tuple(y.shape)}")
     geometry = physics.metadata.get("geometry", getattr(physics.operator, "geometry", None))
     description = describe_physics(physics.modality, geometry if physics.modality == "ct" else None,
                                    physics.noise if physics.modality == "ct" else None)
@@ -191,7 +207,7 @@ def _tensor_source(y: torch.Tensor, physics) -> Source:
     facts = {"affine_lps": None}
     if geometry is not None and hasattr(geometry, "pixel_size"):
         facts["pixel_spacing_mm"] = [geometry.pixel_size] * 2
-    return Source("tensor", "tensor", n, description, batches, facts)
+    return Source(str(physics.metadata.get("file", "tensor")), "tensor", n, description, batches, facts)
 
 
 def _rows(physics, start: int, stop: int, n: int):
@@ -225,14 +241,24 @@ def _image_source(path, kind: str, physics, seed: int) -> Source:
         raise ArgumentError(f"physics: expected the physics to simulate measurements of {name} with, found None "
                             f"(the model has no physics of its own; pass physics=)")
     facts: dict[str, Any] = {}
+    thickness = None
     if kind == "dicom":
+        import pydicom
+
         volume, spacing, metadata = read_dicom_series(path)
         affine = metadata["affine"]
         facts["source_files"] = [str(p) for p in metadata["files"]]
         units = metadata["units"]
+        tag = pydicom.dcmread(metadata["files"][0], stop_before_pixels=True).get("SliceThickness")
+        thickness = float(tag) if tag not in (None, "") else None
     else:
+        import nibabel
+
         volume, spacing, affine_ras = read_nifti(path)
-        affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine_ras  # RAS+ to LPS+
+        header = nibabel.load(path).header
+        oriented = int(header["qform_code"]) > 0 or int(header["sform_code"]) > 0
+        # no qform or sform: nibabel's fallback affine is no patient orientation, only voxel sizes
+        affine = LPS_TO_RAS @ affine_ras if oriented else None  # (the map is its own inverse)
         units = "stored"
     if units == "HU":
         scale = 1000.0 * LODOPAB_MU_MAX / LODOPAB_MU_WATER
@@ -243,14 +269,15 @@ def _image_source(path, kind: str, physics, seed: int) -> Source:
         scale, offset = (high - low) or 1.0, low
         normalised = (volume - offset) / scale
     facts["intensity"] = {"units": units, "scale": scale, "offset": offset}
+    facts["simulated"] = {"seed": seed, "noise": None if physics.noise is None else physics.noise.to_dict()}
     shape = tuple(physics.operator.domain_shape[-2:])
     square, transform = _square_transform(volume.shape[1:], shape)
     facts["affine_lps"] = None if affine is None else (affine @ transform).tolist()
     dy, dx = spacing[1:]
     if np.isfinite(dy) and np.isfinite(dx):
         facts["pixel_spacing_mm"] = [float(dy * transform[1, 1]), float(dx * transform[2, 2])]
-    if np.isfinite(spacing[0]):
-        facts["slice_thickness_mm"] = float(spacing[0])
+    if thickness is not None or np.isfinite(spacing[0]):
+        facts["slice_thickness_mm"] = thickness if thickness is not None else float(spacing[0])
     complex_domain = physics.operator.domain_kind == "complex"
 
     def batches(batch_size: int) -> Iterator[Batch]:

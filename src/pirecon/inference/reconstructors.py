@@ -13,6 +13,7 @@ Lightning is neither imported nor needed.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,9 @@ import torch
 from torch import nn
 
 from .._validation import BackendUnavailableError
-from ..errors import ArgumentError, ConfigError
+from ..errors import ArgumentError, ConfigError, PireconUserError
 from ..models.reconstruction import Reconstruction
-from .checkpoint import CheckpointError, file_sha256, load_checkpoint
+from .checkpoint import CheckpointError, read_checkpoint
 
 __all__ = ["Reconstructor", "load", "reconstructor", "PHYSICS_MISMATCH"]
 
@@ -91,15 +92,20 @@ class Reconstructor:
         model); ``None`` for MRI (coil maps and masks come with each slice) and for classical methods."""
         description = self.physics_description
         if self._physics is None and description is not None and description.get("geometry") is not None:
-            from ..ct import RayTransform, geometry_from_dict
+            from ..ct import geometry_from_dict
+            from ..data.acquisition import BatchPhysics
             from ..noise import noise_from_dict
-            from ..physics import Physics
 
             geometry = geometry_from_dict(description["geometry"])
             noise = None if description.get("noise") is None else noise_from_dict(description["noise"])
-            self._physics = Physics(RayTransform(geometry, backend=self.backend), noise, description["modality"],
-                                    {"geometry": geometry})
+            self._physics = BatchPhysics("ct", geometry, noise, backend=self.backend)({})
         return self._physics
+
+    def _lodopab_units(self) -> str:
+        """The LoDoPaB-CT units the model was trained in (its card's training data), else pirecon's ``"mm"``."""
+        train = ((self.card.data.get("training_data") or {}).get("train") if self.card is not None else None)
+        units = train.get("units") if isinstance(train, dict) else None
+        return units if isinstance(units, str) else "mm"
 
     def _physics_of(self, geometry, noise):
         """The CT physics of ``(geometry, noise)``, built once per reconstructor (the model's own is reused)."""
@@ -112,20 +118,44 @@ class Reconstructor:
             self._ct_physics[key] = BatchPhysics("ct", geometry, noise, backend=self.backend)({})
         return self._ct_physics[key]
 
+    def open(self, source, *, physics=None, physics_mismatch: str = "error", seed: int = 0, metrics: bool = False,
+             progress: bool = True):
+        """``source`` opened and checked, before any reconstruction: the file against its spec, its physics
+        against the model's (unless ``physics_mismatch="use_data"``), its modality against a classical method's.
+        Returns a :class:`pirecon.inference.sources.Source` that :meth:`reconstruct` takes; arguments as there."""
+        from .._validation import check_choice
+        from ..data.acquisition import check_same_physics
+        from .sources import open_source
+
+        check_choice(physics_mismatch, "physics_mismatch", PHYSICS_MISMATCH)
+        data = open_source(source, physics=physics, model_physics=self.physics, ct_physics=self._physics_of,
+                           missing_coil_maps=self.missing_coil_maps, seed=seed, progress=progress,
+                           ground_truth=metrics, lodopab_units=self._lodopab_units())
+        if self.physics_description is not None and physics_mismatch == "error":
+            check_same_physics(self.physics_description, data.description, stored_name=f"the model ({self.name})",
+                               found_name=f"{data.name} (pass physics_mismatch='use_data', --physics-mismatch "
+                                          "use_data, to reconstruct anyway)")
+        if hasattr(self.model, "check_modality"):
+            self.model.check_modality(data.description["modality"])
+        data.facts.update(physics_mismatch=physics_mismatch, ground_truth=metrics)
+        return data
+
     def reconstruct(self, source, *, physics=None, batch_size: int = 8, progress: bool = True,
                     physics_mismatch: str = "error", seed: int = 0, metrics: bool = False) -> Reconstruction:
         """Reconstruct every slice of ``source``, ``batch_size`` slices at a time.
 
         Parameters
         ----------
-        source : path, list of paths or tensor
+        source : path, list of paths, tensor or Source
             A raw file (pirecon's CT or MRI spec, fastMRI, a LoDoPaB-CT ``observation_*.hdf5``); a DICOM
             series (directory or files) or NIfTI volume, simulated with ``physics`` (default: the model's);
-            or measurements ``(N, 1, angles, detectors)`` / ``(N, coils, H, W)`` with their ``physics``.
+            measurements ``(N, 1, angles, detectors)`` / ``(N, coils, H, W)`` with their ``physics``; or what
+            :meth:`open` returned (then ``physics``, ``physics_mismatch``, ``seed`` and ``metrics`` are its).
         physics : Physics, optional
             The measurements' physics (tensors) or the physics to simulate images with.
         batch_size : int
-            Slices per model call; memory holds one batch of inputs (and the outputs).
+            Slices per model call; a raw file is read one batch of slices at a time (memory holds one batch of
+            inputs, and the outputs).
         progress : bool
             A progress bar over the slices (on a terminal).
         physics_mismatch : {"error", "use_data"}
@@ -144,22 +174,18 @@ class Reconstructor:
             when the model fills them, and ``provenance`` (model, checkpoint and its SHA-256, source, geometry,
             pirecon version; ``metrics`` when asked for).
         """
-        from .._version import __version__
         from .._progress import progress_bar
-        from .._validation import check_choice, check_positive
-        from ..data.acquisition import check_same_physics
-        from .sources import open_source
+        from .._validation import check_positive
+        from .._version import __version__
+        from .sources import Source
 
         check_positive(batch_size, "batch_size", integer=True)
-        check_choice(physics_mismatch, "physics_mismatch", PHYSICS_MISMATCH)
-        data = open_source(source, physics=physics, model_physics=self.physics, ct_physics=self._physics_of,
-                           missing_coil_maps=self.missing_coil_maps, seed=seed, progress=progress,
-                           ground_truth=metrics)
-        if self.physics_description is not None and physics_mismatch == "error":
-            check_same_physics(self.physics_description, data.description, stored_name=f"the model ({self.name})",
-                               found_name=f"{data.name} (pass physics_mismatch='use_data' to reconstruct anyway)")
-        if hasattr(self.model, "check_modality"):
-            self.model.check_modality(data.description["modality"])
+        if isinstance(source, Source):
+            data = source
+            physics_mismatch, metrics = data.facts["physics_mismatch"], data.facts["ground_truth"]
+        else:
+            data = self.open(source, physics=physics, physics_mismatch=physics_mismatch, seed=seed, metrics=metrics,
+                             progress=progress)
         images, uncertainties, tasks, scores = [], [], {}, {"psnr_db": [], "ssim": []}
         if hasattr(self.model, "progress"):
             self.model.progress = False
@@ -179,8 +205,9 @@ class Reconstructor:
                     bar.update(y.shape[0])
         finally:
             bar.close()
+        facts = {k: v for k, v in data.facts.items() if k != "ground_truth"}
         provenance = {**self._provenance, "source_file": data.name, "source_kind": data.kind,
-                      "physics": data.description, "pirecon_version": __version__, **data.facts}
+                      "physics": data.description, "pirecon_version": __version__, **facts}
         if data.description.get("geometry") is not None:
             provenance["geometry"] = data.description["geometry"]
         if scores["psnr_db"]:
@@ -223,7 +250,7 @@ def load(path, map_location=None, device=None, *, models: dict[str, type] | None
 
     target = _device("cpu" if device is None else device)
     path = Path(path)
-    checkpoint = load_checkpoint(path, map_location="cpu" if map_location is None else map_location)
+    checkpoint, sha256 = read_checkpoint(path, map_location="cpu" if map_location is None else map_location)
     hparams = checkpoint.get("hyper_parameters") or {}
     spec = hparams.get("model") if isinstance(hparams, dict) else None
     if not isinstance(spec, dict):
@@ -247,7 +274,6 @@ def load(path, map_location=None, device=None, *, models: dict[str, type] | None
         reason = str(err).strip().splitlines()[-1].strip()
         raise CheckpointError(f"{path}: expected weights of the shapes {type(model).__name__}({_args(spec)}) "
                               f"has, found {reason[:300]}") from None
-    sha256 = file_sha256(path)
     card = _card(path, checkpoint, sha256)
     name = type(model).__name__
     provenance = {"model": name, "model_spec": json.loads(json.dumps(spec)), "checkpoint": str(path),
@@ -264,9 +290,13 @@ def _card(path: Path, checkpoint: dict, sha256: str):
 
     beside = path.parent / CARD_JSON
     if beside.is_file():
-        card = ModelCard.read(beside)
-        if sha256 in json.dumps(card.data.get("checkpoints")):
-            return card
+        try:
+            card = ModelCard.read(beside)
+        except PireconUserError as err:
+            warnings.warn(f"{err}; using the card stored in the checkpoint", stacklevel=3)
+        else:
+            if sha256 in json.dumps(card.data.get("checkpoints")):
+                return card
     stored = checkpoint.get("pirecon_card")
     return ModelCard(stored) if isinstance(stored, dict) else None
 
