@@ -8,7 +8,7 @@ same run, in a plain loop over the measurements already in memory (``model(y[i:i
 resident-set high-water mark during the run (``VmHWM``, reset before each run through
 ``/proc/self/clear_refs``), reported as the increase over the resident set before the run.
 
-    python experiments/benchmarks/inference.py [--checkpoint CKPT] [--slices 100] [--repeats 5]
+    python experiments/benchmarks/inference.py [--checkpoint CKPT] [--slices 100] [--repeats 11]
 
 The LPD is the main job's network (``pirecon.job.JOB_MODEL``), from ``--checkpoint`` (a checkpoint of
 ``pirecon fit`` / ``pirecon job``) or freshly initialised and written as a checkpoint here (throughput does
@@ -94,7 +94,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--slices", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--tv-iterations", type=int, default=300)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
