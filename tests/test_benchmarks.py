@@ -67,3 +67,13 @@ def test_classical_small():
     # the LPD-ellipses Hann FBP of Shepp-Logan (19.68 dB in the README) does not depend on the test-set size
     assert fbp_row["parameter"] == "filter = hann"
     assert abs(fbp_row["Shepp-Logan"][0] - 19.68) < 0.05
+
+
+def test_inference_small(tmp_path):
+    results = load("inference").main(["--slices", "3", "--repeats", "1", "--tv-iterations", "2",
+                                      "--json", str(tmp_path / "r.json")])
+    assert [r["method"] for r in results["rows"]] == ["LPD (checkpoint)", "FBP (Hann)", "TV (2 iterations)"]
+    for row in results["rows"]:
+        assert row["api_seconds"] > 0 and row["plain_seconds"] > 0
+        assert row["api_slices_per_second"] == pytest.approx(3 / row["api_seconds"])
+    assert (tmp_path / "r.json").exists()
