@@ -137,7 +137,7 @@ class Reconstructor:
                                           "use_data, to reconstruct anyway)")
         if hasattr(self.model, "check_modality"):
             self.model.check_modality(data.description["modality"])
-        data.facts.update(physics_mismatch=physics_mismatch, ground_truth=metrics)
+        data.physics_mismatch, data.metrics = physics_mismatch, metrics
         return data
 
     def reconstruct(self, source, *, physics=None, batch_size: int = 8, progress: bool = True,
@@ -180,12 +180,9 @@ class Reconstructor:
         from .sources import Source
 
         check_positive(batch_size, "batch_size", integer=True)
-        if isinstance(source, Source):
-            data = source
-            physics_mismatch, metrics = data.facts["physics_mismatch"], data.facts["ground_truth"]
-        else:
-            data = self.open(source, physics=physics, physics_mismatch=physics_mismatch, seed=seed, metrics=metrics,
-                             progress=progress)
+        data = source if isinstance(source, Source) else \
+            self.open(source, physics=physics, physics_mismatch=physics_mismatch, seed=seed, metrics=metrics,
+                      progress=progress)
         images, uncertainties, tasks, scores = [], [], {}, {"psnr_db": [], "ssim": []}
         if hasattr(self.model, "progress"):
             self.model.progress = False
@@ -200,14 +197,14 @@ class Reconstructor:
                         uncertainties.append(result.uncertainty.detach().cpu())
                     for key, value in result.task.items():
                         tasks.setdefault(key, []).append(value.detach().cpu())
-                    if metrics and truth is not None:
+                    if data.metrics and truth is not None:
                         _score(image, truth, scores)
                     bar.update(y.shape[0])
         finally:
             bar.close()
-        facts = {k: v for k, v in data.facts.items() if k != "ground_truth"}
         provenance = {**self._provenance, "source_file": data.name, "source_kind": data.kind,
-                      "physics": data.description, "pirecon_version": __version__, **facts}
+                      "physics": data.description, "physics_mismatch": data.physics_mismatch,
+                      "pirecon_version": __version__, **data.facts}
         if data.description.get("geometry") is not None:
             provenance["geometry"] = data.description["geometry"]
         if scores["psnr_db"]:

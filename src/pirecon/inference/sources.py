@@ -56,6 +56,9 @@ class Source:
     description : dict
         ``{"modality", "geometry", "noise"}`` of the data's physics (:func:`describe_physics`).
     batches : callable ``(batch_size) -> iterator of (start, y, physics, truth or None)``
+    physics_mismatch, metrics : str, bool
+        How the source was opened (:meth:`pirecon.inference.Reconstructor.open`): the physics check, and
+        whether the ground truth is read for metrics.
     facts : dict
         For outputs and provenance (JSON data): ``pixel_spacing_mm`` ``(dy, dx)``,
         ``affine_lps`` (index ``(d, h, w, 1)`` to LPS patient mm, or None: no patient geometry),
@@ -69,6 +72,8 @@ class Source:
     description: dict
     batches: Callable[[int], Iterator[Batch]]
     facts: dict = field(default_factory=dict)
+    physics_mismatch: str = "error"
+    metrics: bool = False
 
 
 def open_source(source, *, physics=None, model_physics=None, ct_physics: Callable | None = None,
@@ -90,10 +95,11 @@ def open_source(source, *, physics=None, model_physics=None, ct_physics: Callabl
         def ct_physics(geometry, noise):
             return BatchPhysics("ct", geometry, noise)({})
 
+    chosen = physics if physics is not None else model_physics
     if isinstance(source, torch.Tensor):
-        return _tensor_source(source, physics if physics is not None else model_physics)
+        return _tensor_source(source, chosen)
     if isinstance(source, (list, tuple)) and source and all(isinstance(s, (str, Path)) for s in source):
-        return _image_source(source, "dicom", physics if physics is not None else model_physics, seed)
+        return _image_source(source, "dicom", chosen, seed)
     if not isinstance(source, (str, Path)):
         raise ArgumentError(f"source: expected a file or directory path, a list of DICOM files or a tensor of "
                             f"measurements, found {type(source).__name__}")
@@ -103,11 +109,11 @@ def open_source(source, *, physics=None, model_physics=None, ct_physics: Callabl
     from ..data.readers import _is_dicom_path, _is_nifti_path
 
     if path.is_dir():
-        return _image_source(path, "dicom", physics if physics is not None else model_physics, seed)
+        return _image_source(path, "dicom", chosen, seed)
     if _is_nifti_path(path):
-        return _image_source(path, "nifti", physics if physics is not None else model_physics, seed)
+        return _image_source(path, "nifti", chosen, seed)
     if _is_dicom_path(path):
-        return _image_source([path], "dicom", physics if physics is not None else model_physics, seed)
+        return _image_source([path], "dicom", chosen, seed)
     if physics is not None:
         raise ArgumentError(f"physics: expected none for the raw file {path} (its physics comes from the file), "
                             "found one")
@@ -186,17 +192,13 @@ def _lodopab_source(path: Path, ct_physics: Callable, units: str) -> Source:
 # ---- tensors --------------------------------------------------------------------------
 
 def _tensor_source(y: torch.Tensor, physics) -> Source:
-    from ..data.acquisition import describe_physics
-
     if physics is None:
         raise ArgumentError("physics: expected the physics of the measurements (a pirecon.physics.Physics), found "
                             "None, and the model has no physics of its own")
     if y.ndim < 3 or y.shape[0] == 0:
         raise ArgumentError(f"source: expected measurements (N, 1, angles, detectors) or (N, coils, H, W) with "
                             f"N >= 1, found shape {tuple(y.shape)}")
-    geometry = physics.metadata.get("geometry", getattr(physics.operator, "geometry", None))
-    description = describe_physics(physics.modality, geometry if physics.modality == "ct" else None,
-                                   physics.noise if physics.modality == "ct" else None)
+    geometry, description = _described(physics)
     n = y.shape[0]
 
     def batches(batch_size: int) -> Iterator[Batch]:
@@ -208,6 +210,17 @@ def _tensor_source(y: torch.Tensor, physics) -> Source:
     if geometry is not None and hasattr(geometry, "pixel_size"):
         facts["pixel_spacing_mm"] = [geometry.pixel_size] * 2
     return Source(str(physics.metadata.get("file", "tensor")), "tensor", n, description, batches, facts)
+
+
+def _described(physics) -> tuple[Any, dict]:
+    """The CT geometry of ``physics`` (or None) and its description; MRI physics is described by its modality
+    alone (coil maps and masks change from slice to slice)."""
+    from ..data.acquisition import describe_physics
+
+    if physics.modality != "ct":
+        return None, describe_physics(physics.modality)
+    geometry = physics.metadata.get("geometry", getattr(physics.operator, "geometry", None))
+    return geometry, describe_physics("ct", geometry, physics.noise)
 
 
 def _rows(physics, start: int, stop: int, n: int):
@@ -233,7 +246,6 @@ def _rows(physics, start: int, stop: int, n: int):
 # ---- image volumes (simulated) ----------------------------------------------------------------
 
 def _image_source(path, kind: str, physics, seed: int) -> Source:
-    from ..data.acquisition import describe_physics
     from ..data.readers import LODOPAB_MU_MAX, LODOPAB_MU_WATER, read_dicom_series, read_nifti
 
     name = str(path if not isinstance(path, list) else (path[0] if len(path) == 1 else Path(path[0]).parent))
@@ -290,9 +302,7 @@ def _image_source(path, kind: str, physics, seed: int) -> Source:
                 y = torch.cat([physics.simulate(x[k:k + 1], seed=seed + start + k) for k in range(len(x))])
             yield start, y, physics, x
 
-    geometry = physics.metadata.get("geometry", getattr(physics.operator, "geometry", None))
-    description = describe_physics(physics.modality, geometry if physics.modality == "ct" else None,
-                                   physics.noise if physics.modality == "ct" else None)
+    _, description = _described(physics)
     return Source(name, kind, len(normalised), description, batches, facts)
 
 
