@@ -1,0 +1,177 @@
+"""pirecon.uncertainty: the bounds, calibration with its guarantee, and the metrics of intervals."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from pirecon.errors import PireconUserError
+from pirecon.uncertainty import (Interval, ause, check_disjoint, conformal_risk_control, coverage, group_splits,
+                                 hb_p_value, hb_upper_bound, mean_width, minimum_calibration_size, miscoverage,
+                                 miscoverage_curves, rcps, risk_by_width_quartile, sparsification, spearman, uce,
+                                 wsr_upper_bound)
+from pirecon.uncertainty.bounds import bentkus_p_value, hoeffding_p_value
+
+# ---- bounds ---------------------------------------------------------------------------------------------
+
+
+def test_the_p_values_are_hoeffdings_and_bentkus_formulas():
+    n, r, risk = 100, 0.05, 0.1
+    kl = r * math.log(r / risk) + (1 - r) * math.log((1 - r) / (1 - risk))
+    assert hoeffding_p_value(r, n, risk) == pytest.approx(math.exp(-n * kl), rel=1e-12)
+    assert bentkus_p_value(r, n, risk) == pytest.approx(math.e * stats.binom.cdf(5, n, risk), rel=1e-12)
+    assert hb_p_value(r, n, risk) == pytest.approx(0.1565102, abs=1e-6)  # Bentkus is the smaller here
+    assert hoeffding_p_value(0.2, n, 0.1) == 1.0  # an empirical risk above the hypothesis rejects nothing
+
+
+def test_the_upper_bound_inverts_the_p_value_and_the_minimum_calibration_size():
+    ucb = hb_upper_bound(0.05, 100, 0.1)
+    assert hb_p_value(0.05, 100, ucb - 1e-5) >= 0.1 > hb_p_value(0.05, 100, ucb + 1e-5)
+    # (1 - alpha)^n < delta: n > log(0.1) / log(0.9) = 21.85
+    assert minimum_calibration_size(0.1, 0.1) == 22 == math.ceil(math.log(0.1) / math.log(0.9))
+    assert minimum_calibration_size(0.1, 0.1, "wsr") > 1
+    assert wsr_upper_bound(np.zeros(minimum_calibration_size(0.1, 0.1, "wsr")), 0.1) < 0.1
+
+
+@pytest.mark.parametrize("bound", ["hb", "wsr"])
+def test_the_upper_bounds_hold_with_probability_one_minus_delta(bound):
+    """Over 400 draws of 50 Bernoulli(0.3) losses, the bound falls below the true risk in at most delta of them
+    (with three binomial standard deviations of slack)."""
+    rng = np.random.default_rng(0)
+    risk, delta, draws = 0.3, 0.1, 400
+    misses = 0
+    for _ in range(draws):
+        losses = (rng.random(50) < risk).astype(float)
+        ucb = hb_upper_bound(losses.mean(), 50, delta) if bound == "hb" else wsr_upper_bound(losses, delta)
+        misses += ucb < risk
+    assert misses / draws <= delta + 3 * math.sqrt(delta * (1 - delta) / draws)
+
+
+# ---- intervals and their losses ------------------------------------------------------------------------
+
+def _interval(batch=4, size=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    center = torch.randn(batch, 1, size, size, generator=g, dtype=torch.float64)
+    below, above = torch.rand(center.shape, generator=g, dtype=torch.float64), torch.rand(center.shape, generator=g,
+                                                                                         dtype=torch.float64)
+    truth = center + 1.5 * torch.randn(center.shape, generator=g, dtype=torch.float64)
+    return Interval(center - below, center + above, center, "quantile"), truth
+
+
+def test_the_miscoverage_curves_are_the_scaled_intervals_miscoverage():
+    interval, truth = _interval()
+    lambdas = np.linspace(0, 5, 26)
+    curves = miscoverage_curves(interval, truth, lambdas)
+    brute = np.stack([miscoverage(interval.scaled(lam), truth).numpy() for lam in lambdas], axis=1)
+    np.testing.assert_allclose(curves, brute, atol=1e-12)
+    assert np.all(np.diff(curves, axis=1) <= 0)  # wider intervals miss fewer pixels
+
+
+def test_interval_checks_its_values():
+    interval, _ = _interval()
+    with pytest.raises(ValueError, match=r"^interval: expected lower <= center <= upper, found lower > center at 1 "):
+        bad = interval.lower.clone()
+        bad[0, 0, 0, 0] = interval.center[0, 0, 0, 0] + 1
+        Interval(bad, interval.upper, interval.center, "quantile")
+    nan = interval.upper.clone()
+    nan[1, 0, 2, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"^upper: expected finite values, found 1 NaN or Inf$"):
+        Interval(interval.lower, nan, interval.center, "quantile")
+    with pytest.raises(ValueError, match=r"^interval: expected lower, upper and center of one shape, found "):
+        Interval(interval.lower[:2], interval.upper, interval.center, "quantile")
+    with pytest.raises(ValueError, match=r"^kind: expected one of gaussian, quantile, mc-dropout, ensemble, constant"):
+        Interval(interval.lower, interval.upper, interval.center, "bayes")
+    scaled = interval.scaled(2.0)
+    torch.testing.assert_close(scaled.width, 2 * interval.width)
+
+
+# ---- calibration and its guarantee -----------------------------------------------------------------------
+
+def _heteroscedastic(images: int, size: int = 12, seed: int = 1):
+    """Truth = prediction + sigma * noise with a per-pixel sigma; the predicted interval is +-sigma/2 (too narrow:
+    calibration has to widen it by about 3.3 for 10% miscoverage)."""
+    g = torch.Generator().manual_seed(seed)
+    center = torch.rand(images, 1, size, size, generator=g, dtype=torch.float64)
+    sigma = 0.05 + 0.2 * torch.rand(center.shape, generator=g, dtype=torch.float64)
+    truth = center + sigma * torch.randn(center.shape, generator=g, dtype=torch.float64)
+    return Interval(center - sigma / 2, center + sigma / 2, center, "gaussian", std=sigma / 2), truth
+
+
+def test_rcps_controls_the_risk_over_100_random_splits():
+    """Over 100 random calibration/test splits of 300 held-out images, the test risk of the calibrated
+    intervals exceeds alpha in at most delta of the splits (binomial slack of three standard deviations)."""
+    interval, truth = _heteroscedastic(300)
+    lambdas = np.linspace(0, 6, 241)
+    losses = miscoverage_curves(interval, truth, lambdas)
+    alpha, delta, splits = 0.1, 0.1, 100
+    violations, risks, crc_risks = 0, [], []
+    for calibration, test in group_splits(np.arange(300), 0.5, splits, seed=0):
+        check_disjoint(calibration, test)
+        result = rcps(losses[calibration], lambdas, alpha, delta)
+        k = int(np.searchsorted(lambdas, result.lambda_hat))
+        risk = losses[test, k].mean()
+        violations += risk > alpha
+        risks.append(risk)
+        crc = conformal_risk_control(losses[calibration], lambdas, alpha)
+        crc_risks.append(losses[test, int(np.searchsorted(lambdas, crc.lambda_hat))].mean())
+    assert violations / splits <= delta + 3 * math.sqrt(delta * (1 - delta) / splits)
+    assert 0.05 < np.mean(risks) < alpha  # controlled, and not vacuous
+    assert np.mean(crc_risks) <= alpha + 3 * np.std(crc_risks) / math.sqrt(splits)  # in expectation
+
+
+def test_calibration_refuses_what_cannot_give_the_guarantee():
+    interval, truth = _heteroscedastic(30)
+    lambdas = np.linspace(0, 6, 61)
+    losses = miscoverage_curves(interval, truth, lambdas)
+    with pytest.raises(PireconUserError) as info:
+        rcps(losses[:21], lambdas, 0.1, 0.1)
+    assert str(info.value) == ("calibration: expected at least 22 calibration images for alpha=0.1, delta=0.1 with "
+                               "the HB bound, found 21")
+    with pytest.raises(PireconUserError, match=r"^calibration: expected a scale on the grid whose risk bound is below "
+                                                r"alpha=0.1, found none \(the largest, 0.5, has empirical risk"):
+        rcps(miscoverage_curves(interval, truth, [0.0, 0.5]), [0.0, 0.5], 0.1, 0.1)
+    with pytest.raises(PireconUserError) as info:
+        check_disjoint(["a.h5", "b.h5"], ["b.h5", "c.h5"], "files")
+    assert str(info.value) == "calibration and test files: expected disjoint sets, found 1 in both (b.h5)"
+    with pytest.raises(ValueError) as info:
+        rcps(losses[:, :10], lambdas)
+    assert str(info.value) == "losses: expected shape (n, 61) (one loss per image and scale), found (30, 10)"
+
+
+def test_splits_keep_a_volume_on_one_side():
+    volumes = np.repeat(np.arange(10), 5)  # 10 volumes of 5 slices
+    for calibration, test in group_splits(volumes, 0.3, 20, seed=3):
+        assert not set(volumes[calibration]) & set(volumes[test])
+        assert len(set(volumes[calibration])) == 3
+
+
+# ---- metrics -------------------------------------------------------------------------------------------------
+
+def test_interval_metrics_on_a_known_case():
+    width = torch.arange(1.0, 9.0, dtype=torch.float64).view(1, 1, 2, 4)  # widths 1..8, one per pixel
+    center = torch.zeros_like(width)
+    interval = Interval(center - width / 2, center + width / 2, center, "quantile")
+    # outside: widths 1 and 2 (the narrowest quartile) and 3; inside: the rest
+    truth = torch.tensor([1.0, -1.5, 2.0, 0.0, 0.0, 0.0, 3.0, -3.0], dtype=torch.float64).view(1, 1, 2, 4)
+    assert miscoverage(interval, truth).tolist() == [3 / 8] and coverage(interval, truth).tolist() == [5 / 8]
+    assert mean_width(interval).tolist() == [4.5]
+    np.testing.assert_allclose(risk_by_width_quartile(interval, truth), [1.0, 0.5, 0.0, 0.0])
+
+
+def test_ranking_metrics():
+    rng = np.random.default_rng(0)
+    error = torch.from_numpy(rng.normal(size=(4, 1, 16, 16)))
+    assert spearman(error.abs(), error) == pytest.approx(1.0)
+    assert abs(spearman(torch.from_numpy(rng.random((4, 1, 16, 16))), error)) < 0.15
+    assert ause(error.abs(), error) == pytest.approx(0.0, abs=1e-12)
+    assert ause(torch.from_numpy(rng.random((4, 1, 16, 16))), error) > 0.2
+    fractions, curve, oracle = sparsification(error.abs(), error, steps=10)
+    assert fractions[0] == 0 and curve[0] == pytest.approx(1.0) and np.all(np.diff(oracle) <= 1e-12)
+
+
+def test_uce_is_zero_for_a_variance_that_is_the_squared_error():
+    std = torch.linspace(0.1, 2.0, 1000, dtype=torch.float64)
+    assert uce(std, std) == pytest.approx(0.0, abs=1e-12)
+    assert uce(std, 2 * std) > 0.5
