@@ -175,3 +175,102 @@ def test_uce_is_zero_for_a_variance_that_is_the_squared_error():
     std = torch.linspace(0.1, 2.0, 1000, dtype=torch.float64)
     assert uce(std, std) == pytest.approx(0.0, abs=1e-12)
     assert uce(std, 2 * std) > 0.5
+
+
+# ---- heads ---------------------------------------------------------------------------------------------------
+
+TINY_LPD = {"class_path": "lpd", "init_args": {"iterations": 2, "hidden": 8}}
+
+
+@pytest.fixture(scope="module")
+def ct_batch():
+    from pirecon.ct import ParallelBeam2D, RayTransform
+    from pirecon.noise import GaussianNoise
+    from pirecon.phantoms import random_ellipses
+    from pirecon.physics import Physics
+
+    geometry = ParallelBeam2D((32, 32), pixel_size=1.0, num_angles=10)
+    physics = Physics(RayTransform(geometry), GaussianNoise(relative=0.05), "ct", {"geometry": geometry})
+    x = random_ellipses((32, 32), 3, seed=0)
+    return x, physics.simulate(x, seed=1), physics
+
+
+@pytest.mark.parametrize("name, kind", [("gaussian_head", "gaussian"), ("quantile_head", "quantile"),
+                                        ("mc_dropout", "mc-dropout"), ("constant_width", "constant")])
+def test_each_head_gives_an_interval_and_its_loss_has_gradients(ct_batch, name, kind):
+    from pirecon.models.registry import build_model
+
+    x, y, physics = ct_batch
+    head = build_model({"class_path": name, "init_args": {"backbone": TINY_LPD}})
+    head.eval()
+    with torch.no_grad():
+        result = head(y, physics)
+    interval = result.uncertainty
+    assert isinstance(interval, Interval) and interval.kind == kind
+    assert interval.lower.shape == interval.upper.shape == (3, 1, 32, 32)
+    assert bool((interval.lower <= interval.center).all() and (interval.center <= interval.upper).all())
+    if name == "mc_dropout":
+        assert float(interval.std.mean()) > 0  # the passes differ
+    head.train()
+    if hasattr(head, "uncertainty_loss"):
+        loss = head.uncertainty_loss(head(y, physics), x)
+        loss.backward()
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in head.net.parameters())
+
+
+def test_the_head_losses_are_minimised_by_what_they_claim():
+    from pirecon.models.uncertainty_heads import gaussian_nll, pinball_loss
+
+    samples = torch.randn(20000, dtype=torch.float64) * 2.0 + 1.0
+    grid = torch.linspace(-6, 8, 1401, dtype=torch.float64)
+    best = grid[torch.stack([pinball_loss(q, samples, 0.95) for q in grid]).argmin()]
+    assert float(best) == pytest.approx(float(torch.quantile(samples, 0.95)), abs=0.02)
+    log_variances = torch.linspace(-2, 4, 601, dtype=torch.float64)
+    mean = torch.full_like(samples, 1.0)
+    best = log_variances[torch.stack([gaussian_nll(mean, torch.full_like(samples, float(v)), samples)
+                                      for v in log_variances]).argmin()]
+    assert float(best.exp()) == pytest.approx(float(samples.var()), rel=0.02)
+
+
+def test_a_trained_head_loads_and_its_interval_is_written(ct_batch, tmp_path):
+    import pirecon
+    from pirecon.data import read_reconstruction
+    from pirecon.training import ReconstructionModule
+
+    _, y, physics = ct_batch
+    module = ReconstructionModule({"class_path": "quantile_head", "init_args": {"backbone": TINY_LPD}})
+    module.set_physics("ct", physics.metadata["geometry"], physics.noise)
+    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
+    module.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, tmp_path / "head.ckpt")
+    model = pirecon.load(tmp_path / "head.ckpt")
+    recon = model.reconstruct(y, physics=physics, batch_size=2, progress=False)
+    assert isinstance(recon.uncertainty, Interval) and recon.uncertainty.lower.shape == (3, 1, 32, 32)
+    assert recon.provenance["uncertainty"] == {"kind": "quantile", "calibration": None}
+    written = read_reconstruction(pirecon.save(recon, tmp_path / "r.h5"))
+    np.testing.assert_array_equal(written.interval[0], recon.uncertainty.lower[:, 0].numpy())
+    np.testing.assert_array_equal(written.interval[1], recon.uncertainty.upper[:, 0].numpy())
+
+
+def test_fit_trains_a_head_with_its_loss_and_validates_its_interval(tmp_path):
+    import pytorch_lightning as pl
+
+    from pirecon.data.simulate import simulate
+    from pirecon.training import ReconstructionDataModule, ReconstructionModule
+
+    options = {"modality": "ct", "phantom": "ellipses", "image_size": 32, "num_angles": 10, "seed": 0}
+    train = simulate(tmp_path / "train.h5", n=8, progress=False, **options)
+    val = simulate(tmp_path / "val.h5", n=4, progress=False, split="validation", **options)
+    module = ReconstructionModule({"class_path": "gaussian_head", "init_args": {"backbone": TINY_LPD, "beta": 0.5}},
+                                  lr=3e-3, schedule="constant", log_images_every_n_epochs=0)
+    trainer = pl.Trainer(accelerator="cpu", max_steps=20, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
+                         num_sanity_val_steps=0, val_check_interval=20, check_val_every_n_epoch=None)
+    data = ReconstructionDataModule(train=str(train), val=str(val), batch_size=4)
+    first = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+                       default_root_dir=tmp_path).validate(module, datamodule=data, verbose=False)[0]
+    trainer.fit(module, datamodule=data)
+    metrics = trainer.callback_metrics
+    assert {"train/uncertainty_loss", "val/miscoverage", "val/interval_width"} <= set(metrics)
+    assert 0 <= float(metrics["val/miscoverage"]) <= 1 and float(metrics["val/interval_width"]) > 0
+    assert float(metrics["val/loss"]) < first["val/loss"]

@@ -151,11 +151,13 @@ class ReconstructionFile:
     """Contents of a ``reconstruction`` file (see ``data_specs/reconstruction.md``).
 
     ``image`` float32 or complex64 ``(N, H, W)`` (or ``(N, D, H, W)``); ``uncertainty`` float32 of
-    the same shape; ``task`` named arrays with ``N`` rows; ``provenance`` a JSON dict.
+    the same shape; ``interval`` the float32 ``(lower, upper)`` bounds of the same shape, or None; ``task``
+    named arrays with ``N`` rows; ``provenance`` a JSON dict.
     """
 
     image: np.ndarray
     uncertainty: np.ndarray | None = None
+    interval: tuple[np.ndarray, np.ndarray] | None = None
     task: dict = dataclasses.field(default_factory=dict)
     provenance: dict = dataclasses.field(default_factory=dict)
 
@@ -871,7 +873,7 @@ def _image(x, name: str) -> np.ndarray:
     return a
 
 
-def write_reconstruction(path, image, *, uncertainty=None, task=None, provenance=None) -> Path:
+def write_reconstruction(path, image, *, uncertainty=None, interval=None, task=None, provenance=None) -> Path:
     """Write reconstructions (``data_specs/reconstruction.md``) atomically; return the path.
 
     Parameters
@@ -880,6 +882,8 @@ def write_reconstruction(path, image, *, uncertainty=None, task=None, provenance
         Stored float32 or complex64, in the units of the ground truth. ``(N, 1, H, W)`` is squeezed.
     uncertainty : real array of the image's shape, optional
         Per-pixel uncertainty (e.g. a standard deviation or an interval half-width), >= 0.
+    interval : (lower, upper) real arrays of the image's shape, optional
+        Per-pixel interval bounds (of the magnitude for complex images), ``lower <= upper``.
     task : dict of name -> array ``(N, ...)``, optional
         Task-head outputs (logits, probabilities, segmentations), one row per slice; stored under
         the group ``task`` with their own dtype (bfloat16 as float32).
@@ -901,6 +905,21 @@ def write_reconstruction(path, image, *, uncertainty=None, task=None, provenance
         if negative.any():
             index = np.unravel_index(int(np.argmax(negative)), unc.shape)
             raise ValueError(f"uncertainty: expected values >= 0, found {unc[index].item()!r} at index {_fmt_index(index)}")
+    bounds = None
+    if interval is not None:
+        if not isinstance(interval, (tuple, list)) or len(interval) != 2:
+            raise ValueError(f"interval: expected (lower, upper), found {type(interval).__name__}")
+        bounds = []
+        for name, value in zip(("interval_lower", "interval_upper"), interval):
+            a = _real(value, name)
+            if a.ndim == img.ndim + 1 and a.shape[1] == 1:
+                a = a[:, 0]
+            if a.shape != img.shape:
+                raise ValueError(f"{name}: expected shape {tuple(img.shape)} (as image), found {tuple(a.shape)}")
+            bounds.append(np.ascontiguousarray(a, dtype=np.float32))
+        if bool((bounds[0] > bounds[1]).any()):
+            raise ValueError(f"interval: expected lower <= upper, found lower > upper at "
+                             f"{int((bounds[0] > bounds[1]).sum())} pixels")
     outputs: dict[str, np.ndarray] = {}
     if task is not None:
         if not isinstance(task, Mapping):
@@ -929,6 +948,9 @@ def write_reconstruction(path, image, *, uncertainty=None, task=None, provenance
             _put(f, "image", img)
             if unc is not None:
                 _put(f, "uncertainty", unc)
+            if bounds is not None:
+                _put(f, "interval_lower", bounds[0])
+                _put(f, "interval_upper", bounds[1])
             group = f.create_group("task")
             for key, value in outputs.items():
                 _put(group, key, value)
@@ -940,6 +962,9 @@ def read_reconstruction(path) -> ReconstructionFile:
     with checked_file(path, expect=("reconstruction",)) as (f, summary):
         img = f["image"][()]
         unc = f["uncertainty"][()] if "uncertainty" in f else None
+        interval = (f["interval_lower"][()], f["interval_upper"][()]) if "interval_lower" in f else None
         task = {key: ds[()] for key, ds in f["task"].items()} if "task" in f else {}
-        check_loaded(f, path, {"image": img, "uncertainty": unc, **{f"task/{k}": a for k, a in task.items()}})
-    return ReconstructionFile(image=img, uncertainty=unc, task=task, provenance=summary["provenance"])
+        bounds = {} if interval is None else {"interval_lower": interval[0], "interval_upper": interval[1]}
+        check_loaded(f, path, {"image": img, "uncertainty": unc, **bounds, **{f"task/{k}": a for k, a in task.items()}})
+    return ReconstructionFile(image=img, uncertainty=unc, interval=interval, task=task,
+                              provenance=summary["provenance"])

@@ -682,10 +682,14 @@ def _inspect_reconstruction(f, path, attrs: dict, scan: bool) -> dict:
         raise SpecError(path, "image", "shape (N, H, W) or (N, D, H, W)", str(image.shape))
     n = _check_shape(path, image, image.shape[1:])
     found = {"image": image}
-    uncertainty = _dataset(f, path, "uncertainty", dtypes=("float32",))
-    if uncertainty is not None:
-        _check_shape(path, uncertainty, image.shape[1:], n=n, n_from="image", trailing_from="as image")
-        found["uncertainty"] = uncertainty
+    for name in ("uncertainty", "interval_lower", "interval_upper"):
+        ds = _dataset(f, path, name, dtypes=("float32",))
+        if ds is not None:
+            _check_shape(path, ds, image.shape[1:], n=n, n_from="image", trailing_from="as image")
+            found[name] = ds
+    if ("interval_lower" in found) != ("interval_upper" in found):
+        missing = "interval_upper" if "interval_lower" in found else "interval_lower"
+        raise SpecError(path, missing, "both interval bounds (interval_lower and interval_upper)", "one")
     task = []
     if "task" in f:
         group = _get(f, path, "task", "a group of task outputs")

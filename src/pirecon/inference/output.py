@@ -106,9 +106,15 @@ def save(reconstruction, out, *, format: str | None = None, overwrite: bool = Fa
     if kind == "h5":
         from ..data.formats import write_reconstruction
 
-        image = reconstruction.image
-        uncertainty = None if reconstruction.uncertainty is None else reconstruction.uncertainty.numpy()
-        return write_reconstruction(out, image.numpy(), uncertainty=uncertainty,
+        from ..uncertainty import Interval
+
+        image, uncertainty, interval = reconstruction.image, reconstruction.uncertainty, None
+        if isinstance(uncertainty, Interval):
+            interval = (uncertainty.lower.numpy(), uncertainty.upper.numpy())
+            uncertainty = None if uncertainty.std is None else uncertainty.std.numpy()
+        elif uncertainty is not None:
+            uncertainty = uncertainty.numpy()
+        return write_reconstruction(out, image.numpy(), uncertainty=uncertainty, interval=interval,
                                     task={k: v.numpy() for k, v in reconstruction.task.items()} or None,
                                     provenance=provenance)
     volume = _source_values(reconstruction)

@@ -23,6 +23,7 @@ from torch import nn
 from .._validation import BackendUnavailableError
 from ..errors import ArgumentError, ConfigError, PireconUserError
 from ..models.reconstruction import Reconstruction
+from ..uncertainty import Interval
 from .checkpoint import CheckpointError, read_checkpoint
 
 __all__ = ["Reconstructor", "load", "reconstructor", "PHYSICS_MISMATCH"]
@@ -194,7 +195,8 @@ class Reconstructor:
                     image = result.image.detach().cpu()
                     images.append(image)
                     if result.uncertainty is not None:
-                        uncertainties.append(result.uncertainty.detach().cpu())
+                        uncertainties.append(result.uncertainty.detach("cpu") if isinstance(
+                            result.uncertainty, Interval) else result.uncertainty.detach().cpu())
                     for key, value in result.task.items():
                         tasks.setdefault(key, []).append(value.detach().cpu())
                     if data.metrics and truth is not None:
@@ -210,7 +212,13 @@ class Reconstructor:
         if scores["psnr_db"]:
             provenance["metrics"] = {**scores, "mean_psnr_db": sum(scores["psnr_db"]) / len(scores["psnr_db"]),
                                      "mean_ssim": sum(scores["ssim"]) / len(scores["ssim"])}
-        return Reconstruction(torch.cat(images), torch.cat(uncertainties) if uncertainties else None,
+        uncertainty = None
+        if uncertainties:
+            uncertainty = Interval.concatenate(uncertainties) if isinstance(uncertainties[0], Interval) else \
+                torch.cat(uncertainties)
+            if isinstance(uncertainty, Interval):
+                provenance["uncertainty"] = uncertainty.describe()
+        return Reconstruction(torch.cat(images), uncertainty,
                               {key: torch.cat(values) for key, values in tasks.items()}, provenance)
 
 

@@ -11,6 +11,7 @@ from .modl import MoDL, conjugate_gradient
 from .physics_tools import cartesian_mask, check_model_inputs, initial_image, operator_scale
 from .postprocessing import PostProcessingUNet
 from .reconstruction import Reconstruction
+from .uncertainty_heads import ConstantWidthHead, GaussianHead, MCDropoutHead, QuantileHead
 from .varnet import NormalizedUNet, SensitivityNetwork, VarNet, calibration_mask
 
 MODELS = {
@@ -19,10 +20,15 @@ MODELS = {
     "modl": MoDL,
     "varnet": VarNet,
     "unet": PostProcessingUNet,
+    "gaussian_head": GaussianHead,
+    "quantile_head": QuantileHead,
+    "mc_dropout": MCDropoutHead,
+    "constant_width": ConstantWidthHead,
 }
 
 __all__ = ["Reconstruction", "MODELS",
            "LearnedPrimalDual", "LearnedGradientDescent", "MoDL", "VarNet", "PostProcessingUNet",
            "ConvBlock", "UNet", "NormalizedUNet", "SensitivityNetwork", "to_channels", "from_channels",
            "num_channels", "initial_image", "operator_scale", "check_model_inputs", "cartesian_mask",
-           "calibration_mask", "conjugate_gradient", "accelerate", "cnn_blocks", "fast_training_options"]
+           "calibration_mask", "conjugate_gradient", "accelerate", "cnn_blocks", "fast_training_options",
+           "GaussianHead", "QuantileHead", "MCDropoutHead", "ConstantWidthHead"]

@@ -17,8 +17,9 @@ class Reconstruction:
     ----------
     image : torch.Tensor
         ``(B, 1, H, W)``: real float32 for CT, complex64 for MRI (same kind as ``physics.adjoint(y)``).
-    uncertainty : torch.Tensor or None
-        Per-pixel uncertainty ``(B, 1, H, W)`` (or interval bounds), filled by uncertainty heads.
+    uncertainty : pirecon.uncertainty.Interval, torch.Tensor or None
+        Filled by uncertainty heads (:mod:`pirecon.models.uncertainty_heads`): an ``Interval`` (lower, upper,
+        centre, std where the method has one, kind, calibration), or a per-pixel tensor ``(B, 1, H, W)``.
     task : dict of str to torch.Tensor
         Diagnostic-task outputs (segmentation logits, class scores), filled by task heads.
     provenance : dict
@@ -28,6 +29,6 @@ class Reconstruction:
     """
 
     image: torch.Tensor
-    uncertainty: torch.Tensor | None = None
+    uncertainty: object = None
     task: dict[str, torch.Tensor] = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)

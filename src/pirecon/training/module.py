@@ -7,9 +7,10 @@ Each batch's physics comes from the data through :mod:`pirecon.data.acquisition`
 the CT geometry of the files or the simulation, the MRI coil maps and masks of the batch. A
 checkpoint stores the physics it was trained with; resuming or testing on data whose physics
 differs is an error naming both, unless ``physics_mismatch="use_data"`` (geometry-agnostic models). Training minimises a weighted sum of MSE,
-L1 and 1 - SSIM; validation and test log PSNR, SSIM and NMSE (per image, averaged, synchronised
-across DDP ranks) and, on the first validation batch, a figure of ground truth, classical input,
-reconstruction and error (PNG under the log directory, and to TensorBoard). Adam with a cosine
+L1 and 1 - SSIM, plus an uncertainty head's own loss (``model.uncertainty_loss``: Gaussian NLL, pinball);
+validation and test log PSNR, SSIM and NMSE (per image, averaged, synchronised across DDP ranks), an
+uncertainty head's miscoverage and interval width, and, on the first validation batch, a figure of ground
+truth, classical input, reconstruction and error (PNG under the log directory, and to TensorBoard). Adam with a cosine
 decay of the learning rate to zero over the run's steps (``schedule="cosine"``) or a constant rate.
 """
 
@@ -31,6 +32,7 @@ from ..models import accelerate
 from .batch_physics import target_and_prediction
 from .losses import ReconstructionLoss
 from ..models.registry import build_model
+from ..uncertainty import Interval, mean_width, miscoverage
 
 __all__ = ["ReconstructionModule", "load_module", "learning_rate_factor", "SCHEDULES"]
 
@@ -196,6 +198,10 @@ class ReconstructionModule(pl.LightningModule):
         _, y, reconstruction = self._reconstruct(batch)
         target, prediction = target_and_prediction(batch, reconstruction.image)
         loss = self.loss(prediction, target)
+        if hasattr(self.model, "uncertainty_loss"):  # an uncertainty head: its own loss beside the reconstruction's
+            head_loss = self.model.uncertainty_loss(reconstruction, target)
+            self.log("train/uncertainty_loss", head_loss, batch_size=y.shape[0])
+            loss = loss + head_loss
         self.log("train/loss", loss, prog_bar=True, batch_size=y.shape[0])
         return loss
 
@@ -207,6 +213,10 @@ class ReconstructionModule(pl.LightningModule):
         magnitude, reference = _magnitude(prediction).float(), _magnitude(target).float()
         scores = {"psnr": psnr(magnitude, reference), "ssim": ssim(magnitude, reference),
                   "nmse": nmse(prediction, target)}
+        interval = reconstruction.uncertainty
+        if isinstance(interval, Interval) and interval.center.shape == reference.shape:
+            scores["miscoverage"] = miscoverage(interval, reference)
+            scores["interval_width"] = mean_width(interval)
         for name, values in scores.items():
             self.log(f"{stage}/{name}", values.mean(), batch_size=batch_size, sync_dist=True,
                      prog_bar=(name == "psnr"))

@@ -69,6 +69,24 @@ class Interval:
                 raise ArgumentError(f"std: expected non-negative values of shape {tuple(center.shape)}, found "
                                     f"shape {tuple(std.shape)}, minimum {float(std.min()):g}")
 
+    @classmethod
+    def concatenate(cls, intervals: list["Interval"]) -> "Interval":
+        """The intervals of consecutive batches as one (same kind and calibration)."""
+        first = intervals[0]
+        std = None if first.std is None else torch.cat([i.std for i in intervals])
+        return cls(torch.cat([i.lower for i in intervals]), torch.cat([i.upper for i in intervals]),
+                   torch.cat([i.center for i in intervals]), first.kind, std, first.calibration)
+
+    def detach(self, device="cpu") -> "Interval":
+        """The interval without autograd history, on ``device``."""
+        move = (lambda t: None if t is None else t.detach().to(device))
+        return replace(self, lower=move(self.lower), upper=move(self.upper), center=move(self.center),
+                       std=move(self.std))
+
+    def describe(self) -> dict:
+        """``{"kind", "calibration"}`` as plain data, for provenance."""
+        return {"kind": self.kind, "calibration": self.calibration}
+
     @property
     def width(self) -> torch.Tensor:
         """``upper - lower`` per pixel."""
