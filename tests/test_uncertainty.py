@@ -274,3 +274,72 @@ def test_fit_trains_a_head_with_its_loss_and_validates_its_interval(tmp_path):
     assert {"train/uncertainty_loss", "val/miscoverage", "val/interval_width"} <= set(metrics)
     assert 0 <= float(metrics["val/miscoverage"]) <= 1 and float(metrics["val/interval_width"]) > 0
     assert float(metrics["val/loss"]) < first["val/loss"]
+
+
+# ---- pirecon calibrate ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def head_checkpoint(tmp_path_factory):
+    from pirecon.data.simulate import simulate
+    from pirecon.data.acquisition import read_acquisition
+    from pirecon.training import ReconstructionModule
+
+    root = tmp_path_factory.mktemp("calibrate")
+    options = {"modality": "ct", "phantom": "ellipses", "image_size": 32, "num_angles": 10, "seed": 0}
+    files = {split: simulate(root / f"{split}.h5", n=n, progress=False, split=split, **options)
+             for split, n in (("calibration", 30), ("test", 12), ("train", 4))}
+    physics = read_acquisition(files["test"]).physics
+    module = ReconstructionModule({"class_path": "constant_width", "init_args": {"backbone": TINY_LPD,
+                                                                                "width": 0.1}})
+    module.set_physics("ct", physics.metadata["geometry"], physics.noise)
+    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
+    module.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, root / "head.ckpt")
+    return root / "head.ckpt", files
+
+
+def test_calibrate_writes_a_checkpoint_whose_intervals_are_calibrated(head_checkpoint, tmp_path, capsys):
+    import pirecon
+    from pirecon.cli import main
+
+    path, files = head_checkpoint
+    out = tmp_path / "calibrated.ckpt"
+    assert main(["calibrate", "--checkpoint", str(path), "--data", str(files["calibration"]), "--out", str(out),
+                 "--quiet"]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert printed.startswith(f"wrote {out}: lambda-hat ") and "(RCPS, HB, 30 calibration images" in printed
+    model = pirecon.load(out)
+    calibration = model.calibration
+    assert calibration["method"] == "rcps" and calibration["n"] == 30 and calibration["lambda_hat"] > 0
+    assert model.card.metrics["calibration"]["lambda_hat"] == calibration["lambda_hat"]
+    recon = model.reconstruct(files["test"], progress=False)
+    interval = recon.uncertainty
+    assert interval.calibration == calibration and recon.provenance["uncertainty"]["calibration"] == calibration
+    torch.testing.assert_close(interval.width, torch.full_like(interval.width, 0.1 * calibration["lambda_hat"]))
+    uncalibrated = pirecon.load(path).reconstruct(files["test"], progress=False).uncertainty
+    torch.testing.assert_close(interval.center, uncalibrated.center)
+
+
+def test_calibrate_refuses_training_data_small_sets_and_models_without_a_head(head_checkpoint, tmp_path):
+    from pirecon.inference.calibrate import calibrate
+    from pirecon.data.simulate import simulate
+
+    path, files = head_checkpoint
+    with pytest.raises(PireconUserError) as info:
+        calibrate(path, files["train"], tmp_path / "a.ckpt", progress=False)
+    assert str(info.value) == (f"{files['train']}: expected held-out calibration data (split 'calibration'), found "
+                               "split 'train', a stream training runs read")
+    with pytest.raises(PireconUserError, match=r"^calibration: expected at least 22 calibration images for "
+                                                r"alpha=0.1, delta=0.1 with the HB bound, found 12$"):
+        calibrate(path, files["test"], tmp_path / "b.ckpt", progress=False)
+    assert not (tmp_path / "a.ckpt").exists() and not (tmp_path / "b.ckpt").exists()
+    from pirecon.training import ReconstructionModule
+
+    plain = ReconstructionModule(TINY_LPD)  # no head; the physics of the head's checkpoint
+    physics = torch.load(path, weights_only=True)["pirecon_physics"]
+    torch.save({"state_dict": plain.state_dict(), "hyper_parameters": dict(plain.hparams),
+                "pirecon_physics": physics}, tmp_path / "plain.ckpt")
+    with pytest.raises(PireconUserError) as info:
+        calibrate(tmp_path / "plain.ckpt", files["calibration"], tmp_path / "c.ckpt", progress=False)
+    assert str(info.value) == (f"{tmp_path / 'plain.ckpt'}: expected a model with an uncertainty head (gaussian_head, "
+                               "quantile_head, mc_dropout, constant_width), found LearnedPrimalDual")

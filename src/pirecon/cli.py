@@ -8,6 +8,7 @@
     pirecon predict --ckpt_path C --data.predict F [F ...] [--writer.output_dir D]   the checkpoint alone
     pirecon reconstruct IN --checkpoint C --out OUT [--format dicom]   a trained model on a raw file or volume
     pirecon reconstruct IN --method M --out OUT [--param k=v ...]   classical reconstruction of a raw file
+    pirecon calibrate --checkpoint C --data CAL.h5 --out CALIBRATED.ckpt   intervals with a guaranteed risk
 
 User errors print one line, ``pirecon <command>: error: <message>``, to stderr
 and exit with status 2, without a traceback: pirecon's own
@@ -58,6 +59,12 @@ def _validate(args) -> int:
     from .data.validate import main_validate
 
     return main_validate(args.file)
+
+
+def _calibrate(args) -> int:
+    from .inference.calibrate import calibrate_main
+
+    return calibrate_main(args)
 
 
 def _reconstruct(args) -> int:
@@ -134,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "checkpoint or a classical method; write HDF5, NIfTI or DICOM")
     add_reconstruct_arguments(reconstruct)
     reconstruct.set_defaults(run=_reconstruct)
+
+    from .inference.calibrate import add_calibrate_arguments
+
+    calibrate = sub.add_parser("calibrate", help="calibrate an uncertainty head's intervals to a guaranteed risk "
+                                                 "on held-out data (RCPS or conformal risk control)")
+    add_calibrate_arguments(calibrate)
+    calibrate.set_defaults(run=_calibrate)
     return parser
 
 

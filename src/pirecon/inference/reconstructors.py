@@ -12,6 +12,7 @@ Lightning is neither imported nor needed.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from pathlib import Path
@@ -60,16 +61,20 @@ class Reconstructor:
         ``{"modality", "geometry", "noise"}`` the model was trained for (None: any physics, classical methods).
     card : pirecon.inference.card.ModelCard or None
         The model card (:mod:`pirecon.inference.card`).
+    calibration : dict or None
+        ``{"lambda_hat", "alpha", "delta", "method", ...}`` of a calibrated checkpoint (``pirecon calibrate``):
+        its intervals are scaled by lambda-hat.
     device : torch.device
     """
 
     def __init__(self, model: nn.Module, *, name: str, physics_description: dict | None = None, card=None,
                  provenance: dict | None = None, backend: str = "auto", missing_coil_maps: str = "espirit",
-                 device="cpu"):
+                 device="cpu", calibration: dict | None = None):
         self.model = model.eval()
         self.name = name
         self.physics_description = physics_description
         self.card = card
+        self.calibration = calibration
         self.backend, self.missing_coil_maps = backend, missing_coil_maps
         self._provenance = dict(provenance or {})
         self._physics = None
@@ -192,6 +197,9 @@ class Reconstructor:
             with torch.no_grad():
                 for _, y, batch_physics, truth in data.batches(batch_size):
                     result = self.model(y.to(self.device), batch_physics)
+                    if self.calibration is not None and isinstance(result.uncertainty, Interval):
+                        result.uncertainty = dataclasses.replace(
+                            result.uncertainty.scaled(self.calibration["lambda_hat"]), calibration=self.calibration)
                     image = result.image.detach().cpu()
                     images.append(image)
                     if result.uncertainty is not None:
@@ -285,7 +293,8 @@ def load(path, map_location=None, device=None, *, models: dict[str, type] | None
                   "checkpoint_sha256": sha256, "method": name}
     return Reconstructor(model, name=name, physics_description=checkpoint.get("pirecon_physics"), card=card,
                          provenance=provenance, backend=hparams.get("backend", "auto"),
-                         missing_coil_maps=hparams.get("missing_coil_maps", "espirit"), device=target)
+                         missing_coil_maps=hparams.get("missing_coil_maps", "espirit"), device=target,
+                         calibration=checkpoint.get("pirecon_calibration"))
 
 
 def _card(path: Path, checkpoint: dict, sha256: str):
