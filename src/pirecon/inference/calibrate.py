@@ -91,12 +91,13 @@ def calibrate(checkpoint, data, out, *, alpha: float = 0.1, delta: float = 0.1, 
     stored, _ = read_checkpoint(checkpoint, map_location="cpu")
     summary = {**result.to_dict(), "data": str(data), "data_sha256": file_sha256(data)}
     stored["pirecon_calibration"] = summary
-    card = dict(stored.get("pirecon_card") or (model.card.data if model.card is not None else {}))
-    card.setdefault("metrics", {})["calibration"] = summary
-    stored["pirecon_card"] = card
+    card = model.card.data if model.card is not None else stored.get("pirecon_card")
+    if card:  # the card of a fit run, completed with the calibration, in the checkpoint and beside it
+        card = {**card, "metrics": {**(card.get("metrics") or {}), "calibration": summary}}
+        stored["pirecon_card"] = card
     with atomic_path(out) as tmp:
         torch.save(stored, tmp)
-    if out.parent != Path(checkpoint).parent or not (out.parent / "model_card.json").exists():
+    if card:
         ModelCard(card).write(out.parent)
     return result
 
