@@ -123,8 +123,9 @@ def rcps(losses, lambdas, alpha: float = 0.1, delta: float = 0.1, bound: str = "
         chosen, chosen_bound = k, bound_k
     if chosen is None:
         raise PireconUserError(f"calibration: expected a scale on the grid whose risk bound is below alpha={alpha:g}, "
-                               f"found none (the largest, {grid[-1]:g}, has empirical risk {risks[-1]:.4f}); extend "
-                               "the grid")
+                               f"found none (the largest, {grid[-1]:g}, has empirical risk {risks[-1]:.4f} and bound "
+                               f"{ucb(grid.size - 1):.4f} on {n} images); use more calibration images or extend the "
+                               "grid")
     return Calibration("rcps", float(grid[chosen]), alpha, delta, n, float(risks[chosen]), float(chosen_bound), bound)
 
 
