@@ -342,3 +342,31 @@ def test_calibrate_refuses_training_data_small_sets_and_models_without_a_head(he
         calibrate(tmp_path / "plain.ckpt", files["calibration"], tmp_path / "c.ckpt", progress=False)
     assert str(info.value) == (f"{tmp_path / 'plain.ckpt'}: expected a model with an uncertainty head (gaussian_head, "
                                "quantile_head, mc_dropout, constant_width), found LearnedPrimalDual")
+
+
+def test_calibrate_measures_the_intervals_on_a_test_file_and_draws_them(head_checkpoint, tmp_path):
+    from pirecon.inference.calibrate import calibrate
+
+    path, files = head_checkpoint
+    report = tmp_path / "report"
+    result = calibrate(path, files["calibration"], tmp_path / "c.ckpt", test=files["test"], report=report,
+                       progress=False)
+    text = (report / "report.md").read_text()
+    assert text.startswith(f"# Calibrated intervals: RCPS, alpha 0.1, delta 0.1\n\nlambda-hat {result.lambda_hat:.3f}")
+    assert "| splits with test risk > alpha (100 random splits, calibration and test pooled) |" in text
+    for figure in ("risk_violin.png", "reliability.png", "sparsification.png", "examples.png"):
+        assert (report / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match=r"^--test, --report: expected both"):
+        calibrate(path, files["calibration"], tmp_path / "d.ckpt", test=files["test"], progress=False)
+
+
+def test_split_statistics_count_splits_that_certify_nothing():
+    from pirecon.uncertainty.report import split_statistics
+
+    interval, truth = _heteroscedastic(60)
+    lambdas = np.linspace(0, 6, 61)
+    losses = miscoverage_curves(interval, truth, lambdas)
+    stats = split_statistics(losses, mean_width(interval).numpy(), lambdas, splits=10, calibration_fraction=0.5)
+    assert stats["abstentions"] == 0 and len(stats["risks"]) == 10 and 0 <= stats["violation_fraction"] <= 1
+    tight = split_statistics(losses, mean_width(interval).numpy(), lambdas[:3], splits=5)  # scales up to 0.2
+    assert tight["abstentions"] == 5 and np.isnan(tight["mean_risk"])

@@ -1,7 +1,7 @@
 """``pirecon calibrate``: scale an uncertainty head's intervals to a guaranteed risk on held-out data.
 
     pirecon calibrate --checkpoint CKPT --data CAL.h5 --alpha 0.1 --delta 0.1 --out CALIBRATED.ckpt
-        [--method rcps|crc] [--bound hb|wsr]
+        [--method rcps|crc] [--bound hb|wsr] [--test TEST.h5 --report DIR]
 
 The head's intervals on every calibration image give the fraction of pixels outside the interval at each
 scale of a grid (:func:`pirecon.uncertainty.miscoverage_curves`); RCPS or conformal risk control picks
@@ -12,6 +12,12 @@ calibrated intervals.
 
 The calibration file must be held out: a file that a training run may read (``split`` "train", or a file
 listed in the model card's training data) is refused.
+
+With ``--test`` (another held-out file) and ``--report DIR``, the intervals are also measured: the test risk
+and width at lambda-hat; over 100 random calibration/test splits of the two files pooled, the fraction of
+splits whose test risk exceeds alpha, the mean risk and width (:func:`pirecon.uncertainty.report.split_statistics`);
+coverage against nominal coverage for alpha from 0.05 to 0.5; Spearman(width, |error|), AUSE; and the figures
+(``risk_violin.png``, ``reliability.png``, ``sparsification.png``, ``examples.png``) with ``report.md``.
 """
 
 from __future__ import annotations
@@ -50,14 +56,43 @@ def _held_out(path: Path, card) -> None:
                                    "the model card lists among its training files")
 
 
+def _curves(model, source, checkpoint, batch_size: int, progress: bool, keep: bool):
+    """Miscoverage curves ``(n, L)`` of a source's images on :data:`LAMBDAS`, their mean widths ``(n,)`` at scale
+    1, and (``keep``) the truths and intervals at scale 1 (all images, on the CPU) for the report."""
+    from .._progress import progress_bar
+    from ..uncertainty import Interval, mean_width, miscoverage_curves
+
+    curves, widths, truths, intervals = [], [], [], []
+    bar = progress_bar(total=source.num_slices, progress=progress, unit="slice", desc=f"intervals of {source.name}")
+    with torch.no_grad():
+        for _, y, physics, truth in source.batches(batch_size):
+            interval = model.model(y.to(model.device), physics).uncertainty
+            if not isinstance(interval, Interval):
+                raise PireconUserError(f"{checkpoint}: expected a model with an uncertainty head (gaussian_head, "
+                                       f"quantile_head, mc_dropout, constant_width), found {model.name}")
+            if truth is None:
+                raise PireconUserError(f"{source.name}: expected ground truth to calibrate against, found none")
+            interval = interval.detach("cpu")
+            reference = (truth.abs() if truth.is_complex() else truth).to(interval.center.dtype)
+            curves.append(miscoverage_curves(interval, reference, LAMBDAS))
+            widths.append(mean_width(interval).numpy())
+            if keep:
+                truths.append(reference)
+                intervals.append(interval)
+            bar.update(y.shape[0])
+    bar.close()
+    kept = (torch.cat(truths), Interval.concatenate(intervals)) if keep else None
+    return np.concatenate(curves), np.concatenate(widths), kept
+
+
 def calibrate(checkpoint, data, out, *, alpha: float = 0.1, delta: float = 0.1, method: str = "rcps",
-              bound: str = "hb", batch_size: int = 8, overwrite: bool = False, progress: bool = True):
+              bound: str = "hb", batch_size: int = 8, overwrite: bool = False, progress: bool = True,
+              test=None, report=None):
     """Calibrate the uncertainty head of ``checkpoint`` on ``data`` and write ``out``; returns the
     :class:`pirecon.uncertainty.Calibration`."""
     from .._atomic import atomic_path
-    from .._progress import progress_bar
     from .._validation import check_choice
-    from ..uncertainty import Interval, conformal_risk_control, miscoverage_curves, rcps
+    from ..uncertainty import check_disjoint, conformal_risk_control, rcps
     from ..uncertainty.calibration import METHODS
     from .card import ModelCard
     from .checkpoint import file_sha256, read_checkpoint
@@ -68,24 +103,18 @@ def calibrate(checkpoint, data, out, *, alpha: float = 0.1, delta: float = 0.1, 
     if out.exists() and not overwrite:
         raise PireconUserError(f"{out}: expected a new output path, found a file that exists; pass overwrite=True "
                                "(--overwrite) to replace it")
+    if (test is None) != (report is None):
+        raise ArgumentError("--test, --report: expected both (a held-out test file and a report directory) or "
+                            "neither, found one")
     model = load(checkpoint)
     source = model.open(data, metrics=True, progress=progress)
     _held_out(data, model.card)
-    curves = []
-    bar = progress_bar(total=source.num_slices, progress=progress, unit="slice", desc="calibrating")
-    with torch.no_grad():
-        for _, y, physics, truth in source.batches(batch_size):
-            interval = model.model(y.to(model.device), physics).uncertainty
-            if not isinstance(interval, Interval):
-                raise PireconUserError(f"{checkpoint}: expected a model with an uncertainty head (gaussian_head, "
-                                       f"quantile_head, mc_dropout, constant_width), found {model.name}")
-            if truth is None:
-                raise PireconUserError(f"{data}: expected ground truth to calibrate against, found none")
-            reference = (truth.abs() if truth.is_complex() else truth).to(interval.center.dtype)
-            curves.append(miscoverage_curves(interval.detach("cpu"), reference, LAMBDAS))
-            bar.update(y.shape[0])
-    bar.close()
-    losses = np.concatenate(curves)
+    if test is not None:
+        check_disjoint([file_sha256(data)], [file_sha256(test)], "files (by SHA-256)")
+        test_source = model.open(test, metrics=True, progress=progress)
+        _held_out(Path(test), model.card)
+    curves, widths, _ = _curves(model, source, checkpoint, batch_size, progress, keep=False)
+    losses = curves
     result = rcps(losses, LAMBDAS, alpha, delta, bound) if method == "rcps" else \
         conformal_risk_control(losses, LAMBDAS, alpha)
     stored, _ = read_checkpoint(checkpoint, map_location="cpu")
@@ -99,7 +128,60 @@ def calibrate(checkpoint, data, out, *, alpha: float = 0.1, delta: float = 0.1, 
         torch.save(stored, tmp)
     if card:
         ModelCard(card).write(out.parent)
+    if test is not None:
+        test_curves, test_widths, kept = _curves(model, test_source, checkpoint, batch_size, progress, keep=True)
+        _report(Path(report), result, losses, widths, test_curves, test_widths, *kept, alpha=alpha, delta=delta,
+                bound=bound)
     return result
+
+
+def _report(directory: Path, result, losses, widths, test_losses, test_widths, truth, interval, *, alpha, delta,
+            bound) -> None:
+    """Measure the calibrated intervals on the test images and write ``report.md`` and the figures."""
+    from .._atomic import atomic_path
+    from ..uncertainty import ause, rcps, sparsification, spearman
+    from ..uncertainty.report import (examples_figure, reliability_diagram, risk_violin, sparsification_figure,
+                                      split_statistics)
+
+    directory.mkdir(parents=True, exist_ok=True)
+    k = int(np.searchsorted(LAMBDAS, result.lambda_hat))
+    calibrated = interval.scaled(result.lambda_hat)
+    error = (interval.center - truth).abs()
+    stats = split_statistics(np.concatenate([losses, test_losses]), np.concatenate([widths, test_widths]), LAMBDAS,
+                             alpha=alpha, delta=delta, bound=bound,
+                             calibration_fraction=len(losses) / (len(losses) + len(test_losses)))
+    nominal, observed = [], []
+    for level in (0.05, 0.1, 0.2, 0.3, 0.4, 0.5):
+        try:
+            at = rcps(losses, LAMBDAS, level, delta, bound)
+        except PireconUserError:
+            continue
+        nominal.append(1 - level)
+        observed.append(1 - test_losses[:, int(np.searchsorted(LAMBDAS, at.lambda_hat))].mean())
+    fractions, curve, oracle = sparsification(calibrated.width, error)
+    area = ause(calibrated.width, error)
+    rho = spearman(calibrated.width, error)
+    if stats["risks"].size:
+        risk_violin({"calibrated head": stats["risks"]}, alpha, directory / "risk_violin.png")
+    if nominal:
+        reliability_diagram(np.array(nominal), np.array(observed), directory / "reliability.png")
+    sparsification_figure(fractions, curve, oracle, directory / "sparsification.png", area)
+    examples_figure(truth, calibrated, directory / "examples.png")
+    lines = [f"# Calibrated intervals: {result.method.upper()}, alpha {alpha:g}, delta {delta:g}", "",
+             f"lambda-hat {result.lambda_hat:.3f} on {result.n} calibration images (empirical risk "
+             f"{result.risk_hat:.4f}, bound {result.upper_bound:.4f}).", "",
+             "| measure | value |", "|---|---:|",
+             f"| test risk at lambda-hat ({test_losses.shape[0]} images) | {test_losses[:, k].mean():.4f} |",
+             f"| test mean width at lambda-hat | {calibrated.width.mean():.4g} |",
+             f"| splits with test risk > alpha ({stats['splits']} random splits, calibration and test pooled) | "
+             f"{stats['violation_fraction']:.2f} |",
+             f"| mean risk over the splits | {stats['mean_risk']:.4f} |",
+             f"| splits certifying no scale (left out above) | {stats['abstentions']} |",
+             f"| Spearman(width, abs error), test pixels | {rho:.3f} |",
+             f"| AUSE (width), test pixels | {area:.4f} |", "",
+             "Figures: `risk_violin.png`, `reliability.png`, `sparsification.png`, `examples.png`."]
+    with atomic_path(directory / "report.md") as tmp:
+        Path(tmp).write_text("\n".join(lines) + "\n")
 
 
 def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -112,6 +194,8 @@ def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=("rcps", "crc"), default="rcps")
     parser.add_argument("--bound", choices=("hb", "wsr"), default="hb")
     parser.add_argument("--risk", choices=("pixel-miscoverage",), default="pixel-miscoverage")
+    parser.add_argument("--test", help="another held-out file to measure the calibrated intervals on (with --report)")
+    parser.add_argument("--report", help="directory for report.md and the figures (with --test)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--overwrite", action="store_true")
     parser.add_argument("--quiet", action="store_true")
@@ -122,10 +206,12 @@ def calibrate_main(args: argparse.Namespace) -> int:
         raise ArgumentError(f"--batch-size: expected a positive integer, found {args.batch_size}")
     result = calibrate(args.checkpoint, args.data, args.out, alpha=args.alpha, delta=args.delta, method=args.method,
                        bound=args.bound, batch_size=args.batch_size, overwrite=args.overwrite,
-                       progress=not args.quiet)
+                       progress=not args.quiet, test=args.test, report=args.report)
     guarantee = f"risk <= {result.alpha:g}" + (f" with probability >= {1 - result.delta:g}" if result.delta else
                                                " in expectation")
     print(f"wrote {args.out}: lambda-hat {result.lambda_hat:.3f} ({result.method.upper()}"
           f"{'' if result.bound is None else ', ' + result.bound.upper()}, {result.n} calibration images, "
           f"empirical risk {result.risk_hat:.4f}, bound {result.upper_bound:.4f}; {guarantee})")
+    if args.report:
+        print(f"wrote {Path(args.report) / 'report.md'} and its figures")
     return 0
