@@ -128,8 +128,8 @@ def examples_figure(truth, interval, path, indices=(0, 1, 2)) -> Path:
         panels = [(t, "truth", "gray"), (c, "reconstruction", "gray"), (np.abs(c - t), "|error|", "magma"),
                   (up - lo, "interval width", "magma"), (outside, f"outside: {outside.mean():.1%} of pixels", "Reds")]
         for ax, (image, title, cmap) in zip(axes[row], panels):
-            shown = ax.imshow(image, cmap=cmap, interpolation="nearest",
-                              **({"vmin": t.min(), "vmax": t.max()} if cmap == "gray" else {}))
+            limits = {"gray": {"vmin": t.min(), "vmax": t.max()}, "Reds": {"vmin": 0, "vmax": 1}}.get(cmap, {})
+            shown = ax.imshow(image, cmap=cmap, interpolation="nearest", **limits)
             ax.set_title(title, fontsize=10)
             ax.set_xticks([])
             ax.set_yticks([])
