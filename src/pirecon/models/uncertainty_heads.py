@@ -136,12 +136,14 @@ class QuantileHead(_PixelHead):
 
 
 class MCDropoutHead(nn.Module):
-    """Monte Carlo dropout: ``Dropout`` (channel-wise, rate ``p``) after every CNN block of ``backbone``, on in
-    training and at inference; ``samples`` passes give the mean and the standard deviation per pixel, and the
-    interval ``mean +- z std``."""
+    """Monte Carlo dropout: ``Dropout`` (rate ``p``) after every CNN block of ``backbone``, on in training and at
+    inference; ``samples`` passes give the mean and the standard deviation per pixel, and the interval
+    ``mean +- z std``. With ``batched`` (and physics whose operator takes any batch, as CT's ray transform) the
+    passes run as one batch of ``samples x B`` (memory for all of them at once); otherwise one after another."""
 
-    def __init__(self, backbone, p: float = 0.1, samples: int = 8, alpha: float = 0.1):
+    def __init__(self, backbone, p: float = 0.1, samples: int = 8, alpha: float = 0.1, batched: bool = True):
         super().__init__()
+        self.batched = bool(batched)
         self.backbone = _backbone(backbone)
         if not 0 < float(p) < 1:
             raise ValueError(f"p: expected a dropout rate in (0, 1), found {p!r}")
@@ -161,9 +163,23 @@ class MCDropoutHead(nn.Module):
     def forward(self, y, physics) -> Reconstruction:
         if self.training:  # training: one stochastic pass, the backbone's loss
             return self.backbone(y, physics)
-        passes = torch.stack([_magnitude(self.backbone(y, physics).image) for _ in range(self.samples)])
+        if self.batched and _shared_operator(physics):  # the T passes as one batch of T x B
+            repeated = y.repeat(self.samples, *([1] * (y.ndim - 1)))
+            passes = _magnitude(self.backbone(repeated, physics).image).unflatten(0, (self.samples, y.shape[0]))
+        else:
+            passes = torch.stack([_magnitude(self.backbone(y, physics).image) for _ in range(self.samples)])
         mean, std = passes.mean(dim=0), passes.std(dim=0)
         return Reconstruction(mean, Interval(mean - self.z * std, mean + self.z * std, mean, "mc-dropout", std=std))
+
+
+def _shared_operator(physics) -> bool:
+    """Whether ``physics`` applies to a batch of any size: not an MRI operator with per-slice maps or masks."""
+    from ..mri import SenseOperator
+
+    operator = physics.operator
+    if not isinstance(operator, SenseOperator):
+        return True
+    return all(t is None or t.ndim < 4 or t.shape[0] == 1 for t in (operator.coil_maps, operator.mask))
 
 
 class ConstantWidthHead(nn.Module):
