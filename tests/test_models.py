@@ -363,11 +363,11 @@ def test_state_dict_round_trip(name, modality, ct, mri, tmp_path):
 
 
 def test_models_registry():
-    from pirecon.models import ConstantWidthHead, GaussianHead, MCDropoutHead, QuantileHead
+    from pirecon.models import ConstantWidthHead, DeepEnsemble, GaussianHead, MCDropoutHead, QuantileHead
 
     assert MODELS == {"lpd": LearnedPrimalDual, "lgd": LearnedGradientDescent, "modl": MoDL, "varnet": VarNet,
                       "unet": PostProcessingUNet, "gaussian_head": GaussianHead, "quantile_head": QuantileHead,
-                      "mc_dropout": MCDropoutHead, "constant_width": ConstantWidthHead}
+                      "mc_dropout": MCDropoutHead, "constant_width": ConstantWidthHead, "ensemble": DeepEnsemble}
 
 
 # --------------------------------------------------------------------------

@@ -163,7 +163,7 @@ def test_unknown_model_is_one_line(tmp_path):
     config.write_text(yaml.safe_dump(data))
     line = one_line_error(pirecon("fit", "--config", config, check=False))
     assert line == (f"pirecon fit: error: {config}: model.model.class_path: expected one of constant_width, "
-                    "gaussian_head, lgd, lpd, mc_dropout, modl, quantile_head, unet, varnet (or a pirecon.models class "
+                    "ensemble, gaussian_head, lgd, lpd, mc_dropout, modl, quantile_head, unet, varnet (or a pirecon.models class "
                     "name), or an importable torch.nn.Module subclass, "
                     "found 'learned_primal_dual'")
 

@@ -387,3 +387,36 @@ def test_batched_mc_dropout_passes_draw_like_the_loop(ct_batch):
         a, b = batched(y, physics).uncertainty, looped(y, physics).uncertainty
     assert float((a.center - b.center).abs().mean()) < 0.25 * float(a.std.mean())
     assert float(a.std.mean()) == pytest.approx(float(b.std.mean()), rel=0.15)
+
+
+def test_an_ensemble_of_gaussian_heads_splits_its_uncertainty(ct_batch, tmp_path, capsys):
+    import pirecon
+    from pirecon.cli import main
+    from pirecon.training import ReconstructionModule
+
+    _, y, physics = ct_batch
+    paths, images = [], []
+    for seed in (0, 1, 2):
+        torch.manual_seed(seed)
+        module = ReconstructionModule({"class_path": "gaussian_head", "init_args": {"backbone": TINY_LPD}})
+        module.set_physics("ct", physics.metadata["geometry"], physics.noise)
+        checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
+        module.on_save_checkpoint(checkpoint)
+        paths.append(tmp_path / f"member{seed}.ckpt")
+        torch.save(checkpoint, paths[-1])
+        with torch.no_grad():
+            images.append(module.eval()(y, physics).image)
+    out = tmp_path / "ensemble.ckpt"
+    assert main(["ensemble", "--checkpoints", *map(str, paths), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {out}: a deep ensemble of 3 members"
+    recon = pirecon.load(out).reconstruct(y, physics=physics, progress=False)
+    interval = recon.uncertainty
+    assert interval.kind == "ensemble" and set(interval.parts) == {"aleatoric_std", "epistemic_std"}
+    torch.testing.assert_close(recon.image, torch.stack(images).mean(dim=0))
+    torch.testing.assert_close(interval.parts["epistemic_std"] ** 2, torch.stack(images).var(dim=0, unbiased=False))
+    torch.testing.assert_close(interval.std ** 2, interval.parts["aleatoric_std"] ** 2 +
+                               interval.parts["epistemic_std"] ** 2)
+    assert float(interval.parts["epistemic_std"].mean()) > 0
+    assert main(["ensemble", "--checkpoints", str(paths[0]), "--out", str(tmp_path / "one.ckpt")]) == 2
+    assert capsys.readouterr().err.strip() == ("pirecon ensemble: error: --checkpoints: expected at least 2 "
+                                               "checkpoints, found 1")

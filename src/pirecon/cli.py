@@ -9,6 +9,7 @@
     pirecon reconstruct IN --checkpoint C --out OUT [--format dicom]   a trained model on a raw file or volume
     pirecon reconstruct IN --method M --out OUT [--param k=v ...]   classical reconstruction of a raw file
     pirecon calibrate --checkpoint C --data CAL.h5 --out CALIBRATED.ckpt   intervals with a guaranteed risk
+    pirecon ensemble --checkpoints A B ... --out E.ckpt   K runs as one deep ensemble
 
 User errors print one line, ``pirecon <command>: error: <message>``, to stderr
 and exit with status 2, without a traceback: pirecon's own
@@ -65,6 +66,12 @@ def _calibrate(args) -> int:
     from .inference.calibrate import calibrate_main
 
     return calibrate_main(args)
+
+
+def _ensemble(args) -> int:
+    from .inference.ensemble import ensemble_main
+
+    return ensemble_main(args)
 
 
 def _reconstruct(args) -> int:
@@ -148,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "on held-out data (RCPS or conformal risk control)")
     add_calibrate_arguments(calibrate)
     calibrate.set_defaults(run=_calibrate)
+
+    from .inference.ensemble import add_ensemble_arguments
+
+    ensemble = sub.add_parser("ensemble", help="combine K checkpoints of one configuration into a deep ensemble")
+    add_ensemble_arguments(ensemble)
+    ensemble.set_defaults(run=_ensemble)
     return parser
 
 

@@ -11,7 +11,7 @@ from .modl import MoDL, conjugate_gradient
 from .physics_tools import cartesian_mask, check_model_inputs, initial_image, operator_scale
 from .postprocessing import PostProcessingUNet
 from .reconstruction import Reconstruction
-from .uncertainty_heads import ConstantWidthHead, GaussianHead, MCDropoutHead, QuantileHead
+from .uncertainty_heads import ConstantWidthHead, DeepEnsemble, GaussianHead, MCDropoutHead, QuantileHead
 from .varnet import NormalizedUNet, SensitivityNetwork, VarNet, calibration_mask
 
 MODELS = {
@@ -24,6 +24,7 @@ MODELS = {
     "quantile_head": QuantileHead,
     "mc_dropout": MCDropoutHead,
     "constant_width": ConstantWidthHead,
+    "ensemble": DeepEnsemble,
 }
 
 __all__ = ["Reconstruction", "MODELS",
@@ -31,4 +32,4 @@ __all__ = ["Reconstruction", "MODELS",
            "ConvBlock", "UNet", "NormalizedUNet", "SensitivityNetwork", "to_channels", "from_channels",
            "num_channels", "initial_image", "operator_scale", "check_model_inputs", "cartesian_mask",
            "calibration_mask", "conjugate_gradient", "accelerate", "cnn_blocks", "fast_training_options",
-           "GaussianHead", "QuantileHead", "MCDropoutHead", "ConstantWidthHead"]
+           "GaussianHead", "QuantileHead", "MCDropoutHead", "DeepEnsemble", "ConstantWidthHead"]

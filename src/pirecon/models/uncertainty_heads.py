@@ -10,6 +10,8 @@
   (im2im-uq's quantile regression head).
 * :class:`MCDropoutHead`: dropout after every CNN block of the backbone, kept on at inference; ``samples``
   stochastic passes give a mean and a standard deviation (Gal & Ghahramani 2016).
+* :class:`DeepEnsemble`: K independently trained members; the spread of their images (and, for Gaussian
+  members, their mean variance) gives the interval, split into epistemic and aleatoric parts.
 * :class:`ConstantWidthHead`: the same width at every pixel, the baseline every head must beat once both are
   calibrated.
 
@@ -33,7 +35,7 @@ from .layers import ConvBlock
 from .physics_tools import initial_image
 from .reconstruction import Reconstruction
 
-__all__ = ["GaussianHead", "QuantileHead", "MCDropoutHead", "ConstantWidthHead", "pinball_loss", "gaussian_nll"]
+__all__ = ["GaussianHead", "QuantileHead", "MCDropoutHead", "DeepEnsemble", "ConstantWidthHead", "pinball_loss", "gaussian_nll"]
 
 
 def _backbone(model) -> nn.Module:
@@ -180,6 +182,38 @@ def _shared_operator(physics) -> bool:
     if not isinstance(operator, SenseOperator):
         return True
     return all(t is None or t.ndim < 4 or t.shape[0] == 1 for t in (operator.coil_maps, operator.mask))
+
+
+class DeepEnsemble(nn.Module):
+    """``K`` independently trained members (model specs or modules, e.g. K runs of one config combined by
+    ``pirecon ensemble``): the mean of their images and the interval ``mean +- z std``.
+
+    Members that are :class:`GaussianHead` s give the split of Lakshminarayanan et al. (2017): aleatoric variance
+    = the mean of the members' variances, epistemic variance = the variance of their means, ``std`` the square
+    root of the sum (``Interval.parts`` holds both standard deviations). Other members give the epistemic part
+    alone.
+    """
+
+    def __init__(self, members: list, alpha: float = 0.1):
+        super().__init__()
+        if not isinstance(members, (list, tuple)) or len(members) < 2:
+            raise ValueError(f"members: expected a list of at least 2 models, found {members!r}")
+        self.members = nn.ModuleList(_backbone(m) for m in members)
+        self.alpha = _check_alpha(alpha)
+        self.z = math.sqrt(2) * torch.special.erfinv(torch.tensor(1 - self.alpha)).item()
+
+    def forward(self, y, physics) -> Reconstruction:
+        outputs = [member(y, physics) for member in self.members]
+        means = torch.stack([_magnitude(o.image) for o in outputs])
+        mean = means.mean(dim=0)
+        epistemic = means.var(dim=0, unbiased=False)
+        stds = [o.uncertainty.std for o in outputs if isinstance(o.uncertainty, Interval)]
+        aleatoric = torch.stack(stds).pow(2).mean(dim=0) if len(stds) == len(outputs) and all(
+            s is not None for s in stds) else torch.zeros_like(mean)
+        std = (aleatoric + epistemic).sqrt()
+        parts = {"aleatoric_std": aleatoric.sqrt(), "epistemic_std": epistemic.sqrt()}
+        return Reconstruction(mean, Interval(mean - self.z * std, mean + self.z * std, mean, "ensemble", std=std,
+                                             parts=parts))
 
 
 class ConstantWidthHead(nn.Module):

@@ -42,6 +42,9 @@ class Interval:
         Predicted standard deviation, where the method has one.
     calibration : dict or None
         ``{"lambda_hat", "alpha", "delta", "method", "bound", "n"}`` once calibrated; None before.
+    parts : dict of str to tensor, or None
+        Components of the uncertainty where the method has them (a deep ensemble: ``aleatoric_std``,
+        ``epistemic_std``), each ``(B, 1, H, W)``.
     """
 
     lower: torch.Tensor
@@ -50,6 +53,7 @@ class Interval:
     kind: str
     std: torch.Tensor | None = None
     calibration: dict | None = None
+    parts: dict | None = None
 
     def __post_init__(self):
         lower, upper, center = (_real(v, n) for v, n in ((self.lower, "lower"), (self.upper, "upper"),
@@ -74,14 +78,16 @@ class Interval:
         """The intervals of consecutive batches as one (same kind and calibration)."""
         first = intervals[0]
         std = None if first.std is None else torch.cat([i.std for i in intervals])
+        parts = None if first.parts is None else {k: torch.cat([i.parts[k] for i in intervals]) for k in first.parts}
         return cls(torch.cat([i.lower for i in intervals]), torch.cat([i.upper for i in intervals]),
-                   torch.cat([i.center for i in intervals]), first.kind, std, first.calibration)
+                   torch.cat([i.center for i in intervals]), first.kind, std, first.calibration, parts)
 
     def detach(self, device="cpu") -> "Interval":
         """The interval without autograd history, on ``device``."""
         move = (lambda t: None if t is None else t.detach().to(device))
+        parts = None if self.parts is None else {k: move(v) for k, v in self.parts.items()}
         return replace(self, lower=move(self.lower), upper=move(self.upper), center=move(self.center),
-                       std=move(self.std))
+                       std=move(self.std), parts=parts)
 
     def describe(self) -> dict:
         """``{"kind", "calibration"}`` as plain data, for provenance."""
