@@ -77,3 +77,14 @@ def test_inference_small(tmp_path):
         assert row["api_seconds"] > 0 and row["plain_seconds"] > 0
         assert row["api_slices_per_second"] == pytest.approx(3 / row["api_seconds"])
     assert (tmp_path / "r.json").exists()
+
+
+def test_uncertainty_small(tmp_path):
+    results = load("uncertainty").main(["--setups", "ct", "--heads", "quantile", "--steps", "4", "--image-size",
+                                        "32", "--calibration", "24", "--test", "6", "--splits", "3",
+                                        "--out", str(tmp_path)])
+    rows = results["setups"]["ct"]
+    assert list(rows) == ["constant width (plain backbone)", "quantile"]
+    assert rows["constant width (plain backbone)"]["width_vs_constant"] == 1.0
+    assert 0 <= rows["quantile"]["violation_fraction"] <= 1 and rows["quantile"]["training_cost"] > 0
+    assert (tmp_path / "uncertainty.md").exists() and (tmp_path / "risk_violin_ct.png").exists()
