@@ -113,8 +113,7 @@ def calibrate(checkpoint, data, out, *, alpha: float = 0.1, delta: float = 0.1, 
         check_disjoint([file_sha256(data)], [file_sha256(test)], "files (by SHA-256)")
         test_source = model.open(test, metrics=True, progress=progress)
         _held_out(Path(test), model.card)
-    curves, widths, _ = _curves(model, source, checkpoint, batch_size, progress, keep=False)
-    losses = curves
+    losses, widths, _ = _curves(model, source, checkpoint, batch_size, progress, keep=False)
     result = rcps(losses, LAMBDAS, alpha, delta, bound) if method == "rcps" else \
         conformal_risk_control(losses, LAMBDAS, alpha)
     stored, _ = read_checkpoint(checkpoint, map_location="cpu")
