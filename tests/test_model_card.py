@@ -10,7 +10,6 @@ from datetime import datetime, timezone
 import pytest
 import pytorch_lightning as pl
 import torch
-import yaml
 
 import pirecon
 from pirecon.data.simulate import simulate
@@ -198,21 +197,10 @@ def test_pirecon_fit_then_test_completes_the_card(tmp_path):
     ``pirecon test`` adds the test metrics of the checkpoint it tested."""
     from pirecon.cli import main
 
+    from test_training_cli import tiny_config
+
     root = tmp_path / "run"
-    config = {
-        "seed_everything": 3,
-        "trainer": {"max_steps": 4, "accelerator": "cpu", "devices": 1, "val_check_interval": 2,
-                    "check_val_every_n_epoch": None, "limit_val_batches": 1, "enable_model_summary": False,
-                    "enable_progress_bar": False, "default_root_dir": str(root),
-                    "logger": [{"class_path": "pytorch_lightning.loggers.CSVLogger",
-                                "init_args": {"save_dir": str(root), "name": "", "version": ""}}]},
-        "model": {"model": TINY_LPD, "lr": 0.01, "schedule": "constant", "log_images_every_n_epochs": 0},
-        "data": {"simulation": dict(CT_SIM, length=100),
-                 "val_simulation": {"out": str(tmp_path / "val.h5"), "n": 2}, "batch_size": 2},
-        "last_checkpoint": {"every_n_train_steps": 2},
-    }
-    path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = tiny_config(root, max_steps=4, val_check_interval=2, limit_val_batches=1)
     assert main(["fit", "--config", str(path)]) == 0
     directory = root / "checkpoints"
     card = _card(directory)
@@ -222,8 +210,8 @@ def test_pirecon_fit_then_test_completes_the_card(tmp_path):
     assert best["score"] == pytest.approx(max(float(r["val/psnr"]) for r in csv.DictReader(
         (root / "metrics.csv").open()) if r.get("val/psnr")))
     assert card["checkpoints"]["last"]["sha256"] == file_sha256(directory / "last.ckpt")
-    assert card["schedule"]["schedule"] == "constant" and card["training"]["steps"] == 4
-    assert card["training_data"]["train"]["samples_per_epoch"] == 100
+    assert card["schedule"]["schedule"] == "cosine" and card["training"]["steps"] == 4
+    assert card["training_data"]["train"]["samples_per_epoch"] == 200
     assert card["training_data"]["validation"]["simulation"]["split"] == "validation"
 
     test_file = simulate(tmp_path / "test.h5", modality="ct", image_size=32, num_angles=10, n=2, seed=5,

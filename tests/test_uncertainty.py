@@ -321,7 +321,6 @@ def test_calibrate_writes_a_checkpoint_whose_intervals_are_calibrated(head_check
 
 def test_calibrate_refuses_training_data_small_sets_and_models_without_a_head(head_checkpoint, tmp_path):
     from pirecon.inference.calibrate import calibrate
-    from pirecon.data.simulate import simulate
 
     path, files = head_checkpoint
     with pytest.raises(PireconUserError) as info:
