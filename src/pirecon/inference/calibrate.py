@@ -96,28 +96,28 @@ def calibrate(checkpoint, data, out, *, alpha: float = 0.1, delta: float = 0.1, 
     from ..uncertainty.calibration import METHODS
     from .card import ModelCard
     from .checkpoint import file_sha256, read_checkpoint
+    from .output import refuse_existing
     from .reconstructors import load
 
     method = check_choice(method, "method", METHODS)
     out, data = Path(out), Path(data)
-    if out.exists() and not overwrite:
-        raise PireconUserError(f"{out}: expected a new output path, found a file that exists; pass overwrite=True "
-                               "(--overwrite) to replace it")
+    refuse_existing(out, overwrite=overwrite)
     if (test is None) != (report is None):
         raise ArgumentError("--test, --report: expected both (a held-out test file and a report directory) or "
                             "neither, found one")
     model = load(checkpoint)
     source = model.open(data, metrics=True, progress=progress)
     _held_out(data, model.card)
+    data_sha256 = file_sha256(data)
     if test is not None:
-        check_disjoint([file_sha256(data)], [file_sha256(test)], "files (by SHA-256)")
+        check_disjoint([data_sha256], [file_sha256(test)], "files (by SHA-256)")
         test_source = model.open(test, metrics=True, progress=progress)
         _held_out(Path(test), model.card)
     losses, widths, _ = _curves(model, source, checkpoint, batch_size, progress, keep=False)
     result = rcps(losses, LAMBDAS, alpha, delta, bound) if method == "rcps" else \
         conformal_risk_control(losses, LAMBDAS, alpha)
     stored, _ = read_checkpoint(checkpoint, map_location="cpu")
-    summary = {**result.to_dict(), "data": str(data), "data_sha256": file_sha256(data)}
+    summary = {**result.to_dict(), "data": str(data), "data_sha256": data_sha256}
     stored["pirecon_calibration"] = summary
     card = model.card.data if model.card is not None else stored.get("pirecon_card")
     if card:  # the card of a fit run, completed with the calibration, in the checkpoint and beside it

@@ -25,14 +25,13 @@ def combine(checkpoints, out, *, alpha: float = 0.1, overwrite: bool = False) ->
     from .._atomic import atomic_path
     from ..data.acquisition import check_same_physics
     from .checkpoint import checkpoint_stamp, read_checkpoint
+    from .output import refuse_existing
 
     paths = [Path(p) for p in checkpoints]
     if len(paths) < 2:
         raise ArgumentError(f"--checkpoints: expected at least 2 checkpoints, found {len(paths)}")
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise PireconUserError(f"{out}: expected a new output path, found a file that exists; pass overwrite=True "
-                               "(--overwrite) to replace it")
+    refuse_existing(out, overwrite=overwrite)
     members, state, first = [], {}, None
     for k, path in enumerate(paths):
         checkpoint, _ = read_checkpoint(path, map_location="cpu")

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import ArgumentError, PireconUserError
 
-__all__ = ["save", "FORMATS", "output_format", "check_output", "check_writable"]
+__all__ = ["save", "FORMATS", "output_format", "check_output", "check_writable", "refuse_existing"]
 
 FORMATS = ("h5", "nifti", "dicom")
 
@@ -61,13 +61,18 @@ def check_output(out, format: str | None = None, *, overwrite: bool = False) -> 
         raise PireconUserError(f"{out}: expected a directory for a DICOM series, found a file")
     if kind != "dicom" and out.is_dir():
         raise PireconUserError(f"{out}: expected a file path for {kind}, found a directory")
+    if not (kind == "dicom" and out.is_dir() and not any(out.iterdir())):  # an empty directory takes a series
+        refuse_existing(out, overwrite=overwrite)
+    return kind
+
+
+def refuse_existing(out, *, overwrite: bool) -> None:
+    """Refuse an existing output unless ``overwrite``: one line naming it (outputs, checkpoints, reports)."""
+    out = Path(out)
     if out.exists() and not overwrite:
-        if kind == "dicom" and not any(out.iterdir()):
-            return kind
         what = "a directory" if out.is_dir() else "a file"
         raise PireconUserError(f"{out}: expected a new output path, found {what} that exists; pass overwrite=True "
                                "(--overwrite) to replace it")
-    return kind
 
 
 def check_writable(facts: dict, kind: str, out) -> None:

@@ -77,7 +77,6 @@ class Reconstructor:
         self.calibration = calibration
         self.backend, self.missing_coil_maps = backend, missing_coil_maps
         self._provenance = dict(provenance or {})
-        self._physics = None
         self._ct_physics: dict[str, Any] = {}
         self.device = torch.device("cpu")
         self.to(device)
@@ -97,15 +96,13 @@ class Reconstructor:
         """The :class:`pirecon.physics.Physics` the model was trained for (CT: its ray transform and noise
         model); ``None`` for MRI (coil maps and masks come with each slice) and for classical methods."""
         description = self.physics_description
-        if self._physics is None and description is not None and description.get("geometry") is not None:
-            from ..ct import geometry_from_dict
-            from ..data.acquisition import BatchPhysics
-            from ..noise import noise_from_dict
+        if description is None or description.get("geometry") is None:
+            return None
+        from ..ct import geometry_from_dict
+        from ..noise import noise_from_dict
 
-            geometry = geometry_from_dict(description["geometry"])
-            noise = None if description.get("noise") is None else noise_from_dict(description["noise"])
-            self._physics = BatchPhysics("ct", geometry, noise, backend=self.backend)({})
-        return self._physics
+        noise = None if description.get("noise") is None else noise_from_dict(description["noise"])
+        return self._physics_of(geometry_from_dict(description["geometry"]), noise)
 
     def _lodopab_units(self) -> str:
         """The LoDoPaB-CT units the model was trained in (its card's training data), else pirecon's ``"mm"``."""
@@ -114,12 +111,11 @@ class Reconstructor:
         return units if isinstance(units, str) else "mm"
 
     def _physics_of(self, geometry, noise):
-        """The CT physics of ``(geometry, noise)``, built once per reconstructor (the model's own is reused)."""
+        """The CT physics of ``(geometry, noise)``, built once per reconstructor (building a ray transform is
+        the slow part of a small file; the model's own physics is one of these)."""
         from ..data.acquisition import BatchPhysics, describe_physics
 
         key = json.dumps(describe_physics("ct", geometry, noise), sort_keys=True)
-        if not self._ct_physics and self.physics is not None:
-            self._ct_physics[json.dumps(self.physics_description, sort_keys=True)] = self.physics
         if key not in self._ct_physics:
             self._ct_physics[key] = BatchPhysics("ct", geometry, noise, backend=self.backend)({})
         return self._ct_physics[key]

@@ -55,6 +55,11 @@ def _check_alpha(alpha: float) -> float:
     return alpha
 
 
+def _two_sided_quantile(alpha: float) -> float:
+    """``z`` with ``P(|N(0, 1)| <= z) = 1 - alpha``: ``sqrt(2) erfinv(1 - alpha)`` (1.645 for alpha = 0.1)."""
+    return math.sqrt(2) * torch.special.erfinv(torch.tensor(1 - alpha, dtype=torch.float64)).item()
+
+
 def gaussian_nll(mean: torch.Tensor, log_variance: torch.Tensor, target: torch.Tensor, beta: float = 0.0):
     """Mean over pixels of ``0.5 (log s2 + (t - m)^2 / s2)``, each pixel weighted by ``stopgrad(s2)^beta``
     (beta-NLL; ``beta = 0`` is the plain Gaussian NLL)."""
@@ -104,7 +109,7 @@ class GaussianHead(_PixelHead):
     def __init__(self, backbone, alpha: float = 0.1, beta: float = 0.0, hidden: int = 16, layers: int = 3):
         super().__init__(backbone, 1, hidden, layers)
         self.alpha, self.beta = _check_alpha(alpha), float(beta)
-        self.z = math.sqrt(2) * torch.special.erfinv(torch.tensor(1 - self.alpha)).item()
+        self.z = _two_sided_quantile(self.alpha)
 
     def forward(self, y, physics) -> Reconstruction:
         reconstruction, mean, log_variance = self._features(y, physics)
@@ -151,7 +156,7 @@ class MCDropoutHead(nn.Module):
             raise ValueError(f"p: expected a dropout rate in (0, 1), found {p!r}")
         self.p, self.samples = float(p), int(check_positive(samples, "samples", integer=True))
         self.alpha = _check_alpha(alpha)
-        self.z = math.sqrt(2) * torch.special.erfinv(torch.tensor(1 - self.alpha)).item()
+        self.z = _two_sided_quantile(self.alpha)
         blocks = cnn_blocks(self.backbone)
         if not blocks:
             raise ValueError(f"backbone: expected CNN blocks (ConvBlock, UNet) to put dropout after, found none in "
@@ -200,7 +205,7 @@ class DeepEnsemble(nn.Module):
             raise ValueError(f"members: expected a list of at least 2 models, found {members!r}")
         self.members = nn.ModuleList(_backbone(m) for m in members)
         self.alpha = _check_alpha(alpha)
-        self.z = math.sqrt(2) * torch.special.erfinv(torch.tensor(1 - self.alpha)).item()
+        self.z = _two_sided_quantile(self.alpha)
 
     def forward(self, y, physics) -> Reconstruction:
         outputs = [member(y, physics) for member in self.members]
