@@ -275,3 +275,31 @@ def test_config_errors_are_config_errors(tmp_path):
         check_config(bad)
     with pytest.raises(ConfigError, match=r"^--config: expected an existing YAML file"):
         check_config(tmp_path / "none.yaml")
+
+
+def test_fit_ensemble_trains_k_seeded_members_and_combines_them(tmp_path):
+    import pirecon as package
+
+    config = tiny_config(tmp_path / "run", max_steps=4)
+    text = yaml.safe_load(config.read_text())
+    text["model"]["model"] = {"class_path": "gaussian_head", "init_args": {"backbone": text["model"]["model"]}}
+    config.write_text(yaml.safe_dump(text))
+    result = pirecon("fit", "--config", config, "--ensemble", "2")
+    ensemble = tmp_path / "run" / "ensemble.ckpt"
+    assert result.stdout.strip().startswith(f"wrote {ensemble}: a deep ensemble of 2 members")
+    seeds, weights = [], []
+    for k in (0, 1):
+        member = tmp_path / "run" / f"member_{k}"
+        assert (member / "checkpoints" / "last.ckpt").is_file() and (member / "metrics.csv").is_file()
+        seeds.append(yaml.safe_load((member / "config.yaml").read_text())["seed_everything"])
+        weights.append(torch.load(member / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"])
+    assert seeds == [3, 4]
+    assert weights[0].keys() == weights[1].keys()
+    assert not all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])  # other seeds
+    test = simulate(tmp_path / "test.h5", n=2, progress=False, split="test", modality="ct", phantom="ellipses",
+                    image_size=32, num_angles=10, seed=0)
+    interval = package.load(ensemble).reconstruct(test, progress=False).uncertainty
+    assert interval.kind == "ensemble" and set(interval.parts) == {"aleatoric_std", "epistemic_std"}
+    bad = pirecon("fit", "--config", config, "--ensemble", "1", check=False)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "pirecon fit: error: --ensemble: expected an integer K >= 2 (members to train), found '1'"

@@ -319,6 +319,45 @@ def test_calibrate_writes_a_checkpoint_whose_intervals_are_calibrated(head_check
     torch.testing.assert_close(interval.center, uncalibrated.center)
 
 
+@pytest.mark.filterwarnings("ignore:.*no patient:UserWarning")
+def test_calibrated_bounds_are_written_beside_the_image_in_nifti_and_dicom(head_checkpoint, tmp_path):
+    import json
+
+    import nibabel
+    import pydicom
+
+    import pirecon
+    from pirecon.data.readers import read_dicom_series, read_nifti
+    from pirecon.inference.calibrate import calibrate
+
+    path, files = head_checkpoint
+    calibrate(path, files["calibration"], tmp_path / "c.ckpt", progress=False)
+    recon = pirecon.load(tmp_path / "c.ckpt").reconstruct(files["test"], progress=False)
+    interval, lambda_hat = recon.uncertainty, recon.uncertainty.calibration["lambda_hat"]
+    out = pirecon.save(recon, tmp_path / "r.nii.gz")
+    for part, bound in (("lower", interval.lower), ("upper", interval.upper)):
+        written = tmp_path / f"r_interval_{part}.nii.gz"
+        np.testing.assert_allclose(read_nifti(written)[0], bound[:, 0].numpy(), atol=1e-6)
+        stored = json.loads(nibabel.load(written).header.extensions[0].get_content())
+        assert stored["part"] == f"interval_{part}" and stored["interval"]["calibration"]["lambda_hat"] == lambda_hat
+    np.testing.assert_allclose(read_nifti(out)[0], recon.image[:, 0].numpy(), atol=1e-6)
+    series = pirecon.save(recon, tmp_path / "dicom", format="dicom")
+    for part, bound in (("lower", interval.lower), ("upper", interval.upper)):
+        volume, _, _ = read_dicom_series(tmp_path / f"dicom_interval_{part}")
+        first = pydicom.dcmread(sorted((tmp_path / f"dicom_interval_{part}").iterdir())[0])
+        assert np.abs(volume - bound[:, 0].numpy()).max() <= 0.5 * float(first.RescaleSlope) + 1e-6
+        assert first.SeriesDescription == f"pirecon interval {part}"
+        assert f"interval {part} of a constant interval, calibrated lambda {lambda_hat:.4g} (alpha 0.1, delta 0.1)" \
+            in first.DerivationDescription
+        assert first.StudyInstanceUID == pydicom.dcmread(series[0]).StudyInstanceUID
+    (tmp_path / "again_interval_upper.nii.gz").write_bytes(b"kept")
+    with pytest.raises(PireconUserError, match=r"again_interval_upper.nii.gz: expected a new output path, found a "
+                                                r"file that exists; pass overwrite=True"):
+        pirecon.save(recon, tmp_path / "again.nii.gz")
+    assert not (tmp_path / "again.nii.gz").exists() and not (tmp_path / "again_interval_lower.nii.gz").exists()
+    assert (tmp_path / "again_interval_upper.nii.gz").read_bytes() == b"kept"
+
+
 def test_calibrate_refuses_training_data_small_sets_and_models_without_a_head(head_checkpoint, tmp_path):
     from pirecon.inference.calibrate import calibrate
 

@@ -1,21 +1,23 @@
 """Calibrated uncertainty heads on CT and MRI: guarantee, adaptivity and usefulness over 100 random splits.
 
 For each setup (``ct``: the LPD-ellipses protocol with an LPD backbone; ``mri``: simulated 8-coil k-space at
-4x with a MoDL backbone) and each head (gaussian, quantile, mc_dropout, and the constant-width baseline on the
-plain backbone), train on the seed's training stream (``pirecon.training.fit.fit_on_simulation``), then on
+4x with a MoDL backbone) and each head (gaussian, quantile, mc_dropout, a deep ensemble of ``--members``
+Gaussian heads from different seeds, and the constant-width baseline on the plain backbone), train for
+``--steps`` steps on the seed's training stream (``pirecon.training.fit.fit_on_simulation``), then on
 held-out images of the seed's ``calibration`` and ``test`` splits pooled: for ``--splits`` random
 calibration/test splits, calibrate by RCPS (Hoeffding-Bentkus, alpha = delta = 0.1) and measure the test part
 (:func:`pirecon.uncertainty.report.split_statistics`). Reported per head: the fraction of splits with risk >
-alpha, the mean risk, the mean width, the width relative to the constant-width interval around the same
-reconstruction calibrated on the same splits, Spearman(width, |error|) and AUSE on the test pixels at the
-median lambda-hat, and the training time relative to the plain backbone's.
+alpha, the mean risk, the mean width, the width relative to the constant-width interval around the plain
+backbone's reconstruction calibrated on the same splits, Spearman(width, |error|) and AUSE on the test pixels
+at scale 1, and the training time relative to the plain backbone's (the ensemble's: its members' sum).
 
-    python experiments/benchmarks/uncertainty.py [--setups ct mri] [--steps 28000] [--minutes 30]
+    python experiments/benchmarks/uncertainty.py [--setups ct mri] [--steps 28000] [--members 3]
         [--calibration 200] [--test 200] [--splits 100] [--out DIR]
 
 Targets (the issue's): every calibrated head violates in at most delta of the splits; the best head's width at
 least 20% below the constant baseline's; Spearman of the best head at least 0.4. Writes ``uncertainty.md`` and
-``risk_violin_<setup>.png`` to ``--out``.
+``risk_violin_<setup>.png`` to ``--out``, and keeps the runs there (``<setup>/<head>/training/checkpoints``)
+for ``uncertainty_shift.py``.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ SETUPS = {
                            "acceleration": 4},
             "backbone": {"class_path": "modl", "init_args": {"iterations": 4, "hidden": 16, "complex_data": True}}},
 }
-HEADS = ("gaussian", "quantile", "mc_dropout")
+HEADS = ("gaussian", "quantile", "mc_dropout", "ensemble")
 
 
 def _head_spec(head: str, backbone: dict) -> dict:
@@ -62,32 +64,39 @@ def _held_out(root: Path, setup: dict, calibration: int, test: int) -> Path:
     return files
 
 
-def _intervals(checkpoint: Path, files, constant: bool):
-    """Loss curves, widths at scale 1, and the test pixels' |error| and width of a checkpoint on the held-out
-    files; ``constant``: a unit-width interval around the plain model's reconstruction instead."""
-    import pirecon
+def measure(model, source, constant: bool):
+    """Of a loaded ``model`` (:func:`pirecon.load`) on an opened ``source`` (``model.open(..., metrics=True)``):
+    per image the fraction of pixels outside the interval at each of ``LAMBDAS`` ``(N, L)`` and the mean width
+    at scale 1 ``(N,)``, and per pixel the |error| of the centre and the width ``(N * H * W,)``. ``constant``:
+    a unit-width interval around the model's reconstruction instead of its head's."""
     from pirecon.inference.calibrate import LAMBDAS
     from pirecon.uncertainty import Interval, mean_width, miscoverage_curves
 
-    model = pirecon.load(checkpoint)
     curves, widths, errors, pixel_widths = [], [], [], []
-    for path in files:
-        source = model.open(path, metrics=True, progress=False)
-        with torch.no_grad():
-            for _, y, physics, truth in source.batches(8):
-                result = model.model(y, physics)
-                reference = (truth.abs() if truth.is_complex() else truth).float()
-                if constant:
-                    center = (result.image.abs() if result.image.is_complex() else result.image).float()
-                    interval = Interval(center - 0.5, center + 0.5, center, "constant")
-                else:
-                    interval = result.uncertainty.detach("cpu")
-                    reference = reference.to(interval.center.dtype)
-                curves.append(miscoverage_curves(interval, reference, LAMBDAS))
-                widths.append(mean_width(interval).numpy())
-                errors.append((interval.center - reference).abs().flatten().numpy())
-                pixel_widths.append(interval.width.flatten().numpy())
+    with torch.no_grad():
+        for _, y, physics, truth in source.batches(8):
+            result = model.model(y, physics)
+            reference = (truth.abs() if truth.is_complex() else truth).float()
+            if constant:
+                center = (result.image.abs() if result.image.is_complex() else result.image).float()
+                interval = Interval(center - 0.5, center + 0.5, center, "constant")
+            else:
+                interval = result.uncertainty.detach("cpu")
+                reference = reference.to(interval.center.dtype)
+            curves.append(miscoverage_curves(interval, reference, LAMBDAS))
+            widths.append(mean_width(interval).numpy())
+            errors.append((interval.center - reference).abs().flatten().numpy())
+            pixel_widths.append(interval.width.flatten().numpy())
     return np.concatenate(curves), np.concatenate(widths), np.concatenate(errors), np.concatenate(pixel_widths)
+
+
+def _intervals(checkpoint: Path, files, constant: bool):
+    """:func:`measure` of a checkpoint on the held-out files, concatenated."""
+    import pirecon
+
+    model = pirecon.load(checkpoint)
+    parts = [measure(model, model.open(path, metrics=True, progress=False), constant) for path in files]
+    return tuple(np.concatenate(arrays) for arrays in zip(*parts))
 
 
 def _shown(value: float, digits: int) -> str:
@@ -99,6 +108,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--setups", nargs="+", choices=sorted(SETUPS), default=["ct", "mri"])
     parser.add_argument("--heads", nargs="+", choices=HEADS, default=list(HEADS))
     parser.add_argument("--steps", type=int, default=28000)
+    parser.add_argument("--members", type=int, default=3, help="members of the deep ensemble (Gaussian heads)")
     parser.add_argument("--image-size", type=int, help="override the setups' image size (quick runs)")
     parser.add_argument("--calibration", type=int, default=200)
     parser.add_argument("--test", type=int, default=200)
@@ -110,6 +120,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
 
     from pirecon.inference.calibrate import LAMBDAS
+    from pirecon.inference.ensemble import combine
     from pirecon.training.fit import fit_on_simulation
     from pirecon.uncertainty import ause, spearman
     from pirecon.uncertainty.report import risk_violin, split_statistics
@@ -129,13 +140,27 @@ def main(argv=None) -> dict:
             files = _held_out(directory, setup, args.calibration, args.test)
             val = files[0]
             rows, violins, seconds = {}, {}, {}
-            for head in ["plain", *args.heads]:
+            def train(head: str, run: str, seed: int = 0) -> Path:
                 start = time.perf_counter()
-                checkpoint = fit_on_simulation(directory / head, val, model=_head_spec(head, setup["backbone"]),
+                checkpoint = fit_on_simulation(directory / run, val, model=_head_spec(head, setup["backbone"]),
                                                simulation=setup["simulation"], steps=args.steps, lr=3e-3,
-                                               batch_size=2, progress=False, schedule="onecycle")
-                seconds[head] = time.perf_counter() - start
-                label = "constant width (plain backbone)" if head == "plain" else head
+                                               batch_size=2, progress=False, schedule="onecycle", seed=seed)
+                seconds[run] = time.perf_counter() - start
+                return checkpoint
+
+            for head in ["plain", *args.heads]:
+                if head == "ensemble":  # K Gaussian heads from different seeds, the first one the gaussian run's
+                    members = [directory / "gaussian" / "training" / "checkpoints" / "last.ckpt"]
+                    if "gaussian" not in seconds:
+                        members[0] = train("gaussian", "gaussian")
+                    members += [train("gaussian", f"gaussian_seed{k}", seed=k) for k in range(1, args.members)]
+                    checkpoint = combine(members, directory / "ensemble.ckpt", overwrite=True)
+                    seconds[head] = seconds["gaussian"] + sum(seconds[f"gaussian_seed{k}"]
+                                                              for k in range(1, args.members))
+                else:
+                    checkpoint = train(head, head)
+                label = {"plain": "constant width (plain backbone)",
+                         "ensemble": f"ensemble ({args.members} Gaussian members)"}.get(head, head)
                 losses, widths, errors, pixel_widths = _intervals(checkpoint, files, constant=head == "plain")
                 stats = split_statistics(losses, widths, LAMBDAS, splits=args.splits,
                                          calibration_fraction=args.calibration / (args.calibration + args.test))

@@ -5,6 +5,7 @@
     pirecon simulate ... --out F    simulate a raw CT or MRI file (data_specs/)
     pirecon check FILE              check a file against its spec; one line, exit 0 or 2 (also: pirecon validate FILE)
     pirecon fit|validate|test|predict --config experiments/X.yaml [--ckpt_path C]   train / evaluate with Lightning
+    pirecon fit --config experiments/X.yaml --ensemble K   K members (seeds s .. s+K-1) and their deep ensemble
     pirecon predict --ckpt_path C --data.predict F [F ...] [--writer.output_dir D]   the checkpoint alone
     pirecon reconstruct IN --checkpoint C --out OUT [--format dicom]   a trained model on a raw file or volume
     pirecon reconstruct IN --method M --out OUT [--param k=v ...]   classical reconstruction of a raw file
@@ -188,8 +189,16 @@ def main(argv=None) -> int:
             print(f"pirecon predict: error: {err}", file=sys.stderr)
             return 2
     if _is_lightning(argv):
-        from .training.cli import run_lightning
+        from .training.cli import run_ensemble, run_lightning, split_ensemble
 
+        if argv[0] == "fit":
+            try:
+                members, rest = split_ensemble(argv[1:])
+            except PireconUserError as err:
+                print(f"pirecon fit: error: {err}", file=sys.stderr)
+                return 2
+            if members is not None:
+                return run_ensemble(members, rest)
         return run_lightning(argv[0], argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)

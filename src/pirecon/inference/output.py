@@ -6,11 +6,19 @@ with ``format="dicom"`` (:mod:`pirecon.inference.dicom`). Every write is atomic 
 replaced only with ``overwrite=True``.
 
 HDF5 keeps the model's units and the provenance as an attribute; NIfTI holds the provenance as JSON in a
-header extension (code 6, ``comment``), DICOM in ``DerivationDescription`` (model, checkpoint SHA-256). DICOM and NIfTI hold the magnitude of the image in the source's units when
-the image was simulated from a DICOM or NIfTI volume (Hounsfield units for CT in HU: the map recorded in
-``provenance["intensity"]`` is undone), in the model's units otherwise. Patient geometry comes from the
+header extension (code 6, ``comment``), DICOM in ``DerivationDescription`` (model, checkpoint SHA-256).
+DICOM and NIfTI hold the magnitude of the image in the source's units when the image was simulated from a
+DICOM or NIfTI volume (Hounsfield units for CT in HU: the map recorded in ``provenance["intensity"]`` is
+undone), in the model's units otherwise. Patient geometry comes from the
 source volume (``provenance["affine_lps"]``); raw files have none, and the writers say so (a tag, a
 warning) rather than invent an orientation.
+
+An interval (``reconstruction.uncertainty``, a :class:`pirecon.uncertainty.Interval`) goes with the image:
+HDF5 holds ``interval_lower`` / ``interval_upper`` (and ``uncertainty``, the std, where the head has one);
+NIfTI and DICOM write its bounds beside the image, in the same units and geometry, as
+``<name>_interval_lower`` and ``<name>_interval_upper`` (``scan.nii.gz`` -> ``scan_interval_lower.nii.gz``;
+the DICOM series ``out/`` -> ``out_interval_lower/``, a series of the same study and frame of reference),
+with the interval's kind and calibration (lambda-hat, alpha, delta) in their provenance.
 """
 
 from __future__ import annotations
@@ -83,14 +91,42 @@ def check_writable(facts: dict, kind: str, out) -> None:
                                "files carry none); write .h5 instead")
 
 
-def _source_values(reconstruction) -> np.ndarray:
-    """``(N, H, W)`` float32 magnitude in the source's units."""
-    image = reconstruction.image
+INTERVAL_PARTS = ("interval_lower", "interval_upper")
+"""The names the bounds of an interval take beside the image in NIfTI and DICOM outputs."""
+
+
+def _source_values(image, provenance: dict) -> np.ndarray:
+    """``(N, H, W)`` float32 magnitude of ``image (N, 1, H, W)`` in the source's units."""
     image = (image.abs() if image.is_complex() else image).float().numpy()[:, 0]
-    intensity = reconstruction.provenance.get("intensity")
+    intensity = provenance.get("intensity")
     if intensity:
         image = image * np.float32(intensity["scale"]) + np.float32(intensity["offset"])
     return image.astype(np.float32, copy=False)
+
+
+def _companion(out: Path, part: str) -> Path:
+    """``scan.nii.gz`` -> ``scan_<part>.nii.gz``; a DICOM directory ``out`` -> ``out_<part>``."""
+    name = out.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.lower().endswith(suffix):
+            return out.with_name(f"{name[:-len(suffix)]}_{part}{name[-len(suffix):]}")
+    return out.with_name(f"{name}_{part}")
+
+
+def _volumes(reconstruction, provenance: dict, out: Path) -> dict[Path, tuple[np.ndarray, dict]]:
+    """Each file or series to write (the image, then an interval's bounds) with its values in the source's
+    units and its provenance."""
+    from ..uncertainty import Interval
+
+    volumes = {out: (_source_values(reconstruction.image, provenance), provenance)}
+    interval = reconstruction.uncertainty
+    if isinstance(interval, Interval):
+        bounds = [_source_values(bound, provenance) for bound in (interval.lower, interval.upper)]
+        if (provenance.get("intensity") or {}).get("scale", 1.0) < 0:  # a decreasing map swaps the bounds
+            bounds.reverse()
+        for part, values in zip(INTERVAL_PARTS, bounds):
+            volumes[_companion(out, part)] = (values, {**provenance, "part": part, "interval": interval.describe()})
+    return volumes
 
 
 def _derivation(provenance: dict) -> str:
@@ -122,7 +158,9 @@ def save(reconstruction, out, *, format: str | None = None, overwrite: bool = Fa
         return write_reconstruction(out, image.numpy(), uncertainty=uncertainty, interval=interval,
                                     task={k: v.numpy() for k, v in reconstruction.task.items()} or None,
                                     provenance=provenance)
-    volume = _source_values(reconstruction)
+    volumes = _volumes(reconstruction, provenance, out)
+    for path in list(volumes)[1:]:  # the image's path was checked above; nothing is written before all are
+        check_output(path, format, overwrite=overwrite)
     affine = provenance.get("affine_lps")
     spacing = provenance.get("pixel_spacing_mm")
     if kind == "nifti":
@@ -133,20 +171,37 @@ def save(reconstruction, out, *, format: str | None = None, overwrite: bool = Fa
         short = f"pirecon {provenance.get('pirecon_version', '')} {provenance.get('model', '')}"
         if provenance.get("checkpoint_sha256"):
             short += f" sha256:{provenance['checkpoint_sha256'][:16]}"  # all of it in the extension
-        text = {"description": short, "provenance": provenance}
         if affine is not None:
-            return write_nifti(out, volume, affine=LPS_TO_RAS @ np.asarray(affine), overwrite=overwrite, **text)
-        thickness = provenance.get("slice_thickness_mm", spacing[0])  # raw slices: independent images
-        return write_nifti(out, volume, spacing=(thickness, *spacing), overwrite=overwrite, **text)
+            where = {"affine": LPS_TO_RAS @ np.asarray(affine)}
+        else:  # raw slices: independent images
+            where = {"spacing": (provenance.get("slice_thickness_mm", spacing[0]), *spacing)}
+        written = [write_nifti(path, volume, overwrite=overwrite, provenance=part_provenance, **where,
+                               description=short if path == out else f"{short} {part_provenance['part']}"[:79])
+                   for path, (volume, part_provenance) in volumes.items()]
+        return written[0]
     from .dicom import geometry_from_affine, write_dicom_series
 
     modality = "CT" if (provenance.get("physics") or {}).get("modality", "ct") == "ct" else "MR"
     units = (provenance.get("intensity") or {}).get("units")
     geometry: dict = {"pixel_spacing": None if spacing is None else tuple(spacing)}
     if affine is not None:
-        geometry = geometry_from_affine(affine, len(volume))
+        geometry = geometry_from_affine(affine, len(volumes[out][0]))
         geometry["slice_thickness"] = provenance.get("slice_thickness_mm",
                                                      float(np.linalg.norm(np.asarray(affine)[:3, 0])))
-    return write_dicom_series(out, volume, modality=modality, units="HU" if units == "HU" else "arbitrary",
-                              source_files=provenance.get("source_files"), derivation=_derivation(provenance),
-                              overwrite=overwrite, **geometry)
+    written = []
+    for path, (volume, part_provenance) in volumes.items():
+        description = "pirecon reconstruction" if path == out else \
+            f"pirecon {part_provenance['part'].replace('_', ' ')}"
+        derivation = _derivation(provenance)
+        if path != out:
+            calibration = part_provenance["interval"].get("calibration") or {}
+            derivation += (f"; {part_provenance['part'].replace('_', ' ')} of a {part_provenance['interval']['kind']}"
+                           " interval" + (f", calibrated lambda {calibration['lambda_hat']:.4g} (alpha "
+                                          f"{calibration.get('alpha')}, delta {calibration.get('delta')})"
+                                          if calibration.get("lambda_hat") is not None else ", uncalibrated"))
+        # the bounds join the source's study, or the reconstruction's when the source was no DICOM series
+        sources = provenance.get("source_files") or (written[0] if written else None)
+        written.append(write_dicom_series(path, volume, modality=modality, units="HU" if units == "HU" else "arbitrary",
+                                          source_files=sources, derivation=derivation,
+                                          series_description=description, overwrite=overwrite, **geometry))
+    return written[0]

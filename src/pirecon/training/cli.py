@@ -6,7 +6,8 @@ Defaults added to every run: checkpoints of the best validation PSNR and of the 
 that load with ``weights_only=True`` (:class:`AtomicCheckpointIO`), seeding of everything
 (``seed_everything: 0`` unless the config says otherwise), the reconstruction writer of
 ``pirecon predict`` (``--writer.output_dir``). ``--ckpt_path`` resumes a run or picks the weights
-to evaluate. Before Lightning starts, the config's model and data paths (and data paths given as
+to evaluate. ``pirecon fit --ensemble K`` trains K members of one configuration (:func:`run_ensemble`).
+Before Lightning starts, the config's model and data paths (and data paths given as
 options) are checked, so a typo gets one line, not a traceback: user errors
 (:class:`pirecon.errors.PireconUserError`, a missing backend, OS errors about a path) print
 ``pirecon <subcommand>: error: <message>`` and return 2; anything else keeps its traceback.
@@ -22,7 +23,7 @@ import yaml
 
 from ..errors import PATH_ERRORS, ArgumentError, ConfigError, PireconUserError
 
-__all__ = ["run_lightning", "check_config", "check_data_options", "SUBCOMMANDS"]
+__all__ = ["run_lightning", "run_ensemble", "split_ensemble", "check_config", "check_data_options", "SUBCOMMANDS"]
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
@@ -107,8 +108,25 @@ CHECKPOINT_DEFAULTS = {
 adjustable in a config's ``best_checkpoint:`` / ``last_checkpoint:`` sections)."""
 
 
-def run_lightning(subcommand: str, argv: list[str]) -> int:
-    """Run ``pirecon <subcommand> ARGS`` through LightningCLI; user errors print one line and return 2."""
+def _member_config(config, member: int) -> None:
+    """Member ``k`` of an ensemble: seed ``seed_everything + k``; logs and checkpoints under
+    ``<default_root_dir>/member_<k>`` (the loggers' ``save_dir`` and explicit checkpoint directories follow)."""
+    seed = config.get("seed_everything")
+    config.seed_everything = (seed if isinstance(seed, int) and not isinstance(seed, bool) else 0) + member
+    root = Path(config.trainer.get("default_root_dir") or ".") / f"member_{member}"
+    config.trainer.default_root_dir = str(root)
+    loggers = config.trainer.get("logger")
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        init_args = getattr(logger, "init_args", None)
+        if init_args is not None and init_args.get("save_dir") is not None:
+            init_args.save_dir = str(root)
+    for section in ("best_checkpoint", "last_checkpoint"):
+        if config.get(section) is not None and config[section].get("dirpath") is not None:
+            config[section].dirpath = str(root / "checkpoints")
+
+
+def _run_cli(subcommand: str, argv: list[str], member: int | None = None):
+    """The LightningCLI run of ``pirecon <subcommand> ARGS`` (``member``: that member of an ensemble)."""
     from pytorch_lightning.callbacks import ModelCheckpoint
     from pytorch_lightning.cli import LightningCLI
 
@@ -125,6 +143,11 @@ def run_lightning(subcommand: str, argv: list[str]) -> int:
             parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
             parser.set_defaults(CHECKPOINT_DEFAULTS)
 
+        def parse_arguments(self, parser, args) -> None:
+            super().parse_arguments(parser, args)
+            if member is not None:  # before the seed is set and anything is built
+                _member_config(self.config[self.config["subcommand"]], member)
+
         def _parse_ckpt_path(self) -> None:
             """The config, not the checkpoint, defines the model: nothing to merge (and nothing unpickled)."""
 
@@ -138,14 +161,69 @@ def run_lightning(subcommand: str, argv: list[str]) -> int:
     # LightningCLI warns when sys.argv also holds arguments; they are the same ones (and DDP re-launches
     # from sys.argv, so it stays as it is)
     warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
+    for path in _config_paths(argv):
+        check_config(path)
+    check_data_options(argv)
+    return PireconCLI(ReconstructionModule, ReconstructionDataModule, args=[subcommand, *argv],
+                      seed_everything_default=0, save_config_kwargs={"overwrite": True},
+                      parser_kwargs={"prog": "pirecon"}, load_from_checkpoint_support=False)
+
+
+def run_lightning(subcommand: str, argv: list[str]) -> int:
+    """Run ``pirecon <subcommand> ARGS`` through LightningCLI; user errors print one line and return 2."""
     try:
-        for path in _config_paths(argv):
-            check_config(path)
-        check_data_options(argv)
-        PireconCLI(ReconstructionModule, ReconstructionDataModule, args=[subcommand, *argv],
-                   seed_everything_default=0, save_config_kwargs={"overwrite": True},
-                   parser_kwargs={"prog": "pirecon"}, load_from_checkpoint_support=False)
+        _run_cli(subcommand, argv)
     except (PireconUserError, *PATH_ERRORS) as err:
         print(f"pirecon {subcommand}: error: {err}", file=sys.stderr)
         return 2
+    return 0
+
+
+def split_ensemble(argv: list[str]) -> tuple[int | None, list[str]]:
+    """``--ensemble K`` (or ``--ensemble=K``, K >= 2) taken out of ``pirecon fit``'s arguments: ``(K or None,
+    the rest)``."""
+    members, rest, i = None, [], 0
+    while i < len(argv):
+        option, sep, value = argv[i].partition("=")
+        if option != "--ensemble":
+            rest.append(argv[i])
+            i += 1
+            continue
+        if not sep:
+            value = argv[i + 1] if i + 1 < len(argv) else ""
+            i += 1
+        i += 1
+        try:
+            members = int(value)
+        except ValueError:
+            members = None
+        if members is None or members < 2:
+            raise ArgumentError(f"--ensemble: expected an integer K >= 2 (members to train), found {value!r}")
+    return members, rest
+
+
+def run_ensemble(members: int, argv: list[str]) -> int:
+    """``pirecon fit --ensemble K ARGS``: K runs of one configuration, member ``k`` seeded
+    ``seed_everything + k`` with its logs and checkpoints in ``<default_root_dir>/member_<k>``, then their deep
+    ensemble (:func:`pirecon.inference.ensemble.combine`) written to ``<default_root_dir>/ensemble.ckpt``.
+    Members with Gaussian heads give the aleatoric/epistemic split. User errors print one line and return 2."""
+    from ..inference.ensemble import combine
+
+    try:
+        checkpoints, root = [], None
+        for member in range(members):
+            print(f"pirecon fit: ensemble member {member + 1} of {members}", file=sys.stderr)
+            cli = _run_cli("fit", argv, member=member)
+            last = [callback.last_model_path for callback in cli.trainer.checkpoint_callbacks
+                    if getattr(callback, "last_model_path", "")]
+            if not last:
+                raise PireconUserError(f"--ensemble: expected member {member} to write last.ckpt, found none "
+                                       "(keep last_checkpoint.save_last: true)")
+            checkpoints.append(last[0])
+            root = Path(cli.trainer.default_root_dir).parent
+        out = combine(checkpoints, root / "ensemble.ckpt", overwrite=True)
+    except (PireconUserError, *PATH_ERRORS) as err:
+        print(f"pirecon fit: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}: a deep ensemble of {members} members ({', '.join(map(str, checkpoints))})")
     return 0
