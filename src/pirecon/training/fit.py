@@ -89,7 +89,8 @@ def fit_on_simulation(out: Path, val_file: Path, *, model: dict, simulation: dic
         checkpoints = ModelCheckpoint(root / "checkpoints", save_last=True, every_n_train_steps=max(1, steps // 10))
         trainer = pl.Trainer(
             max_steps=steps, accelerator="auto", precision=precision, devices=1, gradient_clip_val=1.0,
-            default_root_dir=root,            val_check_interval=max(1, min(steps, 200)), check_val_every_n_epoch=None, limit_val_batches=2,
+            default_root_dir=root, val_check_interval=max(1, min(steps, 200)), check_val_every_n_epoch=None,
+            limit_val_batches=2,
             logger=[CSVLogger(root, name="", version=""), TensorBoardLogger(root, name="", version="")],
             callbacks=[checkpoints, ModelCardWriter()]
             + ([] if bar_enabled(progress) or not progress else [StepLines(steps)]),
