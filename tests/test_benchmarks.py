@@ -88,3 +88,11 @@ def test_uncertainty_small(tmp_path):
     assert rows["constant width (plain backbone)"]["width_vs_constant"] == 1.0
     assert 0 <= rows["quantile"]["violation_fraction"] <= 1 and rows["quantile"]["training_cost"] > 0
     assert (tmp_path / "uncertainty.md").exists() and (tmp_path / "risk_violin_ct.png").exists()
+    shift = load("uncertainty_shift").main(["--runs", str(tmp_path), "--setups", "ct", "--n", "3", "--image-size",
+                                            "32"])["setups"]["ct"]
+    constant = shift["constant width (plain backbone)"]  # a unit-width interval scaled up to 20 certifies a scale
+    assert list(constant) == ["in distribution", "noise 0.10 (x2)", "20 angles", "10 angles", "Shepp-Logan phantom",
+                              "real CT slice"]
+    assert constant["in distribution"]["images"] == 6 and constant["real CT slice"]["images"] == 48
+    assert all(0 <= row["mean_risk"] <= 1 for row in constant.values())
+    assert (tmp_path / "uncertainty_shift.md").exists() and (tmp_path / "shift_ct.png").exists()
