@@ -11,6 +11,7 @@ from .modl import MoDL, conjugate_gradient
 from .physics_tools import cartesian_mask, check_model_inputs, initial_image, operator_scale
 from .postprocessing import PostProcessingUNet
 from .reconstruction import Reconstruction
+from .task_heads import ClassicalReconstruction, ClassificationHead, SegmentationHead, TaskAdapted
 from .uncertainty_heads import ConstantWidthHead, DeepEnsemble, GaussianHead, MCDropoutHead, QuantileHead
 from .varnet import NormalizedUNet, SensitivityNetwork, VarNet, calibration_mask
 
@@ -25,6 +26,8 @@ MODELS = {
     "mc_dropout": MCDropoutHead,
     "constant_width": ConstantWidthHead,
     "ensemble": DeepEnsemble,
+    "classical": ClassicalReconstruction,
+    "task_adapted": TaskAdapted,
 }
 
 __all__ = ["Reconstruction", "MODELS",
@@ -32,4 +35,5 @@ __all__ = ["Reconstruction", "MODELS",
            "ConvBlock", "UNet", "NormalizedUNet", "SensitivityNetwork", "to_channels", "from_channels",
            "num_channels", "initial_image", "operator_scale", "check_model_inputs", "cartesian_mask",
            "calibration_mask", "conjugate_gradient", "accelerate", "cnn_blocks", "fast_training_options",
-           "GaussianHead", "QuantileHead", "MCDropoutHead", "DeepEnsemble", "ConstantWidthHead"]
+           "GaussianHead", "QuantileHead", "MCDropoutHead", "DeepEnsemble", "ConstantWidthHead",
+           "TaskAdapted", "SegmentationHead", "ClassificationHead", "ClassicalReconstruction"]

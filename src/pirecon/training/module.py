@@ -6,10 +6,13 @@
 Each batch's physics comes from the data through :mod:`pirecon.data.acquisition` (``BatchPhysics``):
 the CT geometry of the files or the simulation, the MRI coil maps and masks of the batch. A
 checkpoint stores the physics it was trained with; resuming or testing on data whose physics
-differs is an error naming both, unless ``physics_mismatch="use_data"`` (geometry-agnostic models). Training minimises a weighted sum of MSE,
-L1 and 1 - SSIM, plus an uncertainty head's own loss (``model.uncertainty_loss``: Gaussian NLL, pinball);
-validation and test log PSNR, SSIM and NMSE (per image, averaged, synchronised across DDP ranks), an
-uncertainty head's miscoverage and interval width, and, on the first validation batch, a figure of ground
+differs is an error naming both, unless ``physics_mismatch="use_data"`` (geometry-agnostic models).
+Training minimises a weighted sum of MSE, L1 and 1 - SSIM, plus an uncertainty head's own loss
+(``model.uncertainty_loss``: Gaussian NLL, pinball); a task-adapted model
+(:class:`pirecon.models.TaskAdapted`) minimises ``(1 - C)`` times that plus ``C`` times its task loss on the
+batch's ``segmentation`` and ``label``. Validation and test log PSNR, SSIM and NMSE (per image, averaged,
+synchronised across DDP ranks), an uncertainty head's miscoverage and interval width, a task model's task loss,
+Dice and label accuracy, and, on the first validation batch, a figure of ground
 truth, classical input, reconstruction and error (PNG under the log directory, and to TensorBoard). Adam with a cosine
 decay of the learning rate to zero over the run's steps (``schedule="cosine"``) or a constant rate.
 """
@@ -61,6 +64,13 @@ def _magnitude(x: torch.Tensor) -> torch.Tensor:
     return x.abs() if x.is_complex() else x
 
 
+def _dice(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Foreground Dice per image of boolean masks ``(B, 1, H, W)``; 1 where both are empty."""
+    overlap = (prediction & target).sum(dim=(1, 2, 3)).float()
+    total = (prediction.sum(dim=(1, 2, 3)) + target.sum(dim=(1, 2, 3))).float()
+    return torch.where(total > 0, 2 * overlap / total.clamp_min(1), torch.ones_like(total))
+
+
 class ReconstructionModule(pl.LightningModule):
     """Trains a reconstruction model ``model(y, physics) -> Reconstruction`` on raw data.
 
@@ -94,13 +104,16 @@ class ReconstructionModule(pl.LightningModule):
         When a checkpoint's stored physics (modality, CT geometry, noise model) differs from the data's
         on resume or test: refuse with an error naming both, or use the data's physics (for models that
         do not depend on one geometry).
+    pretrained_reconstruction : str or None
+        A checkpoint of a plain reconstruction run whose weights a task-adapted model's backbone starts from
+        when fitting starts (sequential training freezes them there).
     """
 
     def __init__(self, model: dict[str, Any] | nn.Module, loss: dict[str, float] | None = None, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, schedule: str = "cosine",
                  backend: str = "auto", missing_coil_maps: str = "espirit", log_images_every_n_epochs: int = 1,
                  num_logged_images: int = 4, physics_mismatch: str = "error", channels_last: bool = False,
-                 compile: bool = False):
+                 compile: bool = False, pretrained_reconstruction: str | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["model"] if isinstance(model, nn.Module) else None)
         self.model = build_model(model)
@@ -123,6 +136,10 @@ class ReconstructionModule(pl.LightningModule):
         self.physics_mismatch = check_choice(physics_mismatch, "physics_mismatch", ("error", "use_data"))
         self.batch_physics: BatchPhysics | None = None
         self.channels_last, self.compile_blocks = bool(channels_last), bool(compile)
+        if pretrained_reconstruction is not None and not hasattr(self.model, "load_reconstruction"):
+            raise ValueError(f"pretrained_reconstruction: expected a task-adapted model (TaskAdapted), found "
+                             f"{type(self.model).__name__}")
+        self.pretrained_reconstruction = pretrained_reconstruction
 
     # ---- physics ---------------------------------------------------------
 
@@ -141,6 +158,11 @@ class ReconstructionModule(pl.LightningModule):
                              "the data's physics, found neither")
 
     def on_fit_start(self) -> None:
+        if self.pretrained_reconstruction is not None and self.global_step == 0:  # not again on resume
+            from ..inference.checkpoint import read_checkpoint
+
+            checkpoint, _ = read_checkpoint(self.pretrained_reconstruction, map_location="cpu")
+            self.model.load_reconstruction(checkpoint["state_dict"])
         accelerate(self.model, channels_last=self.channels_last, compile=self.compile_blocks)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -192,7 +214,12 @@ class ReconstructionModule(pl.LightningModule):
             raise ValueError("ReconstructionModule: no physics; call set_physics(...) or train with a datamodule")
         physics = self.batch_physics(batch)
         y = measurement(batch)
+        if getattr(self.model, "task_input", None) == "truth":  # the oracle's heads read the ground truth
+            return physics, y, self.model(y, physics, truth=batch.get("ground_truth"))
         return physics, y, self.model(y, physics)
+
+    def _task_loss(self, reconstruction, batch: dict) -> torch.Tensor:
+        return self.model.task_loss(reconstruction, batch.get("segmentation"), batch.get("label"))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         _, y, reconstruction = self._reconstruct(batch)
@@ -202,6 +229,11 @@ class ReconstructionModule(pl.LightningModule):
             head_loss = self.model.uncertainty_loss(reconstruction, target)
             self.log("train/uncertainty_loss", head_loss, batch_size=y.shape[0])
             loss = loss + head_loss
+        if hasattr(self.model, "task_loss"):  # task-adapted: (1 - C) l_rec + C l_task
+            task_loss = self._task_loss(reconstruction, batch)
+            self.log("train/task_loss", task_loss, batch_size=y.shape[0])
+            weight = self.model.task_weight
+            loss = (1 - weight) * loss + weight * task_loss
         self.log("train/loss", loss, prog_bar=True, batch_size=y.shape[0])
         return loss
 
@@ -217,6 +249,14 @@ class ReconstructionModule(pl.LightningModule):
         if isinstance(interval, Interval) and interval.center.shape == reference.shape:
             scores["miscoverage"] = miscoverage(interval, reference)
             scores["interval_width"] = mean_width(interval)
+        if hasattr(self.model, "task_loss"):
+            self.log(f"{stage}/task_loss", self._task_loss(reconstruction, batch), batch_size=batch_size,
+                     sync_dist=True)
+            task = reconstruction.task
+            if "segmentation" in task:
+                scores["dice"] = _dice(task["segmentation"] > 0.5, batch["segmentation"] > 0)
+            if "label" in task:
+                scores["label_accuracy"] = ((task["label"] > 0.5) == (batch["label"].reshape(-1) > 0)).float()
         for name, values in scores.items():
             self.log(f"{stage}/{name}", values.mean(), batch_size=batch_size, sync_dist=True,
                      prog_bar=(name == "psnr"))

@@ -1,0 +1,212 @@
+"""Diagnostic-task heads, and task-adapted reconstruction (Adler, Lunz, Verdier, Schönlieb & Öktem 2018).
+
+    model = TaskAdapted({"class_path": "lpd", "init_args": {...}}, task_weight=0.5)
+    result = model(y, physics)       # result.task["segmentation"] (B, 1, H, W), result.task["label"] (B,)
+    loss = (1 - C) * reconstruction_loss + C * model.task_loss(result, segmentation, label)
+
+A reconstruction network and the task heads on its image are trained jointly on the weighted sum, ``C =
+task_weight`` in ``[0, 1]``. The training modes of the trade-off study are settings of one class:
+
+* ``joint``: ``TaskAdapted(backbone, task_weight=C)``, gradients of the task loss reach the backbone;
+* ``sequential``: a trained backbone, frozen (``freeze_reconstruction=True``; its weights come from
+  ``ReconstructionModule(pretrained_reconstruction=CKPT)``), the heads trained alone;
+* ``fbp``: the backbone ``{"class_path": "classical"}``, FBP for CT or the zero-filled image for MRI, without
+  parameters;
+* ``oracle``: ``task_input="truth"``, the heads on the ground-truth image (the upper bound; it needs the
+  truth at every call).
+
+Task outputs are probabilities (``segmentation``, per pixel; ``label``, lesion present) and their logits
+(``segmentation_logit``, ``label_logit``), which temperature scaling and the losses use.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._validation import check_choice, check_positive
+from .layers import UNet
+from .physics_tools import initial_image
+from .reconstruction import Reconstruction
+
+__all__ = ["SegmentationHead", "ClassificationHead", "ClassicalReconstruction", "TaskAdapted", "soft_dice_loss",
+           "TASK_INPUTS"]
+
+TASK_INPUTS = ("reconstruction", "truth")
+
+
+def _magnitude(x: torch.Tensor) -> torch.Tensor:
+    return (x.abs() if x.is_complex() else x).float()
+
+
+def soft_dice_loss(probabilities: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """``1 - (2 sum(p t) + s) / (sum p + sum t + s)`` per image ``(B, 1, H, W)``, averaged over the batch
+    (``s = smooth`` makes an empty prediction of an empty mask a loss of 0)."""
+    dims = tuple(range(1, probabilities.ndim))
+    overlap = (probabilities * target).sum(dims)
+    return (1 - (2 * overlap + smooth) / (probabilities.sum(dims) + target.sum(dims) + smooth)).mean()
+
+
+class SegmentationHead(nn.Module):
+    """U-Net from the image (and, with ``use_uncertainty``, the interval width) to a lesion logit per pixel:
+    ``(B, 1 or 2, H, W) -> (B, 1, H, W)``."""
+
+    def __init__(self, channels: int = 16, depth: int = 3, use_uncertainty: bool = False):
+        super().__init__()
+        self.use_uncertainty = bool(use_uncertainty)
+        self.unet = UNet(2 if self.use_uncertainty else 1, 1, channels, depth)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.unet(features)
+
+
+class ClassificationHead(nn.Module):
+    """A small CNN from the image to the lesion-present logit: ``depth`` blocks of two 3x3 convolutions (ReLU)
+    and 2x2 max pooling, doubling ``channels``, then global max and mean pooling and a linear layer:
+    ``(B, 1 or 2, H, W) -> (B,)``. Max pooling keeps a small lesion's response from being averaged away."""
+
+    def __init__(self, channels: int = 16, depth: int = 3, use_uncertainty: bool = False):
+        super().__init__()
+        check_positive(channels, "channels", integer=True)
+        check_positive(depth, "depth", integer=True)
+        self.use_uncertainty = bool(use_uncertainty)
+        layers, width = [], 2 if self.use_uncertainty else 1
+        for level in range(depth):
+            out = channels * 2 ** level
+            layers += [nn.Conv2d(width, out, 3, padding=1), nn.ReLU(inplace=True),
+                       nn.Conv2d(out, out, 3, padding=1), nn.ReLU(inplace=True)]
+            if level < depth - 1:
+                layers.append(nn.MaxPool2d(2))
+            width = out
+        self.features = nn.Sequential(*layers)
+        self.linear = nn.Linear(2 * width, 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        h = self.features(features)
+        pooled = torch.cat([h.amax(dim=(-2, -1)), h.mean(dim=(-2, -1))], dim=1)
+        return self.linear(pooled)[:, 0]
+
+
+class ClassicalReconstruction(nn.Module):
+    """The classical image as a backbone without parameters: FBP (``filter``) for CT, the zero-filled
+    (adjoint) image for MRI; ``(B, 1, H, W)``."""
+
+    def __init__(self, filter: str = "hann"):
+        super().__init__()
+        self.filter = filter
+
+    def forward(self, y, physics) -> Reconstruction:
+        return Reconstruction(initial_image(y, physics, self.filter))
+
+
+class TaskAdapted(nn.Module):
+    """A reconstruction model with task heads on its image, trained on ``(1 - C) l_rec + C l_task``.
+
+    Parameters
+    ----------
+    reconstruction : dict or nn.Module
+        Any model called as ``model(y, physics)`` (a spec from the registry, an uncertainty head included, or
+        ``{"class_path": "classical"}``).
+    segmentation, classification : dict or None
+        Options of :class:`SegmentationHead` / :class:`ClassificationHead` (``{}`` for the defaults), or None
+        for no such head. At least one.
+    task_weight : float
+        ``C`` in ``[0, 1]``: 0 trains the reconstruction alone, 1 the task alone.
+    freeze_reconstruction : bool
+        Keep the backbone's weights and its batch statistics fixed, and no gradient through it (sequential
+        training; the heads learn on a trained reconstruction).
+    task_input : {"reconstruction", "truth"}
+        What the heads see: the reconstruction, or the ground truth (the oracle, called with ``truth=``).
+    use_uncertainty : bool
+        Give the heads the reconstruction's interval width as a second channel (a backbone with an
+        uncertainty head).
+    """
+
+    def __init__(self, reconstruction, segmentation: dict | None = None, classification: dict | None = None,
+                 task_weight: float = 0.5, freeze_reconstruction: bool = False, task_input: str = "reconstruction",
+                 use_uncertainty: bool = False):
+        super().__init__()
+        from .registry import build_model
+
+        if segmentation is None and classification is None:
+            segmentation, classification = {}, {}
+        self.reconstruction = build_model(reconstruction, allow_import=False) if isinstance(reconstruction, dict) \
+            else reconstruction
+        task_weight = float(task_weight)
+        if not 0 <= task_weight <= 1:
+            raise ValueError(f"task_weight: expected C in [0, 1], found {task_weight!r}")
+        self.task_weight = task_weight
+        self.freeze_reconstruction = bool(freeze_reconstruction)
+        self.task_input = check_choice(task_input, "task_input", TASK_INPUTS)
+        self.use_uncertainty = bool(use_uncertainty)
+        options = {"use_uncertainty": self.use_uncertainty}
+        self.segmentation = None if segmentation is None else SegmentationHead(**{**segmentation, **options})
+        self.classification = None if classification is None else ClassificationHead(**{**classification, **options})
+        if self.freeze_reconstruction:
+            self.reconstruction.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.freeze_reconstruction:
+            self.reconstruction.eval()
+        return self
+
+    def forward(self, y, physics, truth: torch.Tensor | None = None) -> Reconstruction:
+        if self.freeze_reconstruction:
+            with torch.no_grad():
+                result = self.reconstruction(y, physics)
+        else:
+            result = self.reconstruction(y, physics)
+        if self.task_input == "truth":
+            if truth is None:
+                raise ValueError("TaskAdapted: expected truth= for task_input='truth' (the oracle reads the ground "
+                                 "truth), found none")
+            image = _magnitude(truth)
+        else:
+            image = _magnitude(result.image)
+        features = image
+        if self.use_uncertainty:
+            interval = result.uncertainty
+            if not hasattr(interval, "width"):
+                raise ValueError(f"TaskAdapted: expected an interval from the reconstruction for use_uncertainty=True, "
+                                 f"found {type(interval).__name__}")
+            features = torch.cat([image, interval.width.float().to(image.device)], dim=1)
+        task = {}
+        if self.segmentation is not None:
+            logit = self.segmentation(features)
+            task.update(segmentation=torch.sigmoid(logit), segmentation_logit=logit)
+        if self.classification is not None:
+            logit = self.classification(features)
+            task.update(label=torch.sigmoid(logit), label_logit=logit)
+        return Reconstruction(result.image, result.uncertainty, task)
+
+    def task_loss(self, result: Reconstruction, segmentation: torch.Tensor | None,
+                  label: torch.Tensor | None) -> torch.Tensor:
+        """Soft Dice plus BCE of the segmentation against ``segmentation (B, 1, H, W)`` in {0, 1}, plus BCE of
+        the label logit against ``label (B,)`` in {0, 1}; the heads this model has, each needing its target."""
+        loss = result.image.new_zeros((), dtype=torch.float32)
+        if self.segmentation is not None:
+            if segmentation is None:
+                raise ValueError("TaskAdapted: expected segmentation targets for the segmentation head (data with "
+                                 "a 'segmentation' dataset, e.g. simulate --phantom lesions), found none")
+            target = segmentation.float()
+            logit = result.task["segmentation_logit"]
+            loss = loss + soft_dice_loss(result.task["segmentation"], target) + \
+                F.binary_cross_entropy_with_logits(logit, target)
+        if self.classification is not None:
+            if label is None:
+                raise ValueError("TaskAdapted: expected labels for the classification head (data with 'labels', "
+                                 "e.g. simulate --phantom lesions), found none")
+            loss = loss + F.binary_cross_entropy_with_logits(result.task["label_logit"], label.float().reshape(-1))
+        return loss
+
+    def load_reconstruction(self, state_dict: dict) -> None:
+        """Load the backbone's weights from a checkpoint's ``state_dict`` (keys ``model.<name>`` of a plain
+        reconstruction run); names missing or left over are an error naming them."""
+        weights = {key[len("model."):]: value for key, value in state_dict.items() if key.startswith("model.")}
+        missing, unexpected = self.reconstruction.load_state_dict(weights, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"pretrained_reconstruction: expected the weights of {type(self.reconstruction).__name__}, "
+                             f"found {len(missing)} missing ({', '.join(missing[:3])}) and {len(unexpected)} "
+                             f"unexpected ({', '.join(unexpected[:3])})")

@@ -1,0 +1,130 @@
+"""Task heads and task-adapted reconstruction: shapes, gradients, the training modes, and the door out."""
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from pirecon.data.acquisition import read_acquisition
+from pirecon.data.simulate import simulate
+from pirecon.models import TaskAdapted
+from pirecon.models.task_heads import soft_dice_loss
+
+TINY_LPD = {"class_path": "lpd", "init_args": {"iterations": 2, "hidden": 8}}
+LESIONS = {"modality": "ct", "phantom": "lesions", "image_size": 32, "num_angles": 10, "seed": 0,
+           "lesion_options": {"radius_range": (0.1, 0.2), "contrast": 0.3}}
+HEADS = {"segmentation": {"channels": 4, "depth": 2}, "classification": {"channels": 4, "depth": 2}}
+
+
+@pytest.fixture(scope="module")
+def lesion_files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lesions")
+    return {split: simulate(root / f"{split}.h5", n=n, progress=False, split=split, **LESIONS)
+            for split, n in (("train", 8), ("validation", 4), ("test", 4))}
+
+
+@pytest.fixture(scope="module")
+def batch(lesion_files):
+    acquisition = read_acquisition(lesion_files["train"])
+    return acquisition
+
+
+def _targets(lesion_files):
+    import h5py
+
+    with h5py.File(lesion_files["train"], "r") as f:
+        return torch.from_numpy(f["segmentation"][()][:, None]), torch.from_numpy(f["labels"][()])
+
+
+def test_soft_dice_loss_on_known_masks():
+    mask = torch.zeros(2, 1, 4, 4)
+    mask[0, 0, :2] = 1
+    assert float(soft_dice_loss(mask, mask)) == pytest.approx(0.0)
+    other = torch.zeros_like(mask)
+    other[0, 0, 2:] = 1
+    # image 0: no overlap, 1 - 1/17; image 1: both empty, 0
+    assert float(soft_dice_loss(other, mask)) == pytest.approx((1 - 1 / 17) / 2)
+
+
+def test_task_outputs_shapes_and_joint_gradients_reach_the_backbone(batch, lesion_files):
+    torch.manual_seed(0)
+    model = TaskAdapted(TINY_LPD, **HEADS, task_weight=0.5)
+    result = model(batch.y, batch.physics)
+    n = batch.y.shape[0]
+    assert result.task["segmentation"].shape == (n, 1, 32, 32) and result.task["label"].shape == (n,)
+    assert 0 <= float(result.task["segmentation"].detach().min()) and float(result.task["label"].detach().max()) <= 1
+    segmentation, labels = _targets(lesion_files)
+    assert int(labels.sum()) not in (0, n)  # both classes in the file
+    model.task_loss(result, segmentation, labels).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.reconstruction.parameters()
+               if p.requires_grad)
+    assert model.segmentation.unet.out.weight.grad.abs().sum() > 0
+    assert model.classification.linear.weight.grad.abs().sum() > 0
+
+
+def test_a_frozen_backbone_gets_no_gradient_and_the_oracle_needs_the_truth(batch, lesion_files):
+    segmentation, labels = _targets(lesion_files)
+    model = TaskAdapted(TINY_LPD, **HEADS, freeze_reconstruction=True).train()
+    assert not model.reconstruction.training
+    result = model(batch.y, batch.physics)
+    model.task_loss(result, segmentation, labels).backward()
+    assert all(p.grad is None for p in model.reconstruction.parameters())
+    oracle = TaskAdapted(TINY_LPD, **HEADS, task_input="truth")
+    with pytest.raises(ValueError, match=r"^TaskAdapted: expected truth= for task_input='truth'"):
+        oracle(batch.y, batch.physics)
+    on_truth = oracle(batch.y, batch.physics, truth=batch.ground_truth)
+    again = oracle.segmentation(batch.ground_truth.float())
+    torch.testing.assert_close(on_truth.task["segmentation_logit"], again)
+    fbp = TaskAdapted({"class_path": "classical"}, **HEADS)
+    assert sum(p.numel() for p in fbp.reconstruction.parameters()) == 0
+    with pytest.raises(ValueError, match=r"^TaskAdapted: expected segmentation targets"):
+        model.task_loss(result, None, labels)
+
+
+def test_the_heads_can_read_the_interval_width(batch):
+    quantile = {"class_path": "quantile_head", "init_args": {"backbone": TINY_LPD}}
+    model = TaskAdapted(quantile, **HEADS, use_uncertainty=True)
+    assert model.segmentation.unet.down[0][0].in_channels == 2
+    assert model(batch.y, batch.physics).task["label"].shape == (batch.y.shape[0],)
+    with pytest.raises(ValueError, match=r"^TaskAdapted: expected an interval from the reconstruction"):
+        TaskAdapted(TINY_LPD, **HEADS, use_uncertainty=True)(batch.y, batch.physics)
+    with pytest.raises(ValueError, match=r"^task_weight: expected C in \[0, 1\], found 1.5$"):
+        TaskAdapted(TINY_LPD, task_weight=1.5)
+
+
+def _fit(module, lesion_files, tmp_path, steps=6):
+    from pirecon.training import ReconstructionDataModule
+
+    trainer = pl.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path,
+                         num_sanity_val_steps=0, val_check_interval=steps, check_val_every_n_epoch=None)
+    trainer.fit(module, datamodule=ReconstructionDataModule(train=str(lesion_files["train"]),
+                                                            val=str(lesion_files["validation"]), batch_size=4))
+    return trainer
+
+
+def test_joint_training_logs_the_task_and_sequential_training_keeps_the_pretrained_backbone(lesion_files, tmp_path):
+    import pirecon
+    from pirecon.training import ReconstructionModule
+
+    pl.seed_everything(0, verbose=False)
+    plain = ReconstructionModule(TINY_LPD, log_images_every_n_epochs=0)
+    trainer = _fit(plain, lesion_files, tmp_path / "plain")
+    trainer.save_checkpoint(tmp_path / "plain.ckpt")
+    joint = ReconstructionModule({"class_path": "task_adapted", "init_args": {"reconstruction": TINY_LPD, **HEADS,
+                                                                             "task_weight": 0.5}},
+                                 log_images_every_n_epochs=0)
+    metrics = _fit(joint, lesion_files, tmp_path / "joint").callback_metrics
+    assert {"train/task_loss", "val/task_loss", "val/dice", "val/label_accuracy", "val/psnr"} <= set(metrics)
+    assert 0 <= float(metrics["val/dice"]) <= 1
+    sequential = ReconstructionModule(
+        {"class_path": "task_adapted", "init_args": {"reconstruction": TINY_LPD, **HEADS,
+                                                    "freeze_reconstruction": True}},
+        pretrained_reconstruction=str(tmp_path / "plain.ckpt"), log_images_every_n_epochs=0)
+    trainer = _fit(sequential, lesion_files, tmp_path / "sequential")
+    for name, value in plain.model.state_dict().items():
+        torch.testing.assert_close(sequential.model.reconstruction.state_dict()[name], value)
+    trainer.save_checkpoint(tmp_path / "sequential.ckpt")
+    recon = pirecon.load(tmp_path / "sequential.ckpt").reconstruct(lesion_files["test"], progress=False)
+    assert recon.task["segmentation"].shape == (4, 1, 32, 32) and recon.task["label"].shape == (4,)
+    with pytest.raises(ValueError, match=r"^pretrained_reconstruction: expected a task-adapted model"):
+        ReconstructionModule(TINY_LPD, pretrained_reconstruction=str(tmp_path / "plain.ckpt"))
