@@ -128,3 +128,21 @@ def test_joint_training_logs_the_task_and_sequential_training_keeps_the_pretrain
     assert recon.task["segmentation"].shape == (4, 1, 32, 32) and recon.task["label"].shape == (4,)
     with pytest.raises(ValueError, match=r"^pretrained_reconstruction: expected a task-adapted model"):
         ReconstructionModule(TINY_LPD, pretrained_reconstruction=str(tmp_path / "plain.ckpt"))
+
+
+def test_fit_on_simulation_resumes_from_its_last_checkpoint_and_starts_the_backbone_pretrained(lesion_files, tmp_path):
+    from pirecon.training.fit import fit_on_simulation
+
+    options = {"model": TINY_LPD, "simulation": LESIONS, "lr": 1e-3, "batch_size": 2, "progress": False}
+    first = fit_on_simulation(tmp_path / "plain", lesion_files["validation"], steps=4, **options)
+    assert torch.load(first, weights_only=True)["global_step"] == 4
+    resumed = fit_on_simulation(tmp_path / "plain", lesion_files["validation"], steps=6, resume=True, **options)
+    stored = torch.load(resumed, weights_only=True)
+    assert stored["global_step"] == 6  # 2 more steps from step 4, not 6 from the start
+    task = {"class_path": "task_adapted", "init_args": {"reconstruction": TINY_LPD, **HEADS, "task_weight": 0.5}}
+    joint = fit_on_simulation(tmp_path / "joint", lesion_files["validation"], steps=1, pretrained_reconstruction=first,
+                              **{**options, "model": task, "lr": 1e-12})
+    start = torch.load(first, weights_only=True)["state_dict"]
+    after = torch.load(joint, weights_only=True)["state_dict"]
+    for key, value in start.items():  # a learning rate of 1e-12: one step leaves the pretrained weights
+        torch.testing.assert_close(after[key.replace("model.", "model.reconstruction.", 1)], value, rtol=0, atol=1e-6)

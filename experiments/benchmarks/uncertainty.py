@@ -9,10 +9,11 @@ calibration/test splits, calibrate by RCPS (Hoeffding-Bentkus, alpha = delta = 0
 (:func:`pirecon.uncertainty.report.split_statistics`). Reported per head: the fraction of splits with risk >
 alpha, the mean risk, the mean width, the width relative to the constant-width interval around the plain
 backbone's reconstruction calibrated on the same splits, Spearman(width, |error|) and AUSE on the test pixels
-at scale 1, and the training time relative to the plain backbone's (the ensemble's: its members' sum).
+at scale 1, the training-step time relative to the plain backbone's (:func:`step_costs`, interleaved in one
+process; the ensemble's: its members' sum) and the wall-clock minutes of each run.
 
     python experiments/benchmarks/uncertainty.py [--setups ct mri] [--steps 28000] [--members 3]
-        [--calibration 200] [--test 200] [--splits 100] [--out DIR]
+        [--calibration 200] [--test 200] [--splits 100] [--out DIR] [--costs-only]
 
 Targets (the issue's): every calibrated head violates in at most delta of the splits; the best head's width at
 least 20% below the constant baseline's; Spearman of the best head at least 0.4. Writes ``uncertainty.md`` and
@@ -99,6 +100,54 @@ def _intervals(checkpoint: Path, files, constant: bool):
     return tuple(np.concatenate(arrays) for arrays in zip(*parts))
 
 
+def step_costs(setup: dict, heads, held_out: Path, members: int = 3, rounds: int = 5,
+               steps: int = 5) -> dict[str, float]:
+    """Training-step time of each head relative to the plain backbone's, measured in the same process,
+    interleaved: ``rounds`` rounds, each timing ``steps`` Adam steps (forward, loss, backward, update) of every
+    model on the same batch of 2 held-out images; the median per model over the rounds, divided by the plain
+    backbone's. An ensemble of K members costs K Gaussian heads. Wall-clock times of whole runs move with
+    whatever else the machine does; a ratio of interleaved medians does not drift with it."""
+    from pirecon.data.acquisition import read_acquisition
+    from pirecon.models.registry import build_model
+    from pirecon.training.batch_physics import target_and_prediction
+
+    acquisition = read_acquisition(held_out, slices=slice(0, 2))
+    y, physics = acquisition.y, acquisition.physics
+    names = ["plain", *[h for h in heads if h != "ensemble"]]
+    if "ensemble" in heads and "gaussian" not in names:
+        names.append("gaussian")
+    runs = {}
+    for name in names:
+        torch.manual_seed(0)
+        model = build_model(_head_spec(name, setup["backbone"])).train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+        def step(model=model, optimizer=optimizer):
+            for _ in range(steps):
+                optimizer.zero_grad()
+                result = model(y, physics)
+                target, prediction = target_and_prediction({"ground_truth": acquisition.ground_truth}, result.image)
+                loss = (prediction - target).abs().pow(2).mean()
+                if hasattr(model, "uncertainty_loss"):
+                    loss = loss + model.uncertainty_loss(result, target)
+                loss.backward()
+                optimizer.step()
+
+        step()  # warm-up: caches, allocator
+        runs[name] = step
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(rounds):
+        for name, step in runs.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    medians = {name: float(np.median(values)) for name, values in times.items()}
+    costs = {name: medians[name] / medians["plain"] for name in names}
+    if "ensemble" in heads:
+        costs["ensemble"] = members * costs["gaussian"]
+    return costs
+
+
 def _shown(value: float, digits: int) -> str:
     return "-" if np.isnan(value) else f"{value:.{digits}f}"
 
@@ -116,8 +165,26 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", help="directory for uncertainty.md, the figures and the runs (default: temporary)")
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--costs-only", action="store_true",
+                        help="only the interleaved training-step costs (step_costs), on the held-out test file of "
+                             "an earlier run in --out (or a new one)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.costs_only:
+        from pirecon.data.simulate import simulate
+
+        costs = {}
+        for name in args.setups:
+            setup = json.loads(json.dumps(SETUPS[name]))
+            if args.image_size:
+                setup["simulation"]["image_size"] = args.image_size
+            held_out = Path(args.out or ".") / name / "test.h5"
+            if not held_out.is_file():
+                held_out.parent.mkdir(parents=True, exist_ok=True)
+                simulate(held_out, n=2, progress=False, split="test", **setup["simulation"])
+            costs[name] = step_costs(setup, args.heads, held_out, members=args.members)
+        print(json.dumps(costs, indent=2))
+        return costs
 
     from pirecon.inference.calibrate import LAMBDAS
     from pirecon.inference.ensemble import combine
@@ -171,19 +238,22 @@ def main(argv=None) -> dict:
                                "mean_width": stats["mean_width"], "abstentions": stats["abstentions"],
                                "spearman": spearman(pixel_widths[test], errors[test]) if ranked else float("nan"),
                                "ause": ause(pixel_widths[test], errors[test]) if ranked else float("nan"),
-                               "training_seconds": seconds[head],
-                               "training_cost": seconds[head] / seconds["plain"]}
+                               "training_seconds": seconds[head]}
                 violins[label] = stats["risks"]
+            costs = step_costs(setup, args.heads, files[1], members=args.members)
+            for head, label in zip(["plain", *args.heads], rows):
+                rows[label]["training_cost"] = costs[head]
             baseline = rows["constant width (plain backbone)"]["mean_width"]
             for row in rows.values():
                 row["width_vs_constant"] = row["mean_width"] / baseline
             risk_violin(violins, 0.1, root / f"risk_violin_{name}.png", title=f"{name}: test risk over the splits")
             results["setups"][name] = rows
             lines += [f"## {name}", "", "| head | splits risk > alpha | mean risk | mean width | width / constant | "
-                      "Spearman | AUSE | training time vs plain |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                      "Spearman | AUSE | training step vs plain | training minutes |",
+                      "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
             lines += [f"| {label} | {r['violation_fraction']:.2f} | {r['mean_risk']:.4f} | {r['mean_width']:.4g} | "
                       f"{r['width_vs_constant']:.2f} | {_shown(r['spearman'], 3)} | {_shown(r['ause'], 4)} | "
-                      f"{r['training_cost']:.2f} |" for label, r in rows.items()]
+                      f"{r['training_cost']:.2f} | {r['training_seconds'] / 60:.1f} |" for label, r in rows.items()]
             lines.append("")
         (root / "uncertainty.md").write_text("\n".join(lines) + "\n")
         print("\n".join(lines))

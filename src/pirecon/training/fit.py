@@ -72,20 +72,25 @@ class StepLines(pl.Callback):
 
 def fit_on_simulation(out: Path, val_file: Path, *, model: dict, simulation: dict, steps: int, lr: float,
                       batch_size: int = 2, seed: int = 0, progress: bool = True, precision: str = "32-true",
-                      channels_last: bool = False, compile: bool = False, schedule: str = "cosine") -> Path:
+                      channels_last: bool = False, compile: bool = False, schedule: str = "cosine",
+                      pretrained_reconstruction: str | Path | None = None, resume: bool = False) -> Path:
     """Train ``model`` (a model spec) for ``steps`` steps on the stream of ``simulation`` (the options of
     :class:`pirecon.data.datasets.SimulationDataset`), validating on ``val_file`` every 200 steps; Adam
     (betas 0.9, 0.99) with ``schedule`` (cosine decay from ``lr`` by default), gradient-norm clipping at 1,
     checkpoints every tenth of the run and CSV/TensorBoard logs under ``out/training``. ``precision`` is Lightning's,
     ``channels_last`` and ``compile`` those of :func:`pirecon.models.accelerate`
-    (:func:`pirecon.models.fast_training_options` gives the fastest this machine supports). Returns the
-    last checkpoint."""
+    (:func:`pirecon.models.fast_training_options` gives the fastest this machine supports);
+    ``pretrained_reconstruction`` the checkpoint a task-adapted model's backbone starts from
+    (:class:`ReconstructionModule`). With ``resume``, a run killed before its last step continues from its
+    ``last.ckpt`` (a finished run returns at once). Returns the last checkpoint."""
     with quiet_lightning():
         pl.seed_everything(seed, verbose=False)
         root = Path(out) / "training"
         datamodule = ReconstructionDataModule(simulation=simulation, val=str(val_file), batch_size=batch_size)
         module = ReconstructionModule(model, lr=lr, betas=(0.9, 0.99), schedule=schedule,
-                                      channels_last=channels_last, compile=compile)
+                                      channels_last=channels_last, compile=compile,
+                                      pretrained_reconstruction=None if pretrained_reconstruction is None
+                                      else str(pretrained_reconstruction))
         checkpoints = ModelCheckpoint(root / "checkpoints", save_last=True, every_n_train_steps=max(1, steps // 10))
         trainer = pl.Trainer(
             max_steps=steps, accelerator="auto", precision=precision, devices=1, gradient_clip_val=1.0,
@@ -96,5 +101,6 @@ def fit_on_simulation(out: Path, val_file: Path, *, model: dict, simulation: dic
             + ([] if bar_enabled(progress) or not progress else [StepLines(steps)]),
             enable_progress_bar=bar_enabled(progress), enable_model_summary=False)
         use_atomic_checkpoints(trainer)
-        trainer.fit(module, datamodule=datamodule)
-        return root / "checkpoints" / "last.ckpt"
+        last = root / "checkpoints" / "last.ckpt"
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume and last.is_file() else None)
+        return last
