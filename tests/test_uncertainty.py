@@ -382,6 +382,36 @@ def test_calibrate_refuses_training_data_small_sets_and_models_without_a_head(he
                                "quantile_head, mc_dropout, constant_width), found LearnedPrimalDual")
 
 
+def test_calibration_units_are_volumes_for_files_that_are_not_simulated(head_checkpoint, tmp_path):
+    """A raw file without a simulation record is one volume: one calibration unit (its slices' mean loss),
+    kept whole on one side of every split."""
+    import pirecon
+    from pirecon.data.formats import read_ct_raw, write_ct_raw
+    from pirecon.inference.calibrate import _unit_curves, calibrate
+
+    path, files = head_checkpoint
+    raw = read_ct_raw(files["calibration"])
+    volumes = [write_ct_raw(tmp_path / f"volume_{k:02d}.h5", raw.sinogram[k:k + 2], raw.geometry, noise=raw.noise,
+                            ground_truth=raw.ground_truth[k:k + 2], attrs={"split": "calibration"})
+               for k in range(0, 28, 2)] + \
+        [write_ct_raw(tmp_path / f"volume_{k:02d}.h5", raw.sinogram[k:k + 2], raw.geometry, noise=raw.noise,
+                      ground_truth=raw.ground_truth[k:k + 2]) for k in range(28, 30, 2)]
+    model = pirecon.load(path)
+    curves, widths, _, units = _unit_curves(model, volumes, path, 8, False, keep=False)
+    assert curves.shape == (15, len(curves[0])) and units == [1] * 15
+    slices, _, _, slice_units = _unit_curves(model, [files["calibration"]], path, 8, False, keep=False)
+    np.testing.assert_allclose(curves[0], slices[:2].mean(axis=0))  # a volume's loss: its slices' mean
+    assert slice_units == [30]
+    with pytest.raises(PireconUserError, match=r"^calibration: expected at least 22 calibration images .* found 15$"):
+        calibrate(path, volumes, tmp_path / "v.ckpt", progress=False)
+    with pytest.raises(PireconUserError, match=r"^--data: expected distinct calibration files, found the same file "
+                                                r"twice$"):
+        calibrate(path, [files["calibration"], files["calibration"]], tmp_path / "w.ckpt", progress=False)
+    result = calibrate(path, [files["calibration"], *volumes], tmp_path / "x.ckpt", progress=False)
+    stored = torch.load(tmp_path / "x.ckpt", weights_only=True)["pirecon_calibration"]
+    assert result.n == 45 and stored["unit"] == "volumes" and [f["units"] for f in stored["files"]] == [30] + [1] * 15
+
+
 def test_calibrate_measures_the_intervals_on_a_test_file_and_draws_them(head_checkpoint, tmp_path):
     from pirecon.inference.calibrate import calibrate
 

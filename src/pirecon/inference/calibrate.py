@@ -1,7 +1,7 @@
 """``pirecon calibrate``: scale an uncertainty head's intervals to a guaranteed risk on held-out data.
 
-    pirecon calibrate --checkpoint CKPT --data CAL.h5 --alpha 0.1 --delta 0.1 --out CALIBRATED.ckpt
-        [--method rcps|crc] [--bound hb|wsr] [--test TEST.h5 --report DIR]
+    pirecon calibrate --checkpoint CKPT --data CAL.h5 [CAL2.h5 ...] --alpha 0.1 --delta 0.1 --out CALIBRATED.ckpt
+        [--method rcps|crc] [--bound hb|wsr] [--test TEST.h5 [...] --report DIR]
 
 The head's intervals on every calibration image give the fraction of pixels outside the interval at each
 scale of a grid (:func:`pirecon.uncertainty.miscoverage_curves`); RCPS or conformal risk control picks
@@ -10,8 +10,14 @@ checkpoint is the input checkpoint with ``pirecon_calibration`` (lambda-hat, alp
 n, the calibration file and its SHA-256) and its model card completed; ``pirecon.load`` of it returns
 calibrated intervals.
 
-The calibration file must be held out: a file that a training run may read (``split`` "train", or a file
+The calibration files must be held out: a file that a training run may read (``split`` "train", or a file
 listed in the model card's training data) is refused.
+
+The unit of calibration is what is exchangeable: the slices of a simulated file (``pirecon simulate``, an
+attribute ``simulation``) are independent draws, so each slice is one unit; any other file (a fastMRI volume,
+a scanner's raw file) holds the slices of one volume, so the file is one unit, its loss the mean over its
+slices (the guarantee is then about volumes), and random splits keep a volume on one side
+(:func:`pirecon.uncertainty.group_splits`), never splitting it by slice.
 
 With ``--test`` (another held-out file) and ``--report DIR``, the intervals are also measured: the test risk
 and width at lambda-hat; over 100 random calibration/test splits of the two files pooled, the fraction of
@@ -85,11 +91,58 @@ def _curves(model, source, checkpoint, batch_size: int, progress: bool, keep: bo
     return np.concatenate(curves), np.concatenate(widths), kept
 
 
+def _is_simulated(path: Path) -> bool:
+    """Whether a raw file was written by ``pirecon simulate`` (its slices are independent draws)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        return "simulation" in f.attrs
+
+
+def unit_name(paths) -> str:
+    """What one calibration unit of these files is: ``"images"`` (all simulated) or ``"volumes"``."""
+    return "images" if all(_is_simulated(Path(path)) for path in paths) else "volumes"
+
+
+def _unit_of_slices(path: Path, slices: int) -> np.ndarray:
+    """Per slice, the index of its calibration unit within the file: its own for a simulated file (independent
+    draws), 0 for any other (one volume)."""
+    return np.arange(slices) if _is_simulated(path) else np.zeros(slices, dtype=np.int64)
+
+
+def _unit_curves(model, paths, checkpoint, batch_size: int, progress: bool, keep: bool):
+    """:func:`_curves` of several held-out files, averaged within calibration units (slices of simulated files,
+    whole files otherwise): ``(curves (n_units, L), widths (n_units,), kept, units per file)``."""
+    curves, widths, kept, counts = [], [], [], []
+    for path in paths:
+        source = model.open(path, metrics=True, progress=progress)
+        file_curves, file_widths, file_kept = _curves(model, source, checkpoint, batch_size, progress, keep)
+        units = _unit_of_slices(path, len(file_curves))
+        count = int(units.max()) + 1
+        curves.append(np.stack([file_curves[units == u].mean(axis=0) for u in range(count)]))
+        widths.append(np.array([file_widths[units == u].mean() for u in range(count)]))
+        counts.append(count)
+        if keep:
+            kept.append(file_kept)
+    if keep:
+        from ..uncertainty import Interval
+
+        kept = (torch.cat([k[0] for k in kept]), Interval.concatenate([k[1] for k in kept]))
+    return np.concatenate(curves), np.concatenate(widths), kept if keep else None, counts
+
+
+def _paths(data, name: str) -> list[Path]:
+    paths = [Path(data)] if isinstance(data, (str, Path)) else [Path(p) for p in data]
+    if not paths:
+        raise ArgumentError(f"{name}: expected at least one held-out file, found none")
+    return paths
+
+
 def calibrate(checkpoint, data, out, *, alpha: float = 0.1, delta: float = 0.1, method: str = "rcps",
               bound: str = "hb", batch_size: int = 8, overwrite: bool = False, progress: bool = True,
               test=None, report=None):
-    """Calibrate the uncertainty head of ``checkpoint`` on ``data`` and write ``out``; returns the
-    :class:`pirecon.uncertainty.Calibration`."""
+    """Calibrate the uncertainty head of ``checkpoint`` on ``data`` (a held-out file or a list of them) and write
+    ``out``; returns the :class:`pirecon.uncertainty.Calibration` (``n``: calibration units, see the module)."""
     from .._atomic import atomic_path
     from .._validation import check_choice
     from ..uncertainty import check_disjoint, conformal_risk_control, rcps
@@ -100,24 +153,33 @@ def calibrate(checkpoint, data, out, *, alpha: float = 0.1, delta: float = 0.1, 
     from .reconstructors import load
 
     method = check_choice(method, "method", METHODS)
-    out, data = Path(out), Path(data)
+    out, paths = Path(out), _paths(data, "--data")
     refuse_existing(out, overwrite=overwrite)
     if (test is None) != (report is None):
         raise ArgumentError("--test, --report: expected both (a held-out test file and a report directory) or "
                             "neither, found one")
     model = load(checkpoint)
-    source = model.open(data, metrics=True, progress=progress)
-    _held_out(data, model.card)
-    data_sha256 = file_sha256(data)
-    if test is not None:
-        check_disjoint([data_sha256], [file_sha256(test)], "files (by SHA-256)")
-        test_source = model.open(test, metrics=True, progress=progress)
-        _held_out(Path(test), model.card)
-    losses, widths, _ = _curves(model, source, checkpoint, batch_size, progress, keep=False)
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"--data: expected an existing file, found nothing at {str(path)!r}")
+        _held_out(path, model.card)
+    data_sha256 = [file_sha256(path) for path in paths]
+    if len(set(data_sha256)) < len(paths):
+        raise PireconUserError("--data: expected distinct calibration files, found the same file twice")
+    test_paths = [] if test is None else _paths(test, "--test")
+    if test_paths:
+        for path in test_paths:
+            _held_out(path, model.card)
+        check_disjoint(data_sha256, [file_sha256(path) for path in test_paths], "files (by SHA-256)")
+    losses, widths, _, units = _unit_curves(model, paths, checkpoint, batch_size, progress, keep=False)
     result = rcps(losses, LAMBDAS, alpha, delta, bound) if method == "rcps" else \
         conformal_risk_control(losses, LAMBDAS, alpha)
     stored, _ = read_checkpoint(checkpoint, map_location="cpu")
-    summary = {**result.to_dict(), "data": str(data), "data_sha256": data_sha256}
+    files = [{"path": str(path), "sha256": digest, "units": count}
+             for path, digest, count in zip(paths, data_sha256, units)]
+    summary = {**result.to_dict(), "unit": unit_name(paths), "files": files,
+               "data": str(paths[0]) if len(paths) == 1 else [str(p) for p in paths],
+               "data_sha256": data_sha256[0] if len(paths) == 1 else data_sha256}
     stored["pirecon_calibration"] = summary
     card = model.card.data if model.card is not None else stored.get("pirecon_card")
     if card:  # the card of a fit run, completed with the calibration, in the checkpoint and beside it
@@ -127,15 +189,16 @@ def calibrate(checkpoint, data, out, *, alpha: float = 0.1, delta: float = 0.1, 
         torch.save(stored, tmp)
     if card:
         ModelCard(card).write(out.parent)
-    if test is not None:
-        test_curves, test_widths, kept = _curves(model, test_source, checkpoint, batch_size, progress, keep=True)
+    if test_paths:
+        test_curves, test_widths, kept, _ = _unit_curves(model, test_paths, checkpoint, batch_size, progress,
+                                                         keep=True)
         _report(Path(report), result, losses, widths, test_curves, test_widths, *kept, alpha=alpha, delta=delta,
-                bound=bound)
+                bound=bound, units=(unit_name(paths), unit_name(test_paths)))
     return result
 
 
 def _report(directory: Path, result, losses, widths, test_losses, test_widths, truth, interval, *, alpha, delta,
-            bound) -> None:
+            bound, units: tuple[str, str] = ("images", "images")) -> None:
     """Measure the calibrated intervals on the test images and write ``report.md`` and the figures."""
     from .._atomic import atomic_path
     from ..uncertainty import ause, rcps, sparsification, spearman
@@ -167,10 +230,10 @@ def _report(directory: Path, result, losses, widths, test_losses, test_widths, t
     sparsification_figure(fractions, curve, oracle, directory / "sparsification.png", area)
     examples_figure(truth, calibrated, directory / "examples.png")
     lines = [f"# Calibrated intervals: {result.method.upper()}, alpha {alpha:g}, delta {delta:g}", "",
-             f"lambda-hat {result.lambda_hat:.3f} on {result.n} calibration images (empirical risk "
+             f"lambda-hat {result.lambda_hat:.3f} on {result.n} calibration {units[0]} (empirical risk "
              f"{result.risk_hat:.4f}, bound {result.upper_bound:.4f}).", "",
              "| measure | value |", "|---|---:|",
-             f"| test risk at lambda-hat ({test_losses.shape[0]} images) | {test_losses[:, k].mean():.4f} |",
+             f"| test risk at lambda-hat ({test_losses.shape[0]} {units[1]}) | {test_losses[:, k].mean():.4f} |",
              f"| test mean width at lambda-hat | {calibrated.width.mean():.4g} |",
              f"| splits with test risk > alpha ({stats['splits']} random splits, calibration and test pooled) | "
              f"{stats['violation_fraction']:.2f} |",
@@ -185,15 +248,16 @@ def _report(directory: Path, result, losses, widths, test_losses, test_widths, t
 
 def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a checkpoint of a model with an uncertainty head")
-    parser.add_argument("--data", required=True, help="held-out calibration file (pirecon simulate --split "
-                                                      "calibration, or held-out raw files)")
+    parser.add_argument("--data", required=True, nargs="+", help="held-out calibration files (pirecon simulate "
+                                                                  "--split calibration, or held-out raw files)")
     parser.add_argument("--out", required=True, help="the calibrated checkpoint to write")
     parser.add_argument("--alpha", type=float, default=0.1, help="tolerated fraction of pixels outside (default 0.1)")
     parser.add_argument("--delta", type=float, default=0.1, help="RCPS: failure probability (default 0.1)")
     parser.add_argument("--method", choices=("rcps", "crc"), default="rcps")
     parser.add_argument("--bound", choices=("hb", "wsr"), default="hb")
     parser.add_argument("--risk", choices=("pixel-miscoverage",), default="pixel-miscoverage")
-    parser.add_argument("--test", help="another held-out file to measure the calibrated intervals on (with --report)")
+    parser.add_argument("--test", nargs="+", help="other held-out files to measure the calibrated intervals on "
+                                                  "(with --report)")
     parser.add_argument("--report", help="directory for report.md and the figures (with --test)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--overwrite", action="store_true")
@@ -209,7 +273,8 @@ def calibrate_main(args: argparse.Namespace) -> int:
     guarantee = f"risk <= {result.alpha:g}" + (f" with probability >= {1 - result.delta:g}" if result.delta else
                                                " in expectation")
     print(f"wrote {args.out}: lambda-hat {result.lambda_hat:.3f} ({result.method.upper()}"
-          f"{'' if result.bound is None else ', ' + result.bound.upper()}, {result.n} calibration images, "
+          f"{'' if result.bound is None else ', ' + result.bound.upper()}, {result.n} calibration "
+          f"{unit_name(_paths(args.data, '--data'))}, "
           f"empirical risk {result.risk_hat:.4f}, bound {result.upper_bound:.4f}; {guarantee})")
     if args.report:
         print(f"wrote {Path(args.report) / 'report.md'} and its figures")

@@ -35,6 +35,7 @@ from ..models import accelerate
 from .batch_physics import target_and_prediction
 from .losses import ReconstructionLoss
 from ..models.registry import build_model
+from ..tasks import dice
 from ..uncertainty import Interval, mean_width, miscoverage
 
 __all__ = ["ReconstructionModule", "load_module", "learning_rate_factor", "SCHEDULES"]
@@ -62,13 +63,6 @@ def learning_rate_factor(schedule: str, step: int, total: int) -> float:
 
 def _magnitude(x: torch.Tensor) -> torch.Tensor:
     return x.abs() if x.is_complex() else x
-
-
-def _dice(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Foreground Dice per image of boolean masks ``(B, 1, H, W)``; 1 where both are empty."""
-    overlap = (prediction & target).sum(dim=(1, 2, 3)).float()
-    total = (prediction.sum(dim=(1, 2, 3)) + target.sum(dim=(1, 2, 3))).float()
-    return torch.where(total > 0, 2 * overlap / total.clamp_min(1), torch.ones_like(total))
 
 
 class ReconstructionModule(pl.LightningModule):
@@ -254,7 +248,7 @@ class ReconstructionModule(pl.LightningModule):
                      sync_dist=True)
             task = reconstruction.task
             if "segmentation" in task:
-                scores["dice"] = _dice(task["segmentation"] > 0.5, batch["segmentation"] > 0)
+                scores["dice"] = dice(task["segmentation"].float(), batch["segmentation"]).float().to(y.device)
             if "label" in task:
                 scores["label_accuracy"] = ((task["label"] > 0.5) == (batch["label"].reshape(-1) > 0)).float()
         for name, values in scores.items():
