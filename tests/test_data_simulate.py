@@ -19,7 +19,7 @@ from pirecon.data.formats import read_ct_raw, read_mri_raw
 from pirecon.data.simulate import Simulator, add_simulate_arguments, simulate, simulate_main
 from pirecon.data.validate import validate
 from pirecon.mri import SenseOperator
-from pirecon.phantoms import lesions, random_ellipses
+from pirecon.phantoms import body_mask, lesions, random_ellipses
 
 CT = dict(image_size=32, num_angles=16, progress=False)
 MRI = dict(modality="mri", image_size=32, coils=4, progress=False)
@@ -248,6 +248,127 @@ def test_images_directory(tmp_path):
 
 
 # --------------------------------------------------------------------------
+# lesions:images:DIR
+# --------------------------------------------------------------------------
+
+LESION_OPTIONS = {"radius_range": (0.1, 0.2), "contrast": 0.1, "presence_probability": 0.7}
+
+
+def _anatomy_directory(folder):
+    """Three PNGs (48 x 40, padded to squares): a body (an ellipse with a dark hole) above a separate bright table."""
+    from PIL import Image
+
+    folder.mkdir()
+    yy, xx = np.mgrid[0:48, 0:40]
+    for k in range(3):
+        body = ((yy - 19) / (14 - k)) ** 2 + ((xx - 20) / 15) ** 2 <= 1
+        hole = (yy - 18) ** 2 + (xx - 24 + k) ** 2 <= 16
+        image = np.where(body & ~hole, 120 + 20 * k, 10).astype(np.uint8)
+        image[39:47, 1:39] = 250  # the table, apart from the body
+        Image.fromarray(image).save(folder / f"slice_{k}.png")
+    return folder
+
+
+def test_lesions_on_image_directory(tmp_path):
+    folder = _anatomy_directory(tmp_path / "anatomy")
+    path = simulate(tmp_path / "lesions.h5", phantom=f"lesions:images:{folder}", n=7, seed=3, noise="none",
+                    lesion_options=LESION_OPTIONS, **CT)
+    validate(path)
+    raw = read_ct_raw(path)
+    assert raw.ground_truth.shape == raw.segmentation.shape == (7, 32, 32) and raw.labels.shape == (7,)
+    assert raw.segmentation.dtype == np.uint8 and raw.labels.dtype == np.int64
+    assert set(raw.labels.tolist()) == {0, 1}
+    assert np.array_equal(raw.labels, (raw.segmentation.reshape(7, -1).max(1) > 0).astype(np.int64))
+    with h5py.File(path) as f:
+        assert json.loads(f.attrs["simulation"])["phantom"] == f"lesions:images:{folder}"
+    # sample i is image i % 3 plus lesions of contrast 0.1; more samples than images: new lesions on each pass
+    images = read_ct_raw(simulate(tmp_path / "images.h5", phantom=f"images:{folder}", noise="none", **CT))
+    background = images.ground_truth[np.arange(7) % 3]
+    assert np.allclose(raw.ground_truth - background, 0.1 * raw.segmentation, atol=1e-6)
+    assert not np.array_equal(raw.segmentation[0], raw.segmentation[3])
+    # inside the body: never on the table (the bottom rows), in the hole or in the air
+    lesion = raw.segmentation.astype(bool)
+    body = body_mask(torch.from_numpy(background)[:, None])[:, 0].numpy()
+    assert lesion.any() and not (lesion & ~body).any()
+    assert not lesion[:, 24:].any()
+
+
+def test_lesions_on_images_samples_depend_on_seed_and_index_only(tmp_path):
+    from pirecon._validation import split_seed
+    from pirecon.data.datasets import SimulationDataset
+
+    folder = _anatomy_directory(tmp_path / "anatomy")
+    phantom = f"lesions:images:{folder}"
+    options = dict(phantom=phantom, noise="none", lesion_options=LESION_OPTIONS, **CT)
+    a = read_ct_raw(simulate(tmp_path / "a.h5", n=5, seed=7, chunk_size=2, **options))
+    b = read_ct_raw(simulate(tmp_path / "b.h5", n=5, seed=7, chunk_size=3, **options))
+    c = read_ct_raw(simulate(tmp_path / "c.h5", n=5, seed=8, **options))
+    for name in ("sinogram", "ground_truth", "segmentation", "labels"):
+        assert getattr(a, name).tobytes() == getattr(b, name).tobytes(), name
+    assert not np.array_equal(a.segmentation, c.segmentation)
+    d = read_ct_raw(simulate(tmp_path / "d.h5", n=2, seed=7, **options))  # a longer run starts the same
+    assert np.array_equal(d.segmentation, a.segmentation[:2]) and np.array_equal(d.ground_truth, a.ground_truth[:2])
+    # sample i of the file is sample i of the Simulator stream and of the on-the-fly dataset
+    sim = Simulator("ct", phantom, image_size=32, num_angles=16, noise="none", lesion_options=LESION_OPTIONS)
+    for i in range(5):
+        one = sim.simulate(split_seed(7, "train"), i, 1)
+        assert np.array_equal(one["ground_truth"][0], a.ground_truth[i])
+        assert np.array_equal(one["segmentation"][0], a.segmentation[i]) and one["labels"][0] == a.labels[i]
+    dataset = SimulationDataset("ct", phantom, seed=7, length=5, block_size=2, image_size=32, num_angles=16,
+                                noise="none", lesion_options=LESION_OPTIONS)
+    for item in dataset:
+        i = item["index"]
+        assert np.array_equal(item["ground_truth"][0].numpy(), a.ground_truth[i])
+        assert np.array_equal(item["segmentation"][0].numpy(), a.segmentation[i]) and int(item["label"]) == a.labels[i]
+
+
+def test_lesions_on_images_oversampled_get_the_same_lesions(tmp_path):
+    """The lesions are placed in the body of the reconstruction-grid image, so the fine rendering has them too."""
+    folder = _anatomy_directory(tmp_path / "anatomy")
+    options = dict(image_size=32, num_angles=16, noise="none",
+                   lesion_options=dict(LESION_OPTIONS, presence_probability=1.0))
+    plain = Simulator("ct", f"lesions:images:{folder}", **options)
+    fine = Simulator("ct", f"lesions:images:{folder}", oversample=2, **options)
+    a, b = plain.simulate(0, 0, 6), fine.simulate(0, 0, 6)
+    for key in ("ground_truth", "segmentation", "labels"):
+        assert np.array_equal(a[key], b[key]), key
+    assert relative(b["sinogram"], a["sinogram"]) < 0.1
+    _, seg, labels = fine._phantom((32, 32), 0, 0, 6)
+    _, seg_fine, labels_fine = fine._phantom((64, 64), 0, 0, 6)
+    assert torch.equal(labels_fine, labels) and labels.tolist() == [1] * 6
+    covered = torch.nn.functional.avg_pool2d(seg_fine.float(), 2) > 0  # the fine discs cover the coarse ones
+    assert bool((covered | ~seg.bool()).all())
+
+
+def test_lesions_on_images_errors(tmp_path):
+    from PIL import Image
+
+    folder = _anatomy_directory(tmp_path / "anatomy")
+    with pytest.raises(ValueError) as err:
+        Simulator("ct", f"lesions:images:{folder}", image_size=32, lesion_options={"background": "ellipses"})
+    assert str(err.value) == (f"lesion_options: 'background' only applies to phantom 'lesions', "
+                              f"found phantom 'lesions:images:{folder}'")
+    with pytest.raises(ValueError) as err:
+        Simulator("ct", f"lesions:images:{folder}", image_size=32, lesion_options={"body_threshold": 1.5})
+    assert str(err.value) == "body_threshold: expected a number in [0, 1), found 1.5"
+    blank = tmp_path / "blank"
+    blank.mkdir()
+    for k in range(2):
+        Image.fromarray(np.full((16, 16), 40 * k, np.uint8)).save(blank / f"{k}.png")
+    with pytest.raises(ValueError) as err:
+        simulate(tmp_path / "blank.h5", phantom=f"lesions:images:{blank}", **CT)
+    assert str(err.value) == (f"phantom: expected images with a body (pixels above body_threshold after scaling "
+                              f"to [0, 1]) in {str(blank)!r} to place lesions in, found only constant images")
+    assert not (tmp_path / "blank.h5").exists()
+    # a constant image among others: its samples get no lesion (label 0, empty segmentation)
+    Image.fromarray(np.full((16, 16), 40, np.uint8)).save(folder / "slice_9_blank.png")
+    out = Simulator("ct", f"lesions:images:{folder}", image_size=32, num_angles=8, noise="none",
+                    lesion_options={"presence_probability": 1.0}).simulate(0, 3, 4)
+    # samples 3, 4, 5, 6: images 3 (the constant one, last in the reader's order), 0, 1, 2
+    assert out["labels"].tolist() == [0, 1, 1, 1] and not out["segmentation"][0].any()
+
+
+# --------------------------------------------------------------------------
 # atomicity: a killed run leaves nothing that looks whole
 # --------------------------------------------------------------------------
 
@@ -284,10 +405,16 @@ def test_killed_simulation_leaves_no_file(tmp_path):
 
 @pytest.mark.parametrize("kwargs, message", [
     (dict(modality="pet"), "modality: expected 'ct' or 'mri', found 'pet'"),
-    (dict(phantom="cubes"), "phantom: expected one of 'ellipses', 'shepp-logan', 'lesions' or 'images:DIR', "
-                            "found 'cubes'"),
+    (dict(phantom="cubes"), "phantom: expected one of 'ellipses', 'shepp-logan', 'lesions', 'images:DIR' or "
+                            "'lesions:images:DIR', found 'cubes'"),
+    (dict(phantom="lesions:ellipses"), "phantom: expected one of 'ellipses', 'shepp-logan', 'lesions', 'images:DIR' "
+                                       "or 'lesions:images:DIR', found 'lesions:ellipses'"),
     (dict(phantom="images:/no/such/dir"), "phantom: expected an existing image directory after 'images:', "
                                           "found no directory at '/no/such/dir'"),
+    (dict(phantom="lesions:images:/no/such/dir"), "phantom: expected an existing image directory after "
+                                                  "'lesions:images:', found no directory at '/no/such/dir'"),
+    (dict(phantom="lesions:images:"), "phantom: expected 'lesions:images:DIR' with a directory, "
+                                      "found 'lesions:images:'"),
     (dict(n=0), "n: expected a positive integer, found 0"),
     (dict(noise="laplace:1"), "noise: expected 'none', 'gaussian:LEVEL' or 'poisson:I0', found 'laplace:1'"),
     (dict(noise="gaussian:-1"), "noise: expected a positive finite level after 'gaussian':, found 'gaussian:-1'"),
@@ -302,7 +429,12 @@ def test_killed_simulation_leaves_no_file(tmp_path):
      "fraction), found 0.5"),
     (dict(chunk_size=0), "chunk_size: expected a positive integer, found 0"),
     (dict(phantom="ellipses", lesion_options={"contrast": 0.1}),
-     "lesion_options: only applies to phantom 'lesions', found phantom 'ellipses'"),
+     "lesion_options: only applies to phantom 'lesions' or 'lesions:images:DIR', found phantom 'ellipses'"),
+    (dict(phantom="lesions", lesion_options={"body_threshold": 0.1}),
+     "lesion_options: 'body_threshold' only applies to phantom 'lesions:images:DIR', found phantom 'lesions'"),
+    (dict(phantom="lesions", lesion_options={"size": 0.1}),
+     "lesion_options: expected keys among 'num_lesions', 'radius_range', 'contrast', 'presence_probability', "
+     "'background', 'body_threshold', found 'size'"),
 ])
 def test_bad_options_give_clear_errors(tmp_path, kwargs, message):
     args = dict(n=2, seed=0, image_size=32, progress=False)
@@ -329,6 +461,13 @@ def test_command_line_functions(tmp_path, capsys):
     assert simulate_main(args) == 0
     raw = read_ct_raw(out)
     assert raw.sinogram.shape[1] == 8 and raw.noise.to_dict()["photon_count"] == 1e4
+    assert "lesions:images:DIR" in parser.format_help()
+    folder = _anatomy_directory(tmp_path / "anatomy")
+    args = parser.parse_args(["--phantom", f"lesions:images:{folder}", "--n", "4", "--out", str(out),
+                              "--image-size", "32", "--num-angles", "8", "--quiet"])
+    assert simulate_main(args) == 0
+    raw = read_ct_raw(out)
+    assert raw.segmentation.shape == (4, 32, 32) and raw.labels.shape == (4,)
     bad = parser.parse_args(["--modality", "spect", "--n", "1", "--out", str(tmp_path / "no.h5")])
     with pytest.raises(ValueError, match=r"^modality: expected 'ct' or 'mri', found 'spect'$"):
         simulate_main(bad)

@@ -1,4 +1,4 @@
-"""Tests of pirecon.phantoms: Shepp-Logan and the LPD random ellipses."""
+"""Tests of pirecon.phantoms: Shepp-Logan, the LPD random ellipses, lesions on background images."""
 
 import math
 import re
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from pirecon.phantoms import _random_ellipse_params, random_ellipses, shepp_logan
+from pirecon.phantoms import (_axis_coords, _mask_at, _random_ellipse_params, body_mask, lesions, random_ellipses,
+                              shepp_logan)
 
 odl = pytest.importorskip("odl")
 
@@ -262,6 +263,163 @@ def test_random_ellipses_are_sums_of_ellipses():
         sums |= {s + v for s in sums}
     for u in x.unique().tolist():
         assert min(abs(u - s) for s in sums) < 1e-12
+
+
+# --------------------------------------------------------------------------
+# Lesions on background images (real anatomy)
+# --------------------------------------------------------------------------
+
+def _body_image(n=64):
+    """A body (disc of radius 0.7, value 0.6) with a hole (radius 0.25 at (0.3, 0.1)) and, apart from it, a
+    brighter blob (radius 0.2 at (-0.75, -0.75), value 1): ``(1, 1, n, n)`` float64, and the three masks."""
+    x = _axis_coords(n, None, torch.float64).view(1, n)
+    y = _axis_coords(n, None, torch.float64, flip=True).view(n, 1)
+    disc = x ** 2 + y ** 2 <= 0.7 ** 2
+    hole = (x - 0.3) ** 2 + (y - 0.1) ** 2 <= 0.25 ** 2
+    blob = (x + 0.75) ** 2 + (y + 0.75) ** 2 <= 0.2 ** 2
+    assert not (disc & blob).any()
+    image = 0.6 * (disc & ~hole) + 1.0 * blob
+    return image[None, None], disc & ~hole, hole, blob
+
+
+def test_mask_lookup_follows_the_pixel_centre_convention():
+    H, W = 5, 7
+    mask = torch.rand(H, W, generator=torch.Generator().manual_seed(0)) > 0.5
+    xs = _axis_coords(W, None, torch.float64)
+    ys = _axis_coords(H, None, torch.float64, flip=True)  # row 0 at the top
+    rows, cols = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    centres = torch.stack([xs[cols.flatten()], ys[rows.flatten()]], -1)
+    for dx, dy in [(0, 0), (0.99 / W, 0), (-0.99 / W, 0.99 / H), (0.99 / W, -0.99 / H)]:  # within half a pixel
+        found = _mask_at(mask, centres + torch.tensor([dx, dy], dtype=torch.float64))
+        assert torch.equal(found, mask.flatten())
+    corners = torch.tensor([[-1.0, 1.0], [1.0, -1.0]], dtype=torch.float64)  # the image border: outermost pixels
+    assert _mask_at(mask, corners).tolist() == [bool(mask[0, 0]), bool(mask[-1, -1])]
+
+
+def test_body_mask_is_the_largest_component_above_the_threshold():
+    image, body, hole, blob = _body_image()
+    mask = body_mask(image)
+    assert mask.shape == (1, 1, 64, 64) and mask.dtype == torch.bool
+    assert torch.equal(mask[0, 0], body)  # the blob is brighter but apart: left out, and so is the hole
+    assert torch.equal(body_mask(image, 0.7)[0, 0], blob)  # above 0.7 only the blob is left
+    assert not body_mask(torch.zeros(2, 1, 8, 8)).any()
+    # diagonal contact does not join components: the larger one of two pixel squares touching at a corner
+    two = torch.zeros(1, 1, 6, 6)
+    two[0, 0, :3, :3] = 1.0
+    two[0, 0, 3:5, 3:5] = 1.0
+    assert torch.equal(body_mask(two)[0, 0], two[0, 0].bool() & (torch.arange(6) < 3)[:, None])
+
+
+def test_lesions_on_images_lie_inside_the_body():
+    from scipy import ndimage
+
+    image, body, hole, blob = _body_image()
+    images, seg, present = lesions((64, 64), 24, seed=5, background=image, presence_probability=1.0,
+                                   num_lesions=(2, 4), radius_range=(0.04, 0.1), contrast=0.2)
+    assert images.shape == seg.shape == (24, 1, 64, 64) and images.dtype == torch.float32
+    assert present.tolist() == [1] * 24
+    lesion_pixels = seg[:, 0].bool()
+    assert int(lesion_pixels.sum()) > 24 * 2 * 10
+    assert not (lesion_pixels & ~body).any()  # never in the hole, the blob or outside the body
+    for b in range(24):
+        labels, count = ndimage.label(seg[b, 0].numpy())
+        assert count >= 2
+        for r, c in ndimage.center_of_mass(seg[b, 0].numpy(), labels, range(1, count + 1)):
+            r, c = round(r), round(c)
+            assert body[r, c] and not hole[r, c] and not blob[r, c]
+    # the segmentation is where the image exceeds its background by the contrast
+    diff = images - image.float()
+    assert torch.equal(seg.bool(), (diff - 0.2).abs() < 1e-5)
+    assert torch.all((diff == 0) | seg.bool())
+
+
+def test_lesions_on_images_are_deterministic_per_seed_and_index():
+    image, *_ = _body_image(48)
+    backgrounds = torch.cat([image, image.flip(-1), 0.5 * image.transpose(-1, -2), image.flip(-2)]).float()
+    kwargs = dict(seed=9, radius_range=(0.05, 0.12), presence_probability=0.7)
+    images, seg, present = lesions((48, 48), 4, background=backgrounds, **kwargs)
+    again = lesions((48, 48), 4, background=backgrounds, **kwargs)
+    for a, b in zip((images, seg, present), again):
+        assert a.numpy().tobytes() == b.numpy().tobytes()
+    for i in range(4):  # image i depends on (seed, i) and its background only
+        single = lesions((48, 48), 1, start_index=i, background=backgrounds[i:i + 1], **kwargs)
+        for a, b in zip((images, seg, present), single):
+            assert torch.equal(a[i], b[0])
+    # one background for every image: the same as repeating it
+    shared = lesions((48, 48), 4, background=backgrounds[:1], **kwargs)
+    repeated = lesions((48, 48), 4, background=backgrounds[:1].expand(4, -1, -1, -1), **kwargs)
+    assert all(torch.equal(a, b) for a, b in zip(shared, repeated))
+    other = lesions((48, 48), 4, background=backgrounds, **dict(kwargs, seed=10))
+    assert not torch.equal(other[1], seg)
+    # the default body mask is body_mask(background): passing it explicitly changes nothing
+    explicit = lesions((48, 48), 4, background=backgrounds, body_mask=body_mask(backgrounds), **kwargs)
+    assert all(torch.equal(a, b) for a, b in zip(explicit, (images, seg, present)))
+    assert torch.equal(present, (seg.flatten(1).sum(1) > 0).long())
+
+
+def test_lesions_placed_with_a_coarse_body_mask_are_the_same_on_a_finer_grid():
+    coarse, *_ = _body_image(32)
+    fine, *_ = _body_image(64)
+    kwargs = dict(seed=2, presence_probability=1.0, radius_range=(0.1, 0.15), contrast=0.3)
+    _, seg_coarse, p_coarse = lesions((32, 32), 6, background=coarse, **kwargs)
+    _, seg_fine, p_fine = lesions((64, 64), 6, background=fine, body_mask=body_mask(coarse), **kwargs)
+    assert torch.equal(p_coarse, p_fine)
+    area_coarse = seg_coarse.flatten(1).sum(1) / 32 ** 2
+    area_fine = seg_fine.flatten(1).sum(1) / 64 ** 2
+    torch.testing.assert_close(area_fine.double(), area_coarse.double(), rtol=0.25, atol=0)
+    pooled = torch.nn.functional.avg_pool2d(seg_fine.float(), 2)  # the same discs: the fine ones cover the coarse
+    assert float(((pooled > 0) | ~seg_coarse.bool()).float().mean()) == 1.0
+
+
+def test_lesions_without_body_get_label_zero():
+    background = torch.zeros(3, 1, 16, 16)
+    images, seg, present = lesions((16, 16), 3, seed=0, background=background, presence_probability=1.0)
+    assert present.tolist() == [0, 0, 0] and not seg.any() and torch.equal(images, background)
+    # all below the threshold: no body either
+    images, seg, present = lesions((16, 16), 3, seed=0, background=background + 0.04, presence_probability=1.0)
+    assert present.tolist() == [0, 0, 0] and not seg.any()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(background="cubes"),
+     "background: expected 'ellipses', 'shepp-logan' or a tensor of background images (B, 1, H, W), found 'cubes'"),
+    (dict(background=torch.zeros(16, 16)),
+     "background: expected a tensor of background images (B, 1, H, W), found shape (16, 16)"),
+    (dict(background=torch.zeros(3, 1, 16, 16)), "background: expected shape (2, 1, 16, 16) or (1, 1, 16, 16), "
+                                                 "found (3, 1, 16, 16)"),
+    (dict(background=torch.zeros(2, 1, 16, 8)), "background: expected shape (2, 1, 16, 16) or (1, 1, 16, 16), "
+                                                "found (2, 1, 16, 8)"),
+    (dict(background=torch.zeros(2, 1, 16, 16, dtype=torch.uint8)),
+     "background: expected a real floating tensor, found dtype torch.uint8"),
+    (dict(background=torch.full((2, 1, 16, 16), 255.0)),
+     "background: expected values in [0, 1], found values in [255, 255]"),
+    (dict(background=torch.full((2, 1, 16, 16), float("nan"))), "background: expected finite values, found NaN or Inf"),
+    (dict(background=torch.zeros(2, 1, 16, 16), body_threshold=1.0),
+     "body_threshold: expected a number in [0, 1), found 1.0"),
+    (dict(background=torch.zeros(2, 1, 16, 16), body_threshold=0.1, body_mask=torch.ones(1, 1, 4, 4, dtype=bool)),
+     "body_threshold: expected either body_threshold or body_mask, found both"),
+    (dict(background=torch.zeros(2, 1, 16, 16), body_mask=torch.ones(1, 1, 4, 4)),
+     "body_mask: expected a bool tensor (B, 1, h, w), found torch.float32 of shape (1, 1, 4, 4)"),
+    (dict(background=torch.zeros(2, 1, 16, 16), body_mask=torch.ones(3, 1, 4, 4, dtype=bool)),
+     "body_mask: expected shape (2, 1, h, w) or (1, 1, h, w), found (3, 1, 4, 4)"),
+    (dict(body_threshold=0.1), "body_threshold: only applies to a tensor of background images, "
+                               "found background 'ellipses'"),
+    (dict(background="shepp-logan", body_mask=torch.ones(1, 1, 4, 4, dtype=bool)),
+     "body_mask: only applies to a tensor of background images, found background 'shepp-logan'"),
+])
+def test_lesion_background_errors(kwargs, message):
+    with pytest.raises(ValueError) as err:
+        lesions((16, 16), 2, seed=0, **kwargs)
+    assert str(err.value) == message
+
+
+def test_body_mask_errors():
+    with pytest.raises(ValueError) as err:
+        body_mask(torch.zeros(1, 1, 8, 8), threshold=-0.1)
+    assert str(err.value) == "threshold: expected a number in [0, 1), found -0.1"
+    with pytest.raises(ValueError) as err:
+        body_mask(np.zeros((1, 1, 8, 8)))
+    assert str(err.value).startswith("background: expected a tensor of background images (B, 1, H, W), found array(")
 
 
 # --------------------------------------------------------------------------

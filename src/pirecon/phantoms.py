@@ -1,5 +1,9 @@
 """Test images: the Shepp-Logan phantom, random ellipses, and lesions with labels.
 
+Lesions go on random ellipses, on the Shepp-Logan phantom, or on given
+background images (e.g. real anatomy scaled to ``[0, 1]``), inside the body
+(:func:`body_mask`).
+
 Coordinates
 -----------
 Phantoms live on the normalised square ``[-1, 1]^2`` (cube ``[-1, 1]^3``),
@@ -37,7 +41,7 @@ import torch
 
 from ._validation import check_positive, sample_generators
 
-__all__ = ["shepp_logan", "random_ellipses", "lesions"]
+__all__ = ["shepp_logan", "random_ellipses", "lesions", "body_mask"]
 
 
 # --------------------------------------------------------------------------
@@ -325,6 +329,88 @@ def _values_at(values, centres, half_axes, rotations, points) -> torch.Tensor:
     return (inside.to(values.dtype) * values[None]).sum(-1)
 
 
+_BODY_THRESHOLD = 0.05  # default body_threshold: 5 % of the [0, 1] range of a background image
+
+
+def _mask_at(mask: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """``mask (h, w)`` (bool, CPU) at ``points (P, 2)`` (normalised ``(x, y)``, float64): nearest-pixel lookup.
+
+    Pixel ``(r, c)`` covers ``x in [2c/w - 1, 2(c + 1)/w - 1]`` and ``y in [1 - 2(r + 1)/h, 1 - 2r/h]`` around
+    its centre ``((2c + 1)/w - 1, 1 - (2r + 1)/h)`` (the ``_axis_coords`` convention), so the pixel whose
+    square holds a point is the one with the nearest centre. Points on the image border (``|x| = 1``) belong
+    to the outermost pixels.
+    """
+    h, w = mask.shape
+    col = torch.floor((points[:, 0] + 1.0) * (w / 2.0)).long().clamp_(0, w - 1)
+    row = torch.floor((1.0 - points[:, 1]) * (h / 2.0)).long().clamp_(0, h - 1)
+    return mask[row, col]
+
+
+def _check_threshold(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        raise ValueError(f"{name}: expected a number in [0, 1), found {value!r}")
+    return float(value)
+
+
+def _check_background_images(background, name: str = "background") -> torch.Tensor:
+    """Check a tensor of background images ``(B, 1, H, W)``: real floating, finite, values in ``[0, 1]``."""
+    if not isinstance(background, torch.Tensor) or background.ndim != 4 or background.shape[1] != 1 \
+            or min(background.shape) < 1:
+        found = f"shape {tuple(background.shape)}" if isinstance(background, torch.Tensor) else repr(background)
+        raise ValueError(f"{name}: expected a tensor of background images (B, 1, H, W), found {found}")
+    if not background.dtype.is_floating_point:
+        raise ValueError(f"{name}: expected a real floating tensor, found dtype {background.dtype}")
+    if not bool(torch.isfinite(background).all()):
+        raise ValueError(f"{name}: expected finite values, found NaN or Inf")
+    lo, hi = float(background.min()), float(background.max())
+    if lo < 0 or hi > 1:
+        raise ValueError(f"{name}: expected values in [0, 1], found values in [{lo:g}, {hi:g}]")
+    return background
+
+
+def _largest_component_masks(background: torch.Tensor, threshold: float) -> torch.Tensor:
+    """``(B, H, W)`` bool (CPU): ``background > threshold`` restricted to its largest 4-connected component."""
+    import numpy as np
+    from scipy import ndimage
+
+    above = (background.detach().to("cpu", torch.float64)[:, 0] > threshold).numpy()
+    out = np.zeros_like(above)
+    for b in range(above.shape[0]):
+        labels, count = ndimage.label(above[b])  # edge neighbours only: diagonal contacts do not join
+        if count:
+            sizes = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+            out[b] = labels == 1 + int(np.argmax(sizes))  # among equals, the first in raster order
+    return torch.from_numpy(out)
+
+
+def body_mask(background: torch.Tensor, threshold: float = _BODY_THRESHOLD) -> torch.Tensor:
+    """The body in background images: where :func:`lesions` may place lesions on them.
+
+    The pixels with ``background > threshold`` are split into 4-connected
+    components (:func:`scipy.ndimage.label`: pixels sharing an edge); only the
+    largest one is kept (the first in raster order among equals). Air (below
+    the threshold, inside the body or around it) and anything separate from
+    the body (a table, a blob outside it) are thus left out.
+
+    Parameters
+    ----------
+    background : Tensor
+        ``(B, 1, H, W)`` real floating images with values in ``[0, 1]`` (e.g.
+        scaled min-max, as ``pirecon simulate --phantom lesions:images:DIR`` does).
+    threshold : float
+        In ``[0, 1)``; default 0.05, i.e. 5 % of the ``[0, 1]`` range.
+
+    Returns
+    -------
+    Tensor
+        ``(B, 1, H, W)`` bool on the device of ``background``; all ``False``
+        for an image with no pixel above the threshold.
+    """
+    _check_background_images(background)
+    threshold = _check_threshold(threshold, "threshold")
+    return _largest_component_masks(background, threshold)[:, None].to(background.device)
+
+
 def _check_pair_range(value, name: str, *, integer: bool, lower: float, upper: float | None = None):
     ok = isinstance(value, (tuple, list)) and len(value) == 2
     if ok:
@@ -340,7 +426,8 @@ def _check_pair_range(value, name: str, *, integer: bool, lower: float, upper: f
 
 def lesions(shape, batch_size: int = 1, *, seed: int | torch.Generator | None = None, start_index: int = 0,
             num_lesions=(1, 3), radius_range=(0.03, 0.08), contrast: float = 0.05,
-            presence_probability: float = 0.5, background: str = "ellipses",
+            presence_probability: float = 0.5, background: str | torch.Tensor = "ellipses",
+            body_threshold: float | None = None, body_mask: torch.Tensor | None = None,
             dtype: torch.dtype = torch.float32, device=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Background images with, at random, a few small low-contrast circular lesions, and their labels.
 
@@ -349,12 +436,21 @@ def lesions(shape, batch_size: int = 1, *, seed: int | torch.Generator | None = 
     Each lesion is a disc of radius ``U[radius_range]`` (normalised
     coordinates, the image is ``[-1, 1]^2``) that adds ``contrast`` to the
     background. Its centre is drawn uniformly with the disc inside the image
-    and kept only if the background (evaluated analytically) is positive at
-    the centre, at 12 points of the circle of half the radius and at 24
-    points of the rim (the disc lies *inside the object*, up to ellipses
-    smaller than these gaps) and the disc does not overlap an earlier lesion; after
-    100 rejected draws the lesion is left out. The label is 1 when at least
-    one lesion was placed.
+    and kept only if the disc lies *inside the object* at its centre, at 12
+    points of the circle of half the radius and at 24 points of the rim, and
+    the disc does not overlap an earlier lesion; after 100 rejected draws the
+    lesion is left out. The label is 1 when at least one lesion was placed.
+
+    *Inside the object* means: for the named backgrounds, the background
+    (evaluated analytically) is positive at those 37 points (up to ellipses
+    smaller than the gaps between them); for a tensor of background images,
+    the 37 points fall in the body: the pixel holding each point (the nearest
+    pixel centre, pixel ``(r, c)`` centred at ``x = (2c + 1)/W - 1``,
+    ``y = 1 - (2r + 1)/H``) lies in :func:`body_mask` of the image, i.e. is
+    above ``body_threshold`` and in the largest connected component of the
+    pixels above it (not on the table, in air, or in a separate blob). An
+    image without body (no pixel above the threshold) gets no lesion: label 0
+    and an empty segmentation, as when every draw is rejected.
 
     Parameters
     ----------
@@ -363,12 +459,14 @@ def lesions(shape, batch_size: int = 1, *, seed: int | torch.Generator | None = 
     batch_size : int
         Number of images ``B``.
     seed : int, torch.Generator or None
-        Image ``i`` depends only on ``(seed, start_index + i)``. With
+        Image ``i`` depends only on ``(seed, start_index + i)`` (and, for a
+        tensor background, on its background image). With
         ``background="ellipses"`` its background is image ``i`` of
         ``random_ellipses(shape, seed=seed, start_index=start_index)``
         (a generator or ``None`` contributes one drawn int64 base seed first).
-        Lesion parameters are continuous, so the same seed gives the same
-        lesions at any resolution.
+        Lesion parameters are continuous, so with a named background the
+        same seed gives the same lesions at any resolution; a tensor
+        background decides the placement on its pixels (see ``body_mask``).
     start_index : int
         Index of the first image in the seeded stream.
     num_lesions : (int, int)
@@ -381,11 +479,24 @@ def lesions(shape, batch_size: int = 1, *, seed: int | torch.Generator | None = 
         Intensity added inside each lesion (non-zero; negative for hypo-intense lesions).
     presence_probability : float
         Probability in ``[0, 1]`` that an image holds lesions.
-    background : {"ellipses", "shepp-logan"}
-        Random ellipses of the LPD-ellipses protocol, or the modified
-        Shepp-Logan phantom (the same for every image).
+    background : "ellipses", "shepp-logan" or Tensor
+        Random ellipses of the LPD-ellipses protocol, the modified
+        Shepp-Logan phantom (the same for every image), or background images
+        ``(B, 1, H, W)`` (or ``(1, 1, H, W)``, one for every image), real
+        floating with values in ``[0, 1]``, e.g. real anatomy scaled min-max.
+        Image ``i`` is ``background[i]`` plus its lesions.
+    body_threshold : float, optional
+        Tensor backgrounds only: the body is where the background exceeds it
+        (largest connected component, :func:`body_mask`); in ``[0, 1)``,
+        default 0.05 (5 % of the ``[0, 1]`` range).
+    body_mask : Tensor, optional
+        Tensor backgrounds only, instead of ``body_threshold``: where lesions
+        may go, bool ``(B, 1, h, w)`` or ``(1, 1, h, w)`` at any resolution
+        (looked up at the nearest pixel centre in normalised coordinates),
+        e.g. ``body_mask(coarse)`` of the reconstruction grid for a background
+        rendered on a finer grid, so that both grids get the same lesions.
     dtype, device
-        Of the images.
+        Of the images (default device: the background tensor's, else the CPU).
 
     Returns
     -------
@@ -413,9 +524,38 @@ def lesions(shape, batch_size: int = 1, *, seed: int | torch.Generator | None = 
     if isinstance(presence_probability, bool) or not isinstance(presence_probability, numbers.Real) \
             or not 0 <= presence_probability <= 1:
         raise ValueError(f"presence_probability: expected a number in [0, 1], found {presence_probability!r}")
-    if not isinstance(background, str) or background.lower().replace("_", "-") not in ("ellipses", "shepp-logan"):
-        raise ValueError(f"background: expected 'ellipses' or 'shepp-logan', found {background!r}")
-    background = background.lower().replace("_", "-")
+    given_images = isinstance(background, torch.Tensor)
+    if given_images:
+        H, W = shape
+        _check_background_images(background)
+        if background.shape[0] not in (1, batch_size) or tuple(background.shape[2:]) != shape:
+            raise ValueError(f"background: expected shape ({batch_size}, 1, {H}, {W}) or (1, 1, {H}, {W}), "
+                             f"found {tuple(background.shape)}")
+        if body_threshold is not None and body_mask is not None:
+            raise ValueError("body_threshold: expected either body_threshold or body_mask, found both")
+        if body_mask is not None:
+            if not isinstance(body_mask, torch.Tensor) or body_mask.dtype != torch.bool or body_mask.ndim != 4 \
+                    or body_mask.shape[1] != 1 or min(body_mask.shape) < 1:
+                found = (f"{body_mask.dtype} of shape {tuple(body_mask.shape)}" if isinstance(body_mask, torch.Tensor)
+                         else repr(body_mask))
+                raise ValueError(f"body_mask: expected a bool tensor (B, 1, h, w), found {found}")
+            if body_mask.shape[0] not in (1, batch_size):
+                raise ValueError(f"body_mask: expected shape ({batch_size}, 1, h, w) or (1, 1, h, w), "
+                                 f"found {tuple(body_mask.shape)}")
+            masks = body_mask.detach().cpu()[:, 0]
+        else:
+            threshold = _BODY_THRESHOLD if body_threshold is None else _check_threshold(body_threshold,
+                                                                                        "body_threshold")
+            masks = _largest_component_masks(background, threshold)
+    else:
+        if not isinstance(background, str) or background.lower().replace("_", "-") not in ("ellipses", "shepp-logan"):
+            raise ValueError(f"background: expected 'ellipses', 'shepp-logan' or a tensor of background images "
+                             f"(B, 1, H, W), found {background!r}")
+        background = background.lower().replace("_", "-")
+        for name, value in (("body_threshold", body_threshold), ("body_mask", body_mask)):
+            if value is not None:
+                raise ValueError(f"{name}: only applies to a tensor of background images, "
+                                 f"found background {background!r}")
     dtype = _check_dtype(dtype)
 
     # One integer base seed for the background and the lesions alike.
@@ -428,17 +568,30 @@ def lesions(shape, batch_size: int = 1, *, seed: int | torch.Generator | None = 
         base = int(torch.randint(0, 2**63 - 1, (1,), generator=gen, device=gen.device).item())
 
     f64 = torch.float64
-    if background == "ellipses":
-        values, centres, half_axes, angles, _ = _random_ellipse_params(2, batch_size, base, 50, start_index)
-        rotations = _rotation_2d(angles[..., 0])
-        images = _rasterise(values, centres, half_axes, rotations, shape, device=device, dtype=dtype)
+    if given_images:
+        if device is None:
+            device = background.device
+        images = background.detach().to(device=device, dtype=dtype).expand(batch_size, -1, -1, -1).clone()
+        has_body = [bool(m.any()) for m in masks]
+
+        def inside(b: int, points: torch.Tensor) -> bool:
+            return bool(_mask_at(masks[b if len(masks) > 1 else 0], points).all())
     else:
-        table = torch.tensor(_SL_2D, dtype=f64)
-        values = torch.tensor(_SL_MODIFIED_VALUES, dtype=f64)[None].expand(batch_size, -1)
-        centres = table[None, :, 3:5].expand(batch_size, -1, -1)
-        half_axes = table[None, :, 1:3].expand(batch_size, -1, -1)
-        rotations = _rotation_2d(torch.deg2rad(table[:, 5]))[None].expand(batch_size, -1, -1, -1)
-        images = shepp_logan(shape, dtype=dtype, device=device).expand(batch_size, -1, -1, -1).clone()
+        if background == "ellipses":
+            values, centres, half_axes, angles, _ = _random_ellipse_params(2, batch_size, base, 50, start_index)
+            rotations = _rotation_2d(angles[..., 0])
+            images = _rasterise(values, centres, half_axes, rotations, shape, device=device, dtype=dtype)
+        else:
+            table = torch.tensor(_SL_2D, dtype=f64)
+            values = torch.tensor(_SL_MODIFIED_VALUES, dtype=f64)[None].expand(batch_size, -1)
+            centres = table[None, :, 3:5].expand(batch_size, -1, -1)
+            half_axes = table[None, :, 1:3].expand(batch_size, -1, -1)
+            rotations = _rotation_2d(torch.deg2rad(table[:, 5]))[None].expand(batch_size, -1, -1, -1)
+            images = shepp_logan(shape, dtype=dtype, device=device).expand(batch_size, -1, -1, -1).clone()
+        has_body = [True]
+
+        def inside(b: int, points: torch.Tensor) -> bool:
+            return bool((_values_at(values[b], centres[b], half_axes[b], rotations[b], points) > 0).all())
 
     # test points of the unit disc: the centre, 12 points at half the radius, 24 on the rim
     rings = []
@@ -450,7 +603,8 @@ def lesions(shape, batch_size: int = 1, *, seed: int | torch.Generator | None = 
     for b, g in enumerate(sample_generators(base, batch_size, start_index, _STREAM_LESIONS)):
         lesions_b: list[tuple[float, float, float]] = []
         has = bool(torch.rand((), dtype=f64, generator=g) < presence_probability)
-        if has:
+        # without body every draw would be rejected: skip them (they are this image's last draws)
+        if has and has_body[b if len(has_body) > 1 else 0]:
             m = int(torch.randint(count_lo, count_hi + 1, (), generator=g))
             for _ in range(m):
                 for _ in range(_LESION_TRIES):
@@ -458,8 +612,7 @@ def lesions(shape, batch_size: int = 1, *, seed: int | torch.Generator | None = 
                     c = (2 * torch.rand(2, dtype=f64, generator=g) - 1) * (1 - r)
                     if any(math.hypot(c[0] - x, c[1] - y) <= r + s for x, y, s in lesions_b):
                         continue
-                    points = torch.cat([c[None], c[None] + r * rim])
-                    if bool((_values_at(values[b], centres[b], half_axes[b], rotations[b], points) > 0).all()):
+                    if inside(b, torch.cat([c[None], c[None] + r * rim])):
                         lesions_b.append((float(c[0]), float(c[1]), r))
                         break
         placed.append(lesions_b)

@@ -12,6 +12,19 @@ phantom, the lesions, the noise, the MRI phase and the MRI mask. Hence
   :class:`Simulator` stream ``Simulator(...).simulate(s, i, 1)``, which the
   on-the-fly :class:`pirecon.data.datasets.SimulationDataset` also draws from.
 
+Phantoms
+--------
+``"ellipses"`` (LPD-ellipses random ellipses), ``"shepp-logan"``,
+``"lesions"`` (:func:`pirecon.phantoms.lesions` on ellipses or Shepp-Logan,
+with ``segmentation`` and ``labels``), ``"images:DIR"`` (the images of a
+directory) and ``"lesions:images:DIR"``: lesions inserted into the images of
+a directory (real anatomy), inside the body (:func:`pirecon.phantoms.body_mask`:
+above ``body_threshold``, largest connected component), also with
+``segmentation`` and ``labels``. Images are scaled to ``[0, 1]`` (min-max),
+padded to a square with their minimum and resized. Sample ``i`` uses image
+``i % len(images)``; with ``lesions:images:DIR`` ``n`` may exceed the number
+of images, each pass over them drawing new lesions (seeded by ``(seed, i)``).
+
 CT
 --
 Images (phantom values, times ``intensity_scale``) are projected by
@@ -74,7 +87,7 @@ from ..errors import ArgumentError
 
 __all__ = ["simulate", "Simulator", "parse_noise", "add_simulate_arguments", "simulate_main", "PHANTOMS"]
 
-PHANTOMS = ("ellipses", "shepp-logan", "lesions", "images:DIR")
+PHANTOMS = ("ellipses", "shepp-logan", "lesions", "images:DIR", "lesions:images:DIR")
 MODALITIES = ("ct", "mri")
 MASKS = ("random", "equispaced")
 
@@ -138,21 +151,24 @@ def parse_noise(text: str | None, modality: str):
 
 
 def _check_phantom(phantom) -> tuple[str, Path | None]:
+    """``(kind, directory)``: kind ``"ellipses"``, ``"shepp-logan"``, ``"lesions"``, ``"images"`` or
+    ``"lesions:images"``, the directory for the last two."""
     if isinstance(phantom, str):
         key = phantom.strip()
-        if key.lower().startswith("images:"):
-            directory = Path(key[len("images:"):]).expanduser()
-            if not key[len("images:"):]:
-                raise ArgumentError(f"phantom: expected 'images:DIR' with a directory, found {phantom!r}")
-            if not directory.is_dir():
-                raise ArgumentError(f"phantom: expected an existing image directory after 'images:', "
-                                 f"found no directory at {str(directory)!r}")
-            return "images", directory
+        for prefix in ("images:", "lesions:images:"):
+            if key.lower().startswith(prefix):
+                if not key[len(prefix):]:
+                    raise ArgumentError(f"phantom: expected '{prefix}DIR' with a directory, found {phantom!r}")
+                directory = Path(key[len(prefix):]).expanduser()
+                if not directory.is_dir():
+                    raise ArgumentError(f"phantom: expected an existing image directory after {prefix!r}, "
+                                     f"found no directory at {str(directory)!r}")
+                return prefix[:-1], directory
         key = key.lower().replace("_", "-")
         if key in ("ellipses", "shepp-logan", "lesions"):
             return key, None
-    raise ArgumentError(
-        f"phantom: expected one of 'ellipses', 'shepp-logan', 'lesions' or 'images:DIR', found {phantom!r}")
+    raise ArgumentError(f"phantom: expected one of 'ellipses', 'shepp-logan', 'lesions', 'images:DIR' or "
+                        f"'lesions:images:DIR', found {phantom!r}")
 
 
 def _load_images(directory: Path) -> list[tuple[str, np.ndarray]]:
@@ -212,9 +228,11 @@ class Simulator:
     * MRI: ``kspace (n, coils, H, W)`` complex64 (masked), ``mask (n, 1, 1, W)`` float32,
       ``ground_truth (n, H, W)`` complex64, ``reconstruction_rss (n, H, W)`` float32,
       and ``coil_maps (coils, H, W)`` complex64 (the same for every sample: :attr:`coil_maps`);
-    * lesions, both modalities: ``segmentation (n, H, W)`` uint8 and ``labels (n,)`` int64.
+    * lesions (``lesions`` and ``lesions:images:DIR``), both modalities: ``segmentation (n, H, W)`` uint8
+      and ``labels (n,)`` int64.
 
-    With ``images:DIR`` sample ``i`` is image ``i % len(images)`` (an endless stream cycles through them).
+    With ``images:DIR`` and ``lesions:images:DIR`` sample ``i`` is (the lesions of sample ``i`` on) image
+    ``i % len(images)`` (an endless stream cycles through them; the lesions differ from pass to pass).
     """
 
     def __init__(self, modality: str = "ct", phantom: str = "ellipses", *, image_size: int | None = None,
@@ -234,18 +252,25 @@ class Simulator:
                 owner = "mri" if modality == "ct" else "ct"
                 raise ArgumentError(f"{name}: only applies to modality {owner!r}, found it set with modality {modality!r}")
         self.phantom_kind, self.image_directory = _check_phantom(phantom)
-        self.phantom = phantom if self.image_directory is None else f"images:{self.image_directory}"
+        self.phantom = phantom if self.image_directory is None else f"{self.phantom_kind}:{self.image_directory}"
         self.oversample = _positive_int(oversample, "oversample")
         if image_size is not None:
             image_size = _positive_int(image_size, "image_size")
         self.lesion_options = dict(lesion_options or {})
-        if self.lesion_options and self.phantom_kind != "lesions":
-            raise ArgumentError(f"lesion_options: only applies to phantom 'lesions', found phantom {phantom!r}")
+        if self.lesion_options and self.phantom_kind not in ("lesions", "lesions:images"):
+            raise ArgumentError(f"lesion_options: only applies to phantom 'lesions' or 'lesions:images:DIR', "
+                             f"found phantom {phantom!r}")
         unknown = sorted(set(self.lesion_options) - {"num_lesions", "radius_range", "contrast",
-                                                     "presence_probability", "background"})
+                                                     "presence_probability", "background", "body_threshold"})
         if unknown:
             raise ArgumentError(f"lesion_options: expected keys among 'num_lesions', 'radius_range', 'contrast', "
-                             f"'presence_probability', 'background', found {', '.join(map(repr, unknown))}")
+                             f"'presence_probability', 'background', 'body_threshold', "
+                             f"found {', '.join(map(repr, unknown))}")
+        for key, kind, owner in (("background", "lesions", "lesions"),
+                                 ("body_threshold", "lesions:images", "lesions:images:DIR")):
+            if key in self.lesion_options and self.phantom_kind != kind:
+                raise ArgumentError(f"lesion_options: {key!r} only applies to phantom {owner!r}, "
+                                 f"found phantom {phantom!r}")
         self.noise_spec = noise
         self.noise = parse_noise(noise, modality)
 
@@ -253,10 +278,20 @@ class Simulator:
             self._init_ct(image_size, geometry, num_angles, num_detectors, pixel_size, intensity_scale)
         else:
             self._init_mri(image_size, coils, acceleration, center_fraction, mask)
-        self._images = _load_images(self.image_directory) if self.image_directory is not None else None
         if self.phantom_kind == "lesions":
             # validate the options once, on a tiny image, so errors surface before any work
             self._lesions((8, 8), 0, 0, 1)
+        elif self.phantom_kind == "lesions:images":
+            from ..phantoms import lesions
+
+            lesions((8, 8), 1, seed=0, background=torch.zeros(1, 1, 8, 8), **self.lesion_options)
+        self._images = _load_images(self.image_directory) if self.image_directory is not None else None
+        if self.phantom_kind == "lesions:images" and all(float(img.max()) <= float(img.min())
+                                                         for _, img in self._images):
+            # scaled to [0, 1], a non-constant image reaches 1 > body_threshold: it has a body
+            raise ArgumentError(f"phantom: expected images with a body (pixels above body_threshold after scaling "
+                             f"to [0, 1]) in {str(self.image_directory)!r} to place lesions in, "
+                             f"found only constant images")
         self._operators: dict = {}
 
     # ---- construction ---------------------------------------------------
@@ -367,6 +402,25 @@ class Simulator:
 
         return lesions(shape, count, seed=seed, start_index=start, **self.lesion_options)
 
+    def _backgrounds(self, shape, start: int, count: int) -> torch.Tensor:
+        """Images ``start % n, ..., (start + count - 1) % n`` of the directory at ``shape``: ``(count, 1, H, W)``
+        float64."""
+        n = len(self._images)
+        return torch.cat([_resize(_prepare_image(self._images[(start + i) % n][1]), shape) for i in range(count)])
+
+    def _image_lesions(self, shape, seed, start, count):
+        """Lesions on the directory's images; placed in the body of the reconstruction-grid images, so that a
+        finer (oversampled) rendering gets the same lesions."""
+        from ..phantoms import _BODY_THRESHOLD, body_mask, lesions
+
+        options = dict(self.lesion_options)
+        threshold = options.pop("body_threshold", _BODY_THRESHOLD)
+        backgrounds = self._backgrounds(shape, start, count)
+        coarse = backgrounds if tuple(shape) == tuple(self.image_shape) else \
+            self._backgrounds(self.image_shape, start, count)
+        return lesions(shape, count, seed=seed, start_index=start, background=backgrounds,
+                       body_mask=body_mask(coarse, threshold), **options)
+
     def _phantom(self, shape, seed: int, start: int, count: int):
         """``(images (count, 1, H, W) float32, segmentation (count, 1, H, W) uint8 or None, labels or None)``."""
         from ..phantoms import random_ellipses, shepp_logan
@@ -377,9 +431,9 @@ class Simulator:
             return shepp_logan(shape).expand(count, -1, -1, -1).clone(), None, None
         if self.phantom_kind == "lesions":
             return self._lesions(shape, seed, start, count)
-        n = len(self._images)
-        images = [_resize(_prepare_image(self._images[(start + i) % n][1]), shape) for i in range(count)]
-        return torch.cat(images).to(torch.float32), None, None
+        if self.phantom_kind == "lesions:images":
+            return self._image_lesions(shape, seed, start, count)
+        return self._backgrounds(shape, start, count).to(torch.float32), None, None
 
     def _maps(self, shape) -> torch.Tensor:
         key = ("maps", tuple(shape))
@@ -518,16 +572,25 @@ def simulate(out: str | os.PathLike, *, modality: str = "ct", phantom: str = "el
         :func:`pirecon.data.formats.write_ct_raw` / ``write_mri_raw``, which
         rename a complete temporary file into place.
     modality : {"ct", "mri"}
-    phantom : {"ellipses", "shepp-logan", "lesions", "images:DIR"}
+    phantom : {"ellipses", "shepp-logan", "lesions", "images:DIR", "lesions:images:DIR"}
         Random ellipses of the LPD-ellipses protocol, the modified
         Shepp-Logan phantom, lesion phantoms (:func:`pirecon.phantoms.lesions`,
-        writes ``segmentation`` and ``labels``), or the images of a directory
-        (``read_image_directory``; each scaled to ``[0, 1]``, padded to a
-        square and resized with bilinear interpolation; sample ``i`` is
-        image ``i`` in the reader's order).
+        writes ``segmentation`` and ``labels``), the images of a directory
+        (``read_image_directory``; each scaled to ``[0, 1]`` min-max, padded
+        to a square with its minimum and resized with bilinear interpolation;
+        sample ``i`` is image ``i`` in the reader's order), or lesions
+        inserted into those images (``lesion_options`` apply; writes
+        ``segmentation`` and ``labels``): sample ``i`` is image
+        ``i % len(images)`` with the lesions of ``(seed, i)``, placed inside
+        the body (:func:`pirecon.phantoms.body_mask` of the image at
+        ``image_size``: above ``body_threshold``, default 0.05, largest
+        connected component). An image without body (constant) gets no
+        lesion (label 0, empty segmentation); a directory of only such
+        images is refused.
     n : int
         Number of samples; with ``images:DIR`` at most the number of images
-        (default: all of them).
+        (default: all of them); with ``lesions:images:DIR`` any number
+        (default: the number of images), cycling through the images.
     seed : int
         Sample ``i`` depends only on ``(seed, split, i)``.
     image_size : int, optional
@@ -557,7 +620,8 @@ def simulate(out: str | os.PathLike, *, modality: str = "ct", phantom: str = "el
         ``k > 1`` avoids the inverse crime (see the module docstring).
     lesion_options : dict, optional
         Keyword arguments of :func:`pirecon.phantoms.lesions` (``num_lesions``,
-        ``radius_range``, ``contrast``, ``presence_probability``, ``background``).
+        ``radius_range``, ``contrast``, ``presence_probability``; ``background``
+        with ``lesions`` only, ``body_threshold`` with ``lesions:images:DIR`` only).
     split : {"train", "validation", "test", "calibration", "panel"}
         Which of the seed's disjoint streams to draw from (:func:`pirecon._validation.split_seed`):
         held-out files use ``"validation"``, ``"test"`` or ``"calibration"``, and no training stream,
@@ -582,12 +646,12 @@ def simulate(out: str | os.PathLike, *, modality: str = "ct", phantom: str = "el
                     intensity_scale=intensity_scale, coils=coils, acceleration=acceleration,
                     center_fraction=center_fraction, mask=mask, oversample=oversample,
                     lesion_options=lesion_options)
-    if sim.phantom_kind == "images":
+    if sim.phantom_kind in ("images", "lesions:images"):
         available = len(sim._images)
         if n is None:
             n = available
         n = _positive_int(n, "n")
-        if n > available:
+        if n > available and sim.phantom_kind == "images":
             raise ArgumentError(f"n: expected at most {available} (the number of images in "
                              f"{str(sim.image_directory)!r}), found {n}")
     else:
@@ -655,8 +719,12 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     """Add the ``pirecon simulate`` options to ``parser``; run with :func:`simulate_main`."""
     parser.add_argument("--modality", default="ct", help="'ct' or 'mri' (default ct)")
     parser.add_argument("--phantom", default="ellipses",
-                        help="'ellipses', 'shepp-logan', 'lesions' or 'images:DIR' (default ellipses)")
-    parser.add_argument("--n", type=int, default=None, help="number of samples (images:DIR: default all)")
+                        help="'ellipses', 'shepp-logan', 'lesions', 'images:DIR' (the images of DIR) or "
+                             "'lesions:images:DIR' (lesions inside the body of the images of DIR, sample i on "
+                             "image i %% len(images)) (default ellipses)")
+    parser.add_argument("--n", type=int, default=None,
+                        help="number of samples (images:DIR: at most, and by default, the number of images; "
+                             "lesions:images:DIR: default the number of images)")
     parser.add_argument("--seed", type=int, default=0, help="sample i depends only on (seed, split, i) (default 0)")
     parser.add_argument("--split", default="train", choices=tuple(SPLITS),
                         help="the seed's stream to draw from; held-out files use validation, test or calibration, "
