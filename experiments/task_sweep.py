@@ -1,0 +1,285 @@
+"""Task-adapted reconstruction: the trade-off between image quality and the diagnostic task over C.
+
+Adler, Lunz, Verdier, Schönlieb & Öktem (2018) train a reconstruction and a task network jointly on
+``(1 - C) l_rec + C l_task``. This sweep does it from raw data (simulated lesion phantoms,
+``pirecon.phantoms.lesions``), at equal training budget:
+
+1. ``backbone``: the plain reconstruction network, trained ``--steps`` steps (the reconstruction loss alone);
+2. every task mode trains ``--steps`` more steps, all from that backbone's weights:
+   * ``sequential`` (C = 0): the backbone frozen, the heads trained on its images;
+   * ``joint C`` for each ``--weights`` C in (0, 1]: backbone and heads together;
+   * ``fbp``: the heads on the FBP (CT) or zero-filled (MRI) image, no backbone;
+   * ``oracle``: the heads on the ground-truth image (the upper bound).
+
+Held-out files of the seed's ``validation``, ``calibration`` and ``test`` splits (disjoint from the training
+stream by construction): the operating point of the label (Youden) is chosen on validation data, the
+temperature of the label on calibration data, and everything is measured on the test data: PSNR and SSIM of
+the image, Dice (foreground) and HD95 of the segmentation, ROC AUC, sensitivity and specificity of the label,
+ECE after temperature scaling, and the coverage of split-conformal label sets over 100 random
+calibration/test splits; 95% bootstrap intervals over test cases, and paired bootstrap intervals of each mode's
+difference to ``sequential`` on the same cases.
+
+    python experiments/task_sweep.py [--modality ct|mri] [--steps 2000] [--weights 0.01 0.1 0.5 0.9 0.99 1]
+        [--modes sequential fbp oracle joint] [--out runs/task_sweep_ct]
+
+Writes ``sweep.md`` (the table), ``tradeoff.png`` (PSNR against Dice and against AUC) and ``examples.png``
+(truth, reconstruction, predicted and true masks per mode), and per mode ``<mode>/result.json``. Killed, it
+resumes: a finished mode is read back, an unfinished run continues from its ``last.ckpt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+BACKBONES = {
+    "ct": {"class_path": "lpd", "init_args": {"iterations": 5, "primal_channels": 5, "dual_channels": 5,
+                                              "hidden": 16, "initial": "fbp", "identity_init": True}},
+    "mri": {"class_path": "modl", "init_args": {"iterations": 4, "hidden": 16, "complex_data": True}},
+}
+SIMULATIONS = {
+    "ct": {"modality": "ct", "phantom": "lesions", "seed": 0, "noise": "gaussian:0.05"},
+    "mri": {"modality": "mri", "phantom": "lesions", "seed": 0, "image_size": 64, "coils": 8, "acceleration": 4},
+}
+HEADS = {"segmentation": {"channels": 16, "depth": 3}, "classification": {"channels": 16, "depth": 3}}
+WEIGHTS = (0.01, 0.1, 0.5, 0.9, 0.99, 1.0)
+
+
+def mode_spec(mode: str, backbone: dict) -> tuple[dict, bool]:
+    """``(model spec, starts from the trained backbone)`` of a mode: ``sequential``, ``fbp``, ``oracle`` or
+    ``joint:C``."""
+    args = {"reconstruction": backbone, **HEADS}
+    if mode == "sequential":
+        return {"class_path": "task_adapted", "init_args": {**args, "task_weight": 1.0,
+                                                            "freeze_reconstruction": True}}, True
+    if mode == "fbp":
+        return {"class_path": "task_adapted", "init_args": {**args, "reconstruction": {"class_path": "classical"},
+                                                            "task_weight": 1.0}}, False
+    if mode == "oracle":
+        return {"class_path": "task_adapted", "init_args": {**args, "task_weight": 1.0, "task_input": "truth",
+                                                            "freeze_reconstruction": True}}, True
+    weight = float(mode.split(":", 1)[1])
+    return {"class_path": "task_adapted", "init_args": {**args, "task_weight": weight}}, True
+
+
+def predictions(checkpoint: Path, path: Path) -> dict[str, np.ndarray]:
+    """Images, truths, task outputs and targets of a task model on a held-out file (the oracle gets the truth)."""
+    import h5py
+
+    import pirecon
+
+    model = pirecon.load(checkpoint)
+    oracle = getattr(model.model, "task_input", None) == "truth"
+    source = model.open(path, metrics=True, progress=False)
+    out: dict[str, list] = {"image": [], "truth": [], "segmentation": [], "label": [], "label_logit": []}
+    with torch.no_grad():
+        for _, y, physics, truth in source.batches(8):
+            result = model.model(y, physics, truth=truth) if oracle else model.model(y, physics)
+            magnitude = (result.image.abs() if result.image.is_complex() else result.image).float()
+            out["image"].append(magnitude)
+            out["truth"].append((truth.abs() if truth.is_complex() else truth).float())
+            for key in ("segmentation", "label", "label_logit"):
+                out[key].append(result.task[key].float())
+    arrays = {key: torch.cat(values).numpy() for key, values in out.items()}
+    with h5py.File(path, "r") as f:
+        arrays["true_segmentation"] = f["segmentation"][()][:, None].astype(np.uint8)
+        arrays["true_label"] = f["labels"][()].astype(np.int64)
+    return arrays
+
+
+def evaluate(val: dict, cal: dict, test: dict, alpha: float = 0.1) -> dict:
+    """The metrics of one mode from its predictions on the three held-out files (see the module)."""
+    from pirecon.errors import PireconUserError
+    from pirecon.metrics import psnr, ssim
+    from pirecon.tasks import (bootstrap_ci, conformal_coverage_over_splits, dice, expected_calibration_error,
+                               fit_temperature, hausdorff95, operating_point, roc_auc, sensitivity_specificity)
+
+    image, truth = torch.from_numpy(test["image"]), torch.from_numpy(test["truth"])
+    per_case = {"psnr": psnr(image, truth).numpy(), "ssim": ssim(image, truth).numpy(),
+                "dice": dice(test["segmentation"], test["true_segmentation"]).numpy(),
+                "hd95": hausdorff95(test["segmentation"] > 0.5, test["true_segmentation"]).numpy()}
+    result = {}
+    for name, values in per_case.items():
+        finite = values[np.isfinite(values)]
+        result[name] = bootstrap_ci(np.mean, finite) if finite.size else (float("nan"),) * 3
+    labels = test["true_label"]
+    result["auc"] = bootstrap_ci(lambda s, l: roc_auc(s, l), test["label"], labels, strata=labels)
+    threshold = operating_point(val["label"], val["true_label"])
+    result["threshold"] = threshold
+    result["sensitivity"], result["specificity"] = sensitivity_specificity(test["label"], labels, threshold)
+    try:
+        temperature = fit_temperature(cal["label_logit"], cal["true_label"])
+    except PireconUserError as err:  # logits with no finite optimum (chance-level or perfectly separated)
+        print(f"temperature scaling: {err}; the probabilities are kept as they are", flush=True)
+        temperature = 1.0
+    calibrated = 1 / (1 + np.exp(-test["label_logit"] / temperature))
+    result["temperature"] = temperature
+    result["ece_before"] = expected_calibration_error(test["label"], labels)
+    result["ece"] = expected_calibration_error(calibrated, labels)
+    pooled = np.concatenate([1 / (1 + np.exp(-cal["label_logit"] / temperature)), calibrated])
+    coverage = conformal_coverage_over_splits(pooled, np.concatenate([cal["true_label"], labels]), alpha,
+                                              splits=100, calibration_fraction=len(cal["true_label"]) / len(pooled))
+    result["conformal_coverage"], result["conformal_set_size"] = coverage["mean_coverage"], coverage["mean_set_size"]
+    result["per_case"] = {key: values.tolist() for key, values in per_case.items()}
+    result["scores"] = test["label"].tolist()
+    return result
+
+
+def paired(results: dict, reference: str = "sequential") -> dict:
+    """Per mode, the paired bootstrap interval of its Dice and AUC minus the reference mode's, on the same cases."""
+    from pirecon.tasks import paired_bootstrap, roc_auc
+
+    if reference not in results:
+        return {}
+    ref = results[reference]
+    labels = np.asarray(ref["labels"])
+    out = {}
+    for mode, result in results.items():
+        if mode == reference:
+            continue
+        dice_a, dice_b = np.asarray(result["per_case"]["dice"]), np.asarray(ref["per_case"]["dice"])
+        out[mode] = {
+            "dice": paired_bootstrap(np.mean, [dice_a], [dice_b]),
+            "auc": paired_bootstrap(lambda s, l: roc_auc(s, l), [np.asarray(result["scores"]), labels],
+                                    [np.asarray(ref["scores"]), labels], strata=labels),
+        }
+    return out
+
+
+def _interval(value) -> str:
+    estimate, low, high = value
+    return "-" if np.isnan(estimate) else f"{estimate:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def table(results: dict, differences: dict) -> list[str]:
+    lines = ["| mode | PSNR (dB) | SSIM | Dice | HD95 (px) | AUC | sens / spec | ECE (T-scaled) | conformal coverage "
+             "(set size) | Dice - sequential | AUC - sequential |", "|---|" + "---:|" * 10]
+    for mode, r in results.items():
+        diff = differences.get(mode, {})
+        lines.append(
+            f"| {mode} | {_interval(r['psnr'])} | {_interval(r['ssim'])} | {_interval(r['dice'])} | "
+            f"{_interval(r['hd95'])} | {_interval(r['auc'])} | {r['sensitivity']:.2f} / {r['specificity']:.2f} | "
+            f"{r['ece']:.3f} | {r['conformal_coverage']:.3f} ({r['conformal_set_size']:.2f}) | "
+            f"{_interval(diff['dice']) if diff else '-'} | {_interval(diff['auc']) if diff else '-'} |")
+    return lines
+
+
+def figures(results: dict, examples: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for ax, metric in zip(axes, ("dice", "auc")):
+        for mode, r in results.items():
+            if mode == "oracle":  # its heads read the truth: an upper bound, not a point of the curve
+                ax.axhline(r[metric][0], color="k", linestyle="--", linewidth=1, label="oracle (heads on the truth)")
+                continue
+            joint = mode.startswith("joint")
+            ax.errorbar(r["psnr"][0], r[metric][0], yerr=[[r[metric][0] - r[metric][1]], [r[metric][2] - r[metric][0]]],
+                        fmt="o" if joint else "s", color="C0" if joint else "C3", capsize=3)
+            ax.annotate(mode.replace("joint:", "C="), (r["psnr"][0], r[metric][0]), fontsize=8,
+                        xytext=(4, 4), textcoords="offset points")
+        ax.set_xlabel("PSNR (dB)")
+        ax.set_ylabel(metric.upper() if metric == "auc" else "Dice")
+        ax.grid(alpha=0.3)
+        if "oracle" in results:
+            ax.legend(fontsize=8)
+    fig.suptitle("task-adapted reconstruction: image quality against the task (95% bootstrap intervals)")
+    fig.savefig(out / "tradeoff.png", dpi=120)
+    plt.close(fig)
+    modes = list(examples)
+    fig, axes = plt.subplots(len(modes), 4, figsize=(10, 2.6 * len(modes)), squeeze=False, constrained_layout=True)
+    for row, mode in enumerate(modes):
+        e = examples[mode]
+        for col, (image, title) in enumerate(((e["truth"], "truth"), (e["image"], "input to the heads" if mode in
+                                              ("fbp", "oracle") else "reconstruction"),
+                                             (e["segmentation"], "predicted mask"), (e["true_segmentation"],
+                                                                                     "true mask"))):
+            axes[row, col].imshow(image, cmap="gray")
+            axes[row, col].set_title(f"{mode}: {title}", fontsize=8)
+            axes[row, col].axis("off")
+    fig.savefig(out / "examples.png", dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--modality", choices=sorted(BACKBONES), default="ct")
+    parser.add_argument("--steps", type=int, default=2000, help="training steps of the backbone and of every mode")
+    parser.add_argument("--weights", type=float, nargs="+", default=list(WEIGHTS), help="C of the joint modes")
+    parser.add_argument("--modes", nargs="+", choices=("sequential", "fbp", "oracle", "joint"),
+                        default=["sequential", "fbp", "oracle", "joint"])
+    parser.add_argument("--image-size", type=int, help="override the simulation's image size (quick runs)")
+    parser.add_argument("--lesion-options", type=json.loads, default={},
+                        help="JSON options of the lesion phantom (num_lesions, radius_range, contrast, ...)")
+    parser.add_argument("--validation", type=int, default=100)
+    parser.add_argument("--calibration", type=int, default=200)
+    parser.add_argument("--test", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=None, help="directory of the runs and the report (default runs/task_sweep_<modality>)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from pirecon.data.simulate import simulate
+    from pirecon.training.fit import fit_on_simulation
+
+    out = Path(args.out or f"runs/task_sweep_{args.modality}")
+    out.mkdir(parents=True, exist_ok=True)
+    simulation = {**SIMULATIONS[args.modality], **({"lesion_options": args.lesion_options}
+                                                    if args.lesion_options else {})}
+    if args.image_size:
+        simulation["image_size"] = args.image_size
+    files = {}
+    for split, n in (("validation", args.validation), ("calibration", args.calibration), ("test", args.test)):
+        path = out / f"{split}.h5"
+        if not path.is_file():
+            simulate(path, n=n, split=split, progress=False, **simulation)
+        files[split] = path
+    backbone = BACKBONES[args.modality]
+    training = {"simulation": simulation, "steps": args.steps, "lr": 3e-3, "batch_size": 2, "progress": False,
+                "schedule": "onecycle", "resume": True}
+    pretrained = fit_on_simulation(out / "backbone", files["validation"], model=backbone, **training)
+    modes = [m for m in ("sequential", "fbp", "oracle") if m in args.modes]
+    if "joint" in args.modes:
+        modes += [f"joint:{weight:g}" for weight in args.weights]
+    results, examples = {}, {}
+    for mode in modes:
+        directory = out / mode.replace(":", "_")
+        saved = directory / "result.json"
+        spec, from_backbone = mode_spec(mode, backbone)
+        checkpoint = fit_on_simulation(directory, files["validation"], model=spec,
+                                       pretrained_reconstruction=pretrained if from_backbone else None, **training)
+        if saved.is_file():
+            results[mode] = json.loads(saved.read_text())
+            test = predictions(checkpoint, files["test"])
+        else:
+            outputs = {split: predictions(checkpoint, path) for split, path in files.items()}
+            result = evaluate(outputs["validation"], outputs["calibration"], outputs["test"])
+            result["labels"] = outputs["test"]["true_label"].tolist()
+            saved.write_text(json.dumps(result, default=float))
+            results[mode] = json.loads(saved.read_text())
+            test = outputs["test"]
+        k = int(np.argmax(test["true_segmentation"].reshape(len(test["true_label"]), -1).sum(axis=1)))
+        examples[mode] = {key: test[key][k, 0] for key in ("truth", "image", "segmentation", "true_segmentation")}
+        print(f"{mode}: Dice {results[mode]['dice'][0]:.3f}, AUC {results[mode]['auc'][0]:.3f}, "
+              f"PSNR {results[mode]['psnr'][0]:.2f} dB", flush=True)
+    differences = paired(results)
+    lines = [f"# Task-adapted reconstruction ({args.modality})", "",
+             f"{args.steps} steps for the backbone, then {args.steps} for each mode; test: {args.test} images, "
+             f"operating point on {args.validation} validation images, temperature and conformal sets on "
+             f"{args.calibration} calibration images; 95% bootstrap intervals over test cases.", "",
+             *table(results, differences), ""]
+    (out / "sweep.md").write_text("\n".join(lines) + "\n")
+    figures(results, examples, out)
+    print("\n".join(lines))
+    return {"results": results, "differences": differences}
+
+
+if __name__ == "__main__":
+    main()
