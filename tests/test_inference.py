@@ -218,8 +218,10 @@ def test_a_checkpoint_naming_code_is_refused_on_every_loading_path(trained, tmp_
     monkeypatch.syspath_prepend(str(tmp_path))
     named = _rewritten(tmp_path, path, lambda c: c["hyper_parameters"].update(
         model={"class_path": class_path, "init_args": TINY_LPD["init_args"]}))
-    expected = (f"{named}: model.class_path: expected one of constant_width, ensemble, gaussian_head, lgd, lpd, "
-                f"mc_dropout, modl, quantile_head, unet, varnet (or a pirecon.models class name), or a class passed in models=, found {class_path!r}; pirecon does not import code that a "
+    from pirecon.models import MODELS
+
+    expected = (f"{named}: model.class_path: expected one of {', '.join(sorted(MODELS))} (or a pirecon.models class "
+                f"name), or a class passed in models=, found {class_path!r}; pirecon does not import code that a "
                 "checkpoint names")
     for loader in (pirecon.load, load_module, ReconstructionModule.load_from_checkpoint):
         with pytest.raises(ValueError) as info:

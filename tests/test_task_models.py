@@ -146,3 +146,37 @@ def test_fit_on_simulation_resumes_from_its_last_checkpoint_and_starts_the_backb
     after = torch.load(joint, weights_only=True)["state_dict"]
     for key, value in start.items():  # a learning rate of 1e-12: one step leaves the pretrained weights
         torch.testing.assert_close(after[key.replace("model.", "model.reconstruction.", 1)], value, rtol=0, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:.*no patient:UserWarning")
+def test_task_outputs_are_written_as_a_label_map_and_label_probabilities(lesion_files, tmp_path):
+    import json
+
+    import nibabel
+    import numpy as np
+
+    import pirecon
+    from pirecon.data import read_reconstruction
+    from pirecon.data.readers import read_nifti
+    from pirecon.training import ReconstructionModule
+
+    module = ReconstructionModule({"class_path": "task_adapted", "init_args": {"reconstruction": TINY_LPD, **HEADS}})
+    physics = read_acquisition(lesion_files["test"]).physics
+    module.set_physics("ct", physics.metadata["geometry"], physics.noise)
+    checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
+    module.on_save_checkpoint(checkpoint)
+    torch.save(checkpoint, tmp_path / "task.ckpt")
+    recon = pirecon.load(tmp_path / "task.ckpt").reconstruct(lesion_files["test"], progress=False)
+    recon.task["segmentation"][0, 0, :4, :4] = 0.9  # some foreground to see in the label map
+    expected = (recon.task["segmentation"][:, 0] > 0.5).numpy().astype(np.uint8)
+    written = read_reconstruction(pirecon.save(recon, tmp_path / "r.h5"))
+    np.testing.assert_array_equal(written.task["label"], recon.task["label"].numpy())
+    pirecon.save(recon, tmp_path / "r.nii.gz")
+    labels = nibabel.load(tmp_path / "r_segmentation.nii.gz")
+    assert labels.get_data_dtype() == np.uint8
+    np.testing.assert_array_equal(read_nifti(tmp_path / "r_segmentation.nii.gz")[0], expected)
+    stored = json.loads(nibabel.load(tmp_path / "r.nii.gz").header.extensions[0].get_content())
+    np.testing.assert_allclose(stored["task"]["label_probability"], recon.task["label"].numpy(), atol=1e-6)
+    pirecon.save(recon, tmp_path / "dicom", format="dicom")
+    np.testing.assert_array_equal(read_nifti(tmp_path / "dicom_segmentation.nii.gz")[0], expected)
+    assert (tmp_path / "dicom").is_dir()

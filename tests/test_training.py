@@ -114,7 +114,9 @@ class TestModelSpec:
         assert isinstance(build_model({"class_path": name, "init_args": {"iterations": 1}}), LearnedPrimalDual)
 
     def test_unknown_model(self):
-        with pytest.raises(ValueError, match=r"model.class_path: expected one of constant_width, ensemble, gaussian_head, lgd, lpd, mc_dropout, modl, quantile_head, unet, varnet .*"
+        from pirecon.models import MODELS
+
+        with pytest.raises(ValueError, match=rf"model.class_path: expected one of {', '.join(sorted(MODELS))} .*"
                                              r"found 'lpdd'"):
             build_model({"class_path": "lpdd"})
 
@@ -251,9 +253,10 @@ def test_a_checkpoint_naming_code_is_refused_without_importing_it(tmp_path, ct_f
     path = _checkpoint_naming(tmp_path, ct_files, class_path)
     with pytest.raises(ValueError) as info:
         load_module(path)
+    from pirecon.models import MODELS
+
     assert str(info.value) == (
-        f"{path}: model.class_path: expected one of constant_width, ensemble, gaussian_head, lgd, lpd, mc_dropout, "
-        "modl, quantile_head, unet, varnet (or a pirecon.models class name), "
+        f"{path}: model.class_path: expected one of {', '.join(sorted(MODELS))} (or a pirecon.models class name), "
         f"or a class passed in models=, found {class_path!r}; pirecon does not import code that a checkpoint names")
     assert not (tmp_path / "imported").exists() and "beside" not in sys.modules
 

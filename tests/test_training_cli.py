@@ -162,10 +162,11 @@ def test_unknown_model_is_one_line(tmp_path):
     data["model"]["model"]["class_path"] = "learned_primal_dual"
     config.write_text(yaml.safe_dump(data))
     line = one_line_error(pirecon("fit", "--config", config, check=False))
-    assert line == (f"pirecon fit: error: {config}: model.model.class_path: expected one of constant_width, "
-                    "ensemble, gaussian_head, lgd, lpd, mc_dropout, modl, quantile_head, unet, varnet (or a pirecon.models class "
-                    "name), or an importable torch.nn.Module subclass, "
-                    "found 'learned_primal_dual'")
+    from pirecon.models import MODELS
+
+    assert line == (f"pirecon fit: error: {config}: model.model.class_path: expected one of "
+                    f"{', '.join(sorted(MODELS))} (or a pirecon.models class name), or an importable torch.nn.Module "
+                    "subclass, found 'learned_primal_dual'")
 
 
 def test_missing_data_path_is_one_line(tmp_path):

@@ -119,8 +119,8 @@ def _check_spacing(spacing) -> tuple[float, float, float]:
 
 
 def write_nifti(path, volume, *, affine=None, spacing=None, overwrite: bool = False, description: str | None = None,
-                provenance: dict | None = None) -> Path:
-    """Write ``volume`` as a NIfTI-1 file, float32, atomically; return the path written.
+                provenance: dict | None = None, label_map: bool = False) -> Path:
+    """Write ``volume`` as a NIfTI-1 file, float32 (``label_map``: uint8 labels), atomically; return the path.
 
     Parameters
     ----------
@@ -142,6 +142,8 @@ def write_nifti(path, volume, *, affine=None, spacing=None, overwrite: bool = Fa
         The header's ``descrip`` (at most 79 ASCII characters; default ``"pirecon <version>"``).
     provenance : dict, optional
         JSON data stored in a header extension of code 6 (``comment``): how the volume was made.
+    label_map : bool
+        Store integer labels 0..255 as uint8 (a segmentation); other values are refused.
     spacing : (dz, dy, dx) in mm, optional
         Used only without ``affine`` (with it, it must agree with the
         affine's column lengths to 1e-4 relative): the voxel sizes are
@@ -170,6 +172,11 @@ def write_nifti(path, volume, *, affine=None, spacing=None, overwrite: bool = Fa
         raise PireconUserError(f"volume: expected values within float32's range (|x| < 3.4e38), found "
                                f"values from {values.min():g} to {values.max():g}")
     data = values.astype(np.float32)
+    if label_map:
+        if not (np.all(values == np.round(values)) and values.min() >= 0 and values.max() <= 255):
+            raise PireconUserError(f"volume: expected integer labels 0..255 for a label map, found values from "
+                                   f"{values.min():g} to {values.max():g}")
+        data = values.astype(np.uint8)
     if affine is None and spacing is None:
         raise ArgumentError("affine, spacing: expected an affine (index to RAS+ mm) or the voxel spacing "
                             "(dz, dy, dx) in mm, found neither")
@@ -199,7 +206,7 @@ def write_nifti(path, volume, *, affine=None, spacing=None, overwrite: bool = Fa
         image.set_qform(None, code=0)
         warnings.warn(f"{path}: no affine given, so the NIfTI file has no patient orientation "
                       "(qform_code = sform_code = 0, voxel sizes only)", stacklevel=2)
-    image.set_data_dtype(np.float32)
+    image.set_data_dtype(data.dtype)
     image.header.set_xyzt_units("mm")
     if provenance is not None:  # a JSON header extension (NIfTI-1 code 6, "comment")
         text = json.dumps(provenance, sort_keys=True, allow_nan=False)

@@ -19,6 +19,11 @@ NIfTI and DICOM write its bounds beside the image, in the same units and geometr
 ``<name>_interval_lower`` and ``<name>_interval_upper`` (``scan.nii.gz`` -> ``scan_interval_lower.nii.gz``;
 the DICOM series ``out/`` -> ``out_interval_lower/``, a series of the same study and frame of reference),
 with the interval's kind and calibration (lambda-hat, alpha, delta) in their provenance.
+
+Task outputs (``reconstruction.task``, :class:`pirecon.models.TaskAdapted`): HDF5 holds every one under
+``task/``; NIfTI and DICOM outputs get the segmentation as a NIfTI label map beside them
+(``<name>_segmentation.nii.gz``, uint8, 1 where the lesion probability exceeds 0.5, the image's geometry);
+the per-slice label probability goes into the provenance of the NIfTI files (``task.label_probability``).
 """
 
 from __future__ import annotations
@@ -158,29 +163,59 @@ def save(reconstruction, out, *, format: str | None = None, overwrite: bool = Fa
         return write_reconstruction(out, image.numpy(), uncertainty=uncertainty, interval=interval,
                                     task={k: v.numpy() for k, v in reconstruction.task.items()} or None,
                                     provenance=provenance)
+    task = reconstruction.task
+    if "label" in task:
+        provenance["task"] = {"label_probability": [round(float(p), 6) for p in task["label"].reshape(-1)]}
     volumes = _volumes(reconstruction, provenance, out)
-    for path in list(volumes)[1:]:  # the image's path was checked above; nothing is written before all are
-        check_output(path, format, overwrite=overwrite)
-    affine = provenance.get("affine_lps")
-    spacing = provenance.get("pixel_spacing_mm")
-    if kind == "nifti":
+    segmentation = None
+    if "segmentation" in task:
+        base = out if kind == "nifti" else out.with_name(f"{out.name}.nii.gz")
+        segmentation = _companion(base, "segmentation")
+        check_writable(provenance, "nifti", segmentation)
+    for path in [*list(volumes)[1:], *([segmentation] if segmentation else [])]:
+        # the image's path was checked above; nothing is written before all are
+        check_output(path, "nifti" if path == segmentation else format, overwrite=overwrite)
+    written = _write_nifti(volumes, out, provenance, overwrite) if kind == "nifti" else \
+        _write_dicom(volumes, out, provenance, overwrite)
+    if segmentation is not None:
         from .nifti import write_nifti
-        from .sources import LPS_TO_RAS
 
-        check_writable(provenance, kind, out)
-        short = f"pirecon {provenance.get('pirecon_version', '')} {provenance.get('model', '')}"
-        if provenance.get("checkpoint_sha256"):
-            short += f" sha256:{provenance['checkpoint_sha256'][:16]}"  # all of it in the extension
-        if affine is not None:
-            where = {"affine": LPS_TO_RAS @ np.asarray(affine)}
-        else:  # raw slices: independent images
-            where = {"spacing": (provenance.get("slice_thickness_mm", spacing[0]), *spacing)}
-        written = [write_nifti(path, volume, overwrite=overwrite, provenance=part_provenance, **where,
-                               description=short if path == out else f"{short} {part_provenance['part']}"[:79])
-                   for path, (volume, part_provenance) in volumes.items()]
-        return written[0]
+        labels = (task["segmentation"][:, 0] > 0.5).numpy().astype(np.uint8)
+        write_nifti(segmentation, labels, label_map=True, overwrite=overwrite, **_nifti_geometry(provenance),
+                    description="pirecon segmentation (lesion probability > 0.5)",
+                    provenance={**provenance, "part": "segmentation", "threshold": 0.5})
+    return written
+
+
+def _nifti_geometry(provenance: dict) -> dict:
+    """``affine`` (RAS+) from the source's patient geometry, else the ``spacing`` of independent slices."""
+    from .sources import LPS_TO_RAS
+
+    affine = provenance.get("affine_lps")
+    if affine is not None:
+        return {"affine": LPS_TO_RAS @ np.asarray(affine)}
+    spacing = provenance.get("pixel_spacing_mm")
+    return {"spacing": (provenance.get("slice_thickness_mm", spacing[0]), *spacing)}
+
+
+def _write_nifti(volumes: dict, out: Path, provenance: dict, overwrite: bool = False) -> Path:
+    from .nifti import write_nifti
+
+    check_writable(provenance, "nifti", out)
+    short = f"pirecon {provenance.get('pirecon_version', '')} {provenance.get('model', '')}"
+    if provenance.get("checkpoint_sha256"):
+        short += f" sha256:{provenance['checkpoint_sha256'][:16]}"  # all of it in the extension
+    written = [write_nifti(path, volume, overwrite=overwrite, provenance=part_provenance, **_nifti_geometry(provenance),
+                           description=short if path == out else f"{short} {part_provenance['part']}"[:79])
+               for path, (volume, part_provenance) in volumes.items()]
+    return written[0]
+
+
+def _write_dicom(volumes: dict, out: Path, provenance: dict, overwrite: bool = False) -> list[Path]:
     from .dicom import geometry_from_affine, write_dicom_series
 
+    affine = provenance.get("affine_lps")
+    spacing = provenance.get("pixel_spacing_mm")
     modality = "CT" if (provenance.get("physics") or {}).get("modality", "ct") == "ct" else "MR"
     units = (provenance.get("intensity") or {}).get("units")
     geometry: dict = {"pixel_spacing": None if spacing is None else tuple(spacing)}
