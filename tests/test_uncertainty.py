@@ -488,3 +488,19 @@ def test_an_ensemble_of_gaussian_heads_splits_its_uncertainty(ct_batch, tmp_path
     assert main(["ensemble", "--checkpoints", str(paths[0]), "--out", str(tmp_path / "one.ckpt")]) == 2
     assert capsys.readouterr().err.strip() == ("pirecon ensemble: error: --checkpoints: expected at least 2 "
                                                "checkpoints, found 1")
+
+
+def test_the_model_card_states_the_calibration_and_its_guarantee():
+    from pirecon.inference.card import ModelCard
+
+    calibration = {"method": "rcps", "lambda_hat": 1.37, "alpha": 0.1, "delta": 0.1, "n": 200, "risk_hat": 0.061,
+                   "upper_bound": 0.0993, "bound": "hb", "unit": "images",
+                   "files": [{"path": "cal.h5", "sha256": "ab" * 32, "units": 200}]}
+    text = ModelCard({"model": {"class_path": "quantile_head"},
+                      "metrics": {"validation": {"psnr": 30.0}, "calibration": calibration}}).to_markdown()
+    assert ("RCPS (HB bound): intervals scaled by lambda-hat 1.37 on 200 held-out calibration images (empirical "
+            "risk 0.061, bound 0.0993). Guarantee: the expected fraction of pixels outside the interval is at most "
+            "0.1 with probability at least 0.9 over the calibration set, for test data exchangeable with the "
+            "calibration data.") in text
+    assert "- `cal.h5` (sha256 `abababababababab`, 200 units)" in text
+    assert "| Calibration" not in text  # not a column of the metrics table

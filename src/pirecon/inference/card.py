@@ -377,7 +377,11 @@ class ModelCard:
         lines += self._physics_section(d.get("physics") or {})
         lines += self._data_section(d.get("training_data") or {})
         lines += self._schedule_section(d.get("schedule") or {}, d.get("training") or {})
-        lines += self._metrics_section(d.get("metrics") or {})
+        metrics = dict(d.get("metrics") or {})
+        calibration = metrics.pop("calibration", None)
+        lines += self._metrics_section(metrics)
+        if isinstance(calibration, dict):
+            lines += self._calibration_section(calibration)
         lines += self._versions_section(d.get("versions") or {})
         lines += self._checkpoints_section(d.get("checkpoints") or {})
         lines += self._limits_section(d.get("known_limits") or [])
@@ -532,6 +536,24 @@ class ModelCard:
             notes.append(f"test of `{metrics['test_checkpoint']}`")
         lines.append("")
         lines.append("Means over the images of each set" + (f" ({'; '.join(notes)})." if notes else "."))
+        return lines + [""]
+
+    @staticmethod
+    def _calibration_section(calibration: dict) -> list[str]:
+        """The intervals' calibration (``pirecon calibrate``): method, lambda-hat, the guarantee and its data."""
+        method = str(calibration.get("method", "")).upper()
+        bound = calibration.get("bound")
+        lines = ["## Calibration", "",
+                 f"{method}{f' ({bound.upper()} bound)' if bound else ''}: intervals scaled by lambda-hat "
+                 f"{_number(calibration.get('lambda_hat'))} on {_number(calibration.get('n'))} held-out calibration "
+                 f"{calibration.get('unit', 'images')} (empirical risk {_number(calibration.get('risk_hat'))}, bound "
+                 f"{_number(calibration.get('upper_bound'))}). Guarantee: the expected fraction of pixels outside "
+                 f"the interval is at most {_number(calibration.get('alpha'))}"
+                 + (f" with probability at least {_number(1 - calibration['delta'])} over the calibration set"
+                    if calibration.get("delta") is not None else " in expectation")
+                 + ", for test data exchangeable with the calibration data.", ""]
+        lines += [f"- `{f.get('path')}` (sha256 `{str(f.get('sha256', ''))[:16]}`, {f.get('units')} units)"
+                  for f in calibration.get("files") or [] if isinstance(f, dict)]
         return lines + [""]
 
     @staticmethod
