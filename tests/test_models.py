@@ -363,11 +363,13 @@ def test_state_dict_round_trip(name, modality, ct, mri, tmp_path):
 
 
 def test_models_registry():
-    from pirecon.models import ConstantWidthHead, DeepEnsemble, GaussianHead, MCDropoutHead, QuantileHead
+    from pirecon.models import (ClassicalReconstruction, ConstantWidthHead, DeepEnsemble, GaussianHead,
+                                MCDropoutHead, QuantileHead, TaskAdapted)
 
     assert MODELS == {"lpd": LearnedPrimalDual, "lgd": LearnedGradientDescent, "modl": MoDL, "varnet": VarNet,
                       "unet": PostProcessingUNet, "gaussian_head": GaussianHead, "quantile_head": QuantileHead,
-                      "mc_dropout": MCDropoutHead, "constant_width": ConstantWidthHead, "ensemble": DeepEnsemble}
+                      "mc_dropout": MCDropoutHead, "constant_width": ConstantWidthHead, "ensemble": DeepEnsemble,
+                      "classical": ClassicalReconstruction, "task_adapted": TaskAdapted}
 
 
 # --------------------------------------------------------------------------

@@ -181,6 +181,7 @@ def test_imports_are_declared_dependencies():
     assert {"torch", "pytest", "nbclient", "pandas"} <= declared  # the parsing found the lists
     provided = packages_distributions()
     local = {path.stem for path in TESTS_DIR.glob("*.py")}  # conftest, test modules imported by others
+    local |= {path.stem for path in (REPO / "experiments").glob("*.py")}  # scripts a notebook imports (task_sweep)
     problems = []
     for where, source in _notebook_sources().items():
         for module in sorted(_imports(source, where)):
