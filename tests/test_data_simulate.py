@@ -471,3 +471,21 @@ def test_command_line_functions(tmp_path, capsys):
     bad = parser.parse_args(["--modality", "spect", "--n", "1", "--out", str(tmp_path / "no.h5")])
     with pytest.raises(ValueError, match=r"^modality: expected 'ct' or 'mri', found 'spect'$"):
         simulate_main(bad)
+
+
+def test_the_cli_takes_lesion_options_as_json(tmp_path):
+    import h5py
+
+    from pirecon.cli import main
+
+    out = tmp_path / "lesions.h5"
+    options = '{"radius_range": [0.1, 0.2], "contrast": 0.3, "presence_probability": 1.0}'
+    assert main(["simulate", "--modality", "ct", "--phantom", "lesions", "--image-size", "32", "--num-angles", "10",
+                 "--n", "3", "--lesion-options", options, "--out", str(out), "--quiet"]) == 0
+    with h5py.File(out, "r") as f:
+        described = json.loads(f.attrs["simulation"])
+        assert f["labels"].shape == (3,) and f["segmentation"].shape == (3, 32, 32)
+    assert described["lesion_options"] == {"radius_range": [0.1, 0.2], "contrast": 0.3, "presence_probability": 1.0}
+    assert main(["simulate", "--modality", "ct", "--phantom", "lesions", "--n", "1", "--lesion-options", "[1, 2]",
+                 "--out", str(tmp_path / "bad.h5"), "--quiet"]) == 2
+    assert not (tmp_path / "bad.h5").exists()

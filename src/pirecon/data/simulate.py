@@ -749,6 +749,9 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
     mri.add_argument("--acceleration", type=float, default=None, help="undersampling factor (default 4)")
     mri.add_argument("--center-fraction", type=float, default=None, help="fully sampled centre (default 0.08)")
     mri.add_argument("--mask", default=None, help="'random' (default) or 'equispaced'")
+    parser.add_argument("--lesion-options", default=None, metavar="JSON",
+                        help="options of the lesion phantoms as a JSON object, e.g. '{\"radius_range\": [0.03, 0.08], "
+                             "\"contrast\": 0.05, \"num_lesions\": [1, 3], \"body_threshold\": 0.05}'")
     parser.add_argument("--chunk-size", type=int, default=32, help="samples simulated at once (default 32)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -756,11 +759,21 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> argparse.Argument
 
 def simulate_main(args: argparse.Namespace) -> int:
     """Run ``pirecon simulate`` from parsed arguments; user errors raise ``ValueError``. Returns 0."""
+    lesion_options = None
+    if args.lesion_options is not None:
+        try:
+            lesion_options = json.loads(args.lesion_options)
+        except json.JSONDecodeError as err:
+            raise ArgumentError(f"--lesion-options: expected a JSON object, found {args.lesion_options!r} ({err.msg})") \
+                from None
+        if not isinstance(lesion_options, dict):
+            raise ArgumentError(f"--lesion-options: expected a JSON object, found {args.lesion_options!r}")
+        lesion_options = {k: tuple(v) if isinstance(v, list) else v for k, v in lesion_options.items()}
     path = simulate(args.out, modality=args.modality, phantom=args.phantom, n=args.n, seed=args.seed,
                     image_size=args.image_size, num_angles=args.num_angles, num_detectors=args.num_detectors,
                     pixel_size=args.pixel_size, intensity_scale=args.intensity_scale, noise=args.noise,
                     oversample=args.oversample, coils=args.coils, acceleration=args.acceleration,
                     center_fraction=args.center_fraction, mask=args.mask, split=args.split,
-                    chunk_size=args.chunk_size, progress=not args.quiet)
+                    lesion_options=lesion_options, chunk_size=args.chunk_size, progress=not args.quiet)
     print(f"wrote {path}")
     return 0
