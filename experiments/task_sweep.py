@@ -93,6 +93,8 @@ def predictions(checkpoint: Path, path: Path) -> dict[str, np.ndarray]:
 
 def evaluate(val: dict, cal: dict, test: dict, alpha: float = 0.1) -> dict:
     """The metrics of one mode from its predictions on the three held-out files (see the module)."""
+    from scipy.special import expit
+
     from pirecon.errors import PireconUserError
     from pirecon.metrics import psnr, ssim
     from pirecon.tasks import (bootstrap_ci, conformal_coverage_over_splits, dice, expected_calibration_error,
@@ -116,11 +118,11 @@ def evaluate(val: dict, cal: dict, test: dict, alpha: float = 0.1) -> dict:
     except PireconUserError as err:  # logits with no finite optimum (chance-level or perfectly separated)
         print(f"temperature scaling: {err}; the probabilities are kept as they are", flush=True)
         temperature = 1.0
-    calibrated = 1 / (1 + np.exp(-test["label_logit"] / temperature))
+    calibrated = expit(test["label_logit"] / temperature)
     result["temperature"] = temperature
     result["ece_before"] = expected_calibration_error(test["label"], labels)
     result["ece"] = expected_calibration_error(calibrated, labels)
-    pooled = np.concatenate([1 / (1 + np.exp(-cal["label_logit"] / temperature)), calibrated])
+    pooled = np.concatenate([expit(cal["label_logit"] / temperature), calibrated])
     coverage = conformal_coverage_over_splits(pooled, np.concatenate([cal["true_label"], labels]), alpha,
                                               splits=100, calibration_fraction=len(cal["true_label"]) / len(pooled))
     result["conformal_coverage"], result["conformal_set_size"] = coverage["mean_coverage"], coverage["mean_set_size"]

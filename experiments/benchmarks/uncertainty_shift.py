@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from uncertainty import SETUPS, measure
+from uncertainty import HEADS, SETUPS, measure
 
 ALPHA = DELTA = 0.1
 SHIFTS = {
@@ -69,7 +69,7 @@ def _real_slices(setup: str, directory: Path) -> Path:
 def _checkpoints(directory: Path) -> dict[str, tuple[Path, bool]]:
     """The heads the benchmark trained in ``directory``: label -> (checkpoint, constant-width interval)."""
     found = {"constant width (plain backbone)": (directory / "plain" / "training" / "checkpoints" / "last.ckpt", True)}
-    for head in ("gaussian", "quantile", "mc_dropout"):
+    for head in (h for h in HEADS if h != "ensemble"):
         found[head] = (directory / head / "training" / "checkpoints" / "last.ckpt", False)
     found["ensemble"] = (directory / "ensemble.ckpt", False)
     return {label: value for label, value in found.items() if value[0].is_file()}
