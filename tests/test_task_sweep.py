@@ -4,6 +4,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import h5py
+
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "task_sweep.py"
 
 
@@ -22,10 +24,13 @@ def test_a_tiny_sweep_reports_every_mode_and_resumes(tmp_path):
     first = sweep.main(argv)
     modes = ["sequential", "fbp", "oracle", "joint:0.5"]
     assert list(first["results"]) == modes and sorted(first["differences"]) == ["fbp", "joint:0.5", "oracle"]
+    with h5py.File(tmp_path / "test.h5", "r") as f:
+        lesion_images = int(f["segmentation"][()].reshape(16, -1).any(axis=1).sum())
+    assert 0 < lesion_images < 16
     for mode in modes:
         result = first["results"][mode]
         assert 0 <= result["dice"][1] <= result["dice"][0] <= result["dice"][2] <= 1
-        assert 0 <= result["auc"][0] <= 1 and len(result["per_case"]["dice"]) == 16
+        assert 0 <= result["auc"][0] <= 1 and len(result["per_case"]["dice"]) == lesion_images
         assert 0 <= result["conformal_coverage"] <= 1
     # the sequential heads sat on the frozen backbone: its images are the backbone's
     assert first["results"]["sequential"]["psnr"] == first["results"]["oracle"]["psnr"]

@@ -10,6 +10,7 @@
     pirecon reconstruct IN --checkpoint C --out OUT [--format dicom]   a trained model on a raw file or volume
     pirecon reconstruct IN --method M --out OUT [--param k=v ...]   classical reconstruction of a raw file
     pirecon calibrate --checkpoint C --data CAL.h5 --out CALIBRATED.ckpt   intervals with a guaranteed risk
+    pirecon calibrate --task --checkpoint C --data CAL.h5 --out CALIBRATED.ckpt   a task model's lesion label
     pirecon ensemble --checkpoints A B ... --out E.ckpt   K runs as one deep ensemble
 
 User errors print one line, ``pirecon <command>: error: <message>``, to stderr
@@ -153,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .inference.calibrate import add_calibrate_arguments
 
     calibrate = sub.add_parser("calibrate", help="calibrate an uncertainty head's intervals to a guaranteed risk "
-                                                 "on held-out data (RCPS or conformal risk control)")
+                                                 "on held-out data (RCPS or conformal risk control), or with "
+                                                 "--task a task model's lesion label (temperature, conformal sets)")
     add_calibrate_arguments(calibrate)
     calibrate.set_defaults(run=_calibrate)
 

@@ -247,12 +247,19 @@ def _report(directory: Path, result, losses, widths, test_losses, test_widths, t
 
 
 def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="a checkpoint of a model with an uncertainty head")
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint of a model with an uncertainty head "
+                                                              "(or, with --task, a task model)")
+    parser.add_argument("--task", action="store_true",
+                        help="calibrate the lesion label of a task model instead (temperature scaling and "
+                             "split-conformal sets, pirecon.inference.calibrate_task)")
     parser.add_argument("--data", required=True, nargs="+", help="held-out calibration files (pirecon simulate "
                                                                   "--split calibration, or held-out raw files)")
     parser.add_argument("--out", required=True, help="the calibrated checkpoint to write")
-    parser.add_argument("--alpha", type=float, default=0.1, help="tolerated fraction of pixels outside (default 0.1)")
+    parser.add_argument("--alpha", type=float, default=0.1, help="tolerated fraction of pixels outside; with --task, "
+                                                                 "of cases whose set misses the label (default 0.1)")
     parser.add_argument("--delta", type=float, default=0.1, help="RCPS: failure probability (default 0.1)")
+    parser.add_argument("--temperature-fraction", type=float, default=0.5,
+                        help="--task: the fraction of calibration cases that fit the temperature (default 0.5)")
     parser.add_argument("--method", choices=("rcps", "crc"), default="rcps")
     parser.add_argument("--bound", choices=("hb", "wsr"), default="hb")
     parser.add_argument("--risk", choices=("pixel-miscoverage",), default="pixel-miscoverage")
@@ -267,6 +274,8 @@ def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
 def calibrate_main(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ArgumentError(f"--batch-size: expected a positive integer, found {args.batch_size}")
+    if args.task:
+        return _calibrate_task_main(args)
     result = calibrate(args.checkpoint, args.data, args.out, alpha=args.alpha, delta=args.delta, method=args.method,
                        bound=args.bound, batch_size=args.batch_size, overwrite=args.overwrite,
                        progress=not args.quiet, test=args.test, report=args.report)
@@ -278,4 +287,22 @@ def calibrate_main(args: argparse.Namespace) -> int:
           f"empirical risk {result.risk_hat:.4f}, bound {result.upper_bound:.4f}; {guarantee})")
     if args.report:
         print(f"wrote {Path(args.report) / 'report.md'} and its figures")
+    return 0
+
+
+def _calibrate_task_main(args: argparse.Namespace) -> int:
+    from .calibrate_task import calibrate_task
+
+    result = calibrate_task(args.checkpoint, args.data, args.out, alpha=args.alpha,
+                            temperature_fraction=args.temperature_fraction, batch_size=args.batch_size,
+                            overwrite=args.overwrite, progress=not args.quiet, test=args.test, report=args.report)
+    if result["temperature_note"]:
+        print(f"note: {result['temperature_note']}")
+    print(f"wrote {args.out}: temperature {result['temperature']:.3f}, operating point {result['threshold']:.3f}, "
+          f"qhat {result['qhat']:.3f} ({result['n_temperature']} + {result['n_conformal']} calibration cases; the "
+          f"label's conformal set holds the truth with probability >= {1 - result['alpha']:g})")
+    if args.report:
+        test = result["test"]
+        print(f"test: AUC {test['auc'][0]:.3f}, Dice {test['dice'][0]:.3f}, ECE {test['ece']:.3f}, set coverage "
+              f"{test['set_coverage']:.3f}; wrote {Path(args.report) / 'report.md'} and reliability.png")
     return 0

@@ -379,9 +379,12 @@ class ModelCard:
         lines += self._schedule_section(d.get("schedule") or {}, d.get("training") or {})
         metrics = dict(d.get("metrics") or {})
         calibration = metrics.pop("calibration", None)
+        task_calibration = metrics.pop("task_calibration", None)
         lines += self._metrics_section(metrics)
         if isinstance(calibration, dict):
             lines += self._calibration_section(calibration)
+        if isinstance(task_calibration, dict):
+            lines += self._task_section(task_calibration)
         lines += self._versions_section(d.get("versions") or {})
         lines += self._checkpoints_section(d.get("checkpoints") or {})
         lines += self._limits_section(d.get("known_limits") or [])
@@ -554,6 +557,43 @@ class ModelCard:
                  + ", for test data exchangeable with the calibration data.", ""]
         lines += [f"- `{f.get('path')}` (sha256 `{str(f.get('sha256', ''))[:16]}`, {f.get('units')} units)"
                   for f in calibration.get("files") or [] if isinstance(f, dict)]
+        return lines + [""]
+
+    @staticmethod
+    def _task_section(calibration: dict) -> list[str]:
+        """The lesion task (``pirecon calibrate --task``): the calibrated label, its guarantee, and the metrics
+        measured on held-out test cases with their 95% bootstrap intervals."""
+        def interval(value) -> str:
+            if not isinstance(value, (list, tuple)) or len(value) != 3 or value[0] is None or value[0] != value[0]:
+                return "—"
+            return f"{_number(value[0], 3)} [{_number(value[1], 3)}, {_number(value[2], 3)}]"
+
+        alpha = calibration.get("alpha")
+        level = _number(1 - alpha) if isinstance(alpha, (int, float)) and not isinstance(alpha, bool) else "—"
+        lines = ["## Diagnostic task", "",
+                 f"Lesion label calibrated by {calibration.get('method', 'temperature scaling + split conformal')}: "
+                 f"temperature {_number(calibration.get('temperature'))} and operating point "
+                 f"{_number(calibration.get('threshold'))} from {_number(calibration.get('n_temperature'))} held-out "
+                 f"cases, conformal threshold qhat {_number(calibration.get('qhat'))} from "
+                 f"{_number(calibration.get('n_conformal'))} others. Guarantee: the prediction set holds the true "
+                 f"label with probability at least {level}, for cases exchangeable with the calibration cases.", ""]
+        lines += [f"- `{f.get('path')}` (sha256 `{str(f.get('sha256', ''))[:16]}`, {f.get('cases')} cases)"
+                  for f in calibration.get("files") or [] if isinstance(f, dict)]
+        test = calibration.get("test")
+        if isinstance(test, dict):
+            lines += ["", f"Measured on {_number(test.get('cases'))} held-out test cases "
+                          f"({_number(test.get('lesion_cases'))} with lesions), 95% bootstrap intervals:", "",
+                      "| metric | value |", "|---|---:|",
+                      f"| Dice (cases with lesions) | {interval(test.get('dice'))} |",
+                      f"| HD95 (pixels) | {interval(test.get('hd95'))} |",
+                      f"| ROC AUC | {interval(test.get('auc'))} |",
+                      f"| sensitivity / specificity | {_number(test.get('sensitivity'), 3)} / "
+                      f"{_number(test.get('specificity'), 3)} |",
+                      f"| ECE (after temperature scaling) | {_number(test.get('ece'), 3)} |",
+                      f"| conformal set coverage / mean size | {_number(test.get('set_coverage'), 3)} / "
+                      f"{_number(test.get('set_size'), 3)} |"]
+            lines += [f"- test file `{f.get('path')}` (sha256 `{str(f.get('sha256', ''))[:16]}`)"
+                      for f in test.get("files") or [] if isinstance(f, dict)]
         return lines + [""]
 
     @staticmethod

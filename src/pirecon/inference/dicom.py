@@ -549,7 +549,7 @@ def _slice_dataset(template, d: int, stored: np.ndarray, geometry: _Geometry, so
 def write_dicom_series(directory, volume, *, modality: str, units: str, pixel_spacing=None, slice_thickness=None,
                        positions=None, orientation=None, source_files=None,
                        series_description: str = "pirecon reconstruction", derivation: str = "",
-                       overwrite: bool = False) -> list[Path]:
+                       slice_comments=None, overwrite: bool = False) -> list[Path]:
     """Write ``volume`` as one new DICOM series of derived images, one file per slice; return the files.
 
     Parameters
@@ -586,6 +586,8 @@ def write_dicom_series(directory, volume, *, modality: str, units: str, pixel_sp
         SeriesDescription (at most 64 characters).
     derivation : str
         DerivationDescription, e.g. ``"pirecon 0.1.0 LearnedPrimalDual, checkpoint sha256 <hex>"``.
+    slice_comments : list of D str, optional
+        Added to each image's ImageComments (e.g. a task model's lesion probability for that slice).
     overwrite : bool
         Replace an existing non-empty ``directory``.
 
@@ -624,6 +626,11 @@ def write_dicom_series(directory, volume, *, modality: str, units: str, pixel_sp
     series_description = _check_text(series_description, "series_description", 64, single_value=True)
     derivation = _check_text(derivation, "derivation", 1024, single_value=False)
     sources = None if source_files is None else _read_sources(source_files)
+    if slice_comments is not None:
+        if isinstance(slice_comments, str) or len(slice_comments) != depth:
+            raise ArgumentError(f"slice_comments: expected a list of {depth} strings (one per slice), found "
+                                f"{slice_comments!r:.80}")
+        slice_comments = [_check_text(c, "slice_comments", 10240, single_value=False) for c in slice_comments]
 
     geometry = _resolve_geometry(positions, orientation, pixel_spacing, slice_thickness, sources,
                                  (depth, rows, columns))
@@ -643,6 +650,8 @@ def write_dicom_series(directory, volume, *, modality: str, units: str, pixel_sp
     try:
         for d, name in enumerate(names):
             ds = _slice_dataset(template, d, stored[d], geometry, sources[d] if refer else None)
+            if slice_comments is not None and slice_comments[d]:
+                ds.ImageComments = "; ".join(filter(None, (ds.get("ImageComments"), slice_comments[d])))
             with atomic_path(tmp / name) as path:
                 _save(ds, path)
         _publish(tmp, directory, overwrite=overwrite)

@@ -21,9 +21,12 @@ the DICOM series ``out/`` -> ``out_interval_lower/``, a series of the same study
 with the interval's kind and calibration (lambda-hat, alpha, delta) in their provenance.
 
 Task outputs (``reconstruction.task``, :class:`pirecon.models.TaskAdapted`): HDF5 holds every one under
-``task/``; NIfTI and DICOM outputs get the segmentation as a NIfTI label map beside them
-(``<name>_segmentation.nii.gz``, uint8, 1 where the lesion probability exceeds 0.5, the image's geometry);
-the per-slice label probability goes into the provenance of the NIfTI files (``task.label_probability``).
+``task/`` (a calibrated label's ``label_set`` and ``label_decision`` too). The segmentation (1 where the lesion
+probability exceeds 0.5): a DICOM series with patient geometry gets a DICOM SEG beside it
+(``out_segmentation.dcm``, :mod:`pirecon.inference.dicom_seg`, with highdicom installed); otherwise NIfTI and
+DICOM outputs get a NIfTI label map (``<name>_segmentation.nii.gz``, uint8, the image's geometry). The
+per-slice label (probability; calibrated: conformal set and decision, :func:`label_metadata`) goes into the
+NIfTI provenance (``task``) and each DICOM image's ImageComments.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import numpy as np
 
 from ..errors import ArgumentError, PireconUserError
 
-__all__ = ["save", "FORMATS", "output_format", "check_output", "check_writable", "refuse_existing"]
+__all__ = ["save", "FORMATS", "output_format", "check_output", "check_writable", "refuse_existing", "label_metadata"]
 
 FORMATS = ("h5", "nifti", "dicom")
 
@@ -165,26 +168,79 @@ def save(reconstruction, out, *, format: str | None = None, overwrite: bool = Fa
                                     provenance=provenance)
     task = reconstruction.task
     if "label" in task:
-        provenance["task"] = {"label_probability": [round(float(p), 6) for p in task["label"].reshape(-1)]}
+        provenance["task"] = label_metadata(task)
     volumes = _volumes(reconstruction, provenance, out)
     segmentation = None
     if "segmentation" in task:
-        base = out if kind == "nifti" else out.with_name(f"{out.name}.nii.gz")
-        segmentation = _companion(base, "segmentation")
-        check_writable(provenance, "nifti", segmentation)
+        segmentation = _segmentation_path(out, kind, provenance)
+        if segmentation.suffix != ".dcm":
+            check_writable(provenance, "nifti", segmentation)
     for path in [*list(volumes)[1:], *([segmentation] if segmentation else [])]:
         # the image's path was checked above; nothing is written before all are
-        check_output(path, "nifti" if path == segmentation else format, overwrite=overwrite)
+        if path.suffix == ".dcm":
+            refuse_existing(path, overwrite=overwrite)
+        else:
+            check_output(path, "nifti" if path == segmentation else format, overwrite=overwrite)
     written = _write_nifti(volumes, out, provenance, overwrite) if kind == "nifti" else \
         _write_dicom(volumes, out, provenance, overwrite)
     if segmentation is not None:
-        from .nifti import write_nifti
-
         labels = (task["segmentation"][:, 0] > 0.5).numpy().astype(np.uint8)
-        write_nifti(segmentation, labels, label_map=True, overwrite=overwrite, **_nifti_geometry(provenance),
-                    description="pirecon segmentation (lesion probability > 0.5)",
-                    provenance={**provenance, "part": "segmentation", "threshold": 0.5})
+        if segmentation.suffix == ".dcm":
+            from .dicom_seg import write_dicom_seg
+
+            write_dicom_seg(segmentation, labels, sorted(out.glob("IM_*.dcm")), model=provenance.get("model", ""),
+                            version=provenance.get("pirecon_version", ""), overwrite=overwrite)
+        else:
+            from .nifti import write_nifti
+
+            write_nifti(segmentation, labels, label_map=True, overwrite=overwrite, **_nifti_geometry(provenance),
+                        description="pirecon segmentation (lesion probability > 0.5)",
+                        provenance={**provenance, "part": "segmentation", "threshold": 0.5})
     return written
+
+
+def label_metadata(task: dict) -> dict:
+    """The per-slice lesion label of task outputs as JSON values: ``label_probability``, and for a calibrated
+    label (``pirecon calibrate --task``) ``label_set`` (the classes in each slice's conformal set, of
+    ``"absent"`` and ``"present"``) and ``label_decision`` (0/1 at the operating point)."""
+    out = {"label_probability": [round(float(p), 6) for p in task["label"].reshape(-1)]}
+    if "label_set" in task:
+        out["label_set"] = [[name for name, kept in zip(("absent", "present"), row) if kept]
+                            for row in task["label_set"].reshape(-1, 2).tolist()]
+    if "label_decision" in task:
+        out["label_decision"] = [int(v) for v in task["label_decision"].reshape(-1)]
+    return out
+
+
+def _segmentation_path(out: Path, kind: str, provenance: dict) -> Path:
+    """Where the segmentation goes: a DICOM SEG ``out_segmentation.dcm`` beside a DICOM series with patient
+    geometry when highdicom is installed, else a NIfTI label map (``scan_segmentation.nii.gz``,
+    ``out_segmentation.nii.gz``)."""
+    if kind == "dicom":
+        from .dicom_seg import highdicom_available
+
+        if provenance.get("affine_lps") is not None and highdicom_available():
+            return out.with_name(f"{out.name}_segmentation.dcm")
+        return _companion(out.with_name(f"{out.name}.nii.gz"), "segmentation")
+    return _companion(out, "segmentation")
+
+
+def _label_comments(provenance: dict) -> list[str] | None:
+    """Per slice, the task's lesion label in words for ImageComments (None without a task label)."""
+    task = provenance.get("task")
+    if not task:
+        return None
+    sets, decisions = task.get("label_set"), task.get("label_decision")
+    comments = []
+    for k, probability in enumerate(task["label_probability"]):
+        text = f"pirecon lesion probability {probability:.4f}"
+        if sets is not None:
+            alpha = (provenance.get("task_calibration") or {}).get("alpha")
+            text += f"; conformal set {{{', '.join(sets[k])}}}" + (f" (alpha {alpha:g})" if alpha is not None else "")
+        if decisions is not None:
+            text += f"; decision {'present' if decisions[k] else 'absent'}"
+        comments.append(text)
+    return comments
 
 
 def _nifti_geometry(provenance: dict) -> dict:
@@ -238,5 +294,7 @@ def _write_dicom(volumes: dict, out: Path, provenance: dict, overwrite: bool = F
         sources = provenance.get("source_files") or (written[0] if written else None)
         written.append(write_dicom_series(path, volume, modality=modality, units="HU" if units == "HU" else "arbitrary",
                                           source_files=sources, derivation=derivation,
-                                          series_description=description, overwrite=overwrite, **geometry))
+                                          series_description=description, overwrite=overwrite,
+                                          slice_comments=_label_comments(provenance) if path == out else None,
+                                          **geometry))
     return written[0]

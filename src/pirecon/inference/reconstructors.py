@@ -64,17 +64,21 @@ class Reconstructor:
     calibration : dict or None
         ``{"lambda_hat", "alpha", "delta", "method", ...}`` of a calibrated checkpoint (``pirecon calibrate``):
         its intervals are scaled by lambda-hat.
+    task_calibration : dict or None
+        ``{"temperature", "threshold", "qhat", "alpha", ...}`` of a task-calibrated checkpoint (``pirecon
+        calibrate --task``): its label is temperature-scaled and comes with a conformal set and a decision.
     device : torch.device
     """
 
     def __init__(self, model: nn.Module, *, name: str, physics_description: dict | None = None, card=None,
                  provenance: dict | None = None, backend: str = "auto", missing_coil_maps: str = "espirit",
-                 device="cpu", calibration: dict | None = None):
+                 device="cpu", calibration: dict | None = None, task_calibration: dict | None = None):
         self.model = model.eval()
         self.name = name
         self.physics_description = physics_description
         self.card = card
         self.calibration = calibration
+        self.task_calibration = task_calibration
         self.backend, self.missing_coil_maps = backend, missing_coil_maps
         self._provenance = dict(provenance or {})
         self._ct_physics: dict[str, Any] = {}
@@ -179,6 +183,7 @@ class Reconstructor:
         from .._progress import progress_bar
         from .._validation import check_positive
         from .._version import __version__
+        from .calibrate_task import apply_task_calibration
         from .sources import Source
 
         check_positive(batch_size, "batch_size", integer=True)
@@ -196,6 +201,8 @@ class Reconstructor:
                     if self.calibration is not None and isinstance(result.uncertainty, Interval):
                         result.uncertainty = dataclasses.replace(
                             result.uncertainty.scaled(self.calibration["lambda_hat"]), calibration=self.calibration)
+                    if self.task_calibration is not None and "label_logit" in result.task:
+                        result.task = apply_task_calibration(result.task, self.task_calibration)
                     image = result.image.detach().cpu()
                     images.append(image)
                     if result.uncertainty is not None:
@@ -222,6 +229,9 @@ class Reconstructor:
                 torch.cat(uncertainties)
             if isinstance(uncertainty, Interval):
                 provenance["uncertainty"] = uncertainty.describe()
+        if self.task_calibration is not None and tasks:
+            provenance["task_calibration"] = {key: self.task_calibration[key] for key in
+                                              ("temperature", "threshold", "qhat", "alpha", "method")}
         return Reconstruction(torch.cat(images), uncertainty,
                               {key: torch.cat(values) for key, values in tasks.items()}, provenance)
 
@@ -290,7 +300,8 @@ def load(path, map_location=None, device=None, *, models: dict[str, type] | None
     return Reconstructor(model, name=name, physics_description=checkpoint.get("pirecon_physics"), card=card,
                          provenance=provenance, backend=hparams.get("backend", "auto"),
                          missing_coil_maps=hparams.get("missing_coil_maps", "espirit"), device=target,
-                         calibration=checkpoint.get("pirecon_calibration"))
+                         calibration=checkpoint.get("pirecon_calibration"),
+                         task_calibration=checkpoint.get("pirecon_task_calibration"))
 
 
 def _card(path: Path, checkpoint: dict, sha256: str):

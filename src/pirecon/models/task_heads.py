@@ -64,14 +64,18 @@ class SegmentationHead(nn.Module):
 class ClassificationHead(nn.Module):
     """A small CNN from the image to the lesion-present logit: ``depth`` blocks of two 3x3 convolutions (ReLU)
     and 2x2 max pooling, doubling ``channels``, then global max and mean pooling and a linear layer:
-    ``(B, 1 or 2, H, W) -> (B,)``. Max pooling keeps a small lesion's response from being averaged away."""
+    ``(B, inputs, H, W) -> (B,)``, the inputs the image, the interval width (``use_uncertainty``) and the
+    segmentation head's probabilities (``reads_segmentation``). Max pooling keeps a small lesion's response
+    from being averaged away."""
 
-    def __init__(self, channels: int = 16, depth: int = 3, use_uncertainty: bool = False):
+    def __init__(self, channels: int = 16, depth: int = 3, use_uncertainty: bool = False,
+                 reads_segmentation: bool = False):
         super().__init__()
         check_positive(channels, "channels", integer=True)
         check_positive(depth, "depth", integer=True)
         self.use_uncertainty = bool(use_uncertainty)
-        layers, width = [], 2 if self.use_uncertainty else 1
+        self.reads_segmentation = bool(reads_segmentation)
+        layers, width = [], 1 + self.use_uncertainty + self.reads_segmentation
         for level in range(depth):
             out = channels * 2 ** level
             layers += [nn.Conv2d(width, out, 3, padding=1), nn.ReLU(inplace=True),
@@ -121,11 +125,14 @@ class TaskAdapted(nn.Module):
     use_uncertainty : bool
         Give the heads the reconstruction's interval width as a second channel (a backbone with an
         uncertainty head).
+    classification_reads_segmentation : bool
+        With both heads, the classification head also reads the segmentation head's probabilities (default):
+        the label learns from the pixel-wise supervision of the masks instead of from one bit per image.
     """
 
     def __init__(self, reconstruction, segmentation: dict | None = None, classification: dict | None = None,
                  task_weight: float = 0.5, freeze_reconstruction: bool = False, task_input: str = "reconstruction",
-                 use_uncertainty: bool = False):
+                 use_uncertainty: bool = False, classification_reads_segmentation: bool = True):
         super().__init__()
         from .registry import build_model
 
@@ -142,7 +149,9 @@ class TaskAdapted(nn.Module):
         self.use_uncertainty = bool(use_uncertainty)
         options = {"use_uncertainty": self.use_uncertainty}
         self.segmentation = None if segmentation is None else SegmentationHead(**{**segmentation, **options})
-        self.classification = None if classification is None else ClassificationHead(**{**classification, **options})
+        reads = bool(classification_reads_segmentation) and segmentation is not None
+        self.classification = None if classification is None else \
+            ClassificationHead(**{**classification, **options, "reads_segmentation": reads})
         if self.freeze_reconstruction:
             self.reconstruction.requires_grad_(False)
 
@@ -177,7 +186,9 @@ class TaskAdapted(nn.Module):
             logit = self.segmentation(features)
             task.update(segmentation=torch.sigmoid(logit), segmentation_logit=logit)
         if self.classification is not None:
-            logit = self.classification(features)
+            inputs = torch.cat([features, task["segmentation"]], dim=1) if self.classification.reads_segmentation \
+                else features
+            logit = self.classification(inputs)
             task.update(label=torch.sigmoid(logit), label_logit=logit)
         return Reconstruction(result.image, result.uncertainty, task)
 

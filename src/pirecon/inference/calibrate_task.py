@@ -1,0 +1,213 @@
+"""``pirecon calibrate --task``: a task model's lesion label calibrated on held-out data, and measured.
+
+    pirecon calibrate --task --checkpoint CKPT --data CAL.h5 [CAL2.h5 ...] --alpha 0.1 --out CALIBRATED.ckpt
+        [--test TEST.h5 [...] --report DIR]
+
+The task model (:class:`pirecon.models.TaskAdapted` with a classification head) runs on every slice of the
+calibration files; their cases are split at random (:func:`pirecon.tasks.calibrate_label`): one half fits the
+temperature ``T`` of the label and the operating point (Youden), the other half gives the split-conformal
+threshold ``qhat``. Guarantee: for a new case exchangeable with the calibration cases, the prediction set
+``{k : 1 - p_T(k) <= qhat}`` holds its true label with probability at least ``1 - alpha`` (marginally, over
+the calibration draw and the case). The calibrated checkpoint is the input with ``pirecon_task_calibration``
+(``temperature``, ``threshold``, ``qhat``, ``alpha``, the counts, the files and their SHA-256);
+``pirecon.load`` of it returns calibrated label probabilities, ``task["label_set"]`` ``(N, 2)`` (classes
+absent, present) and ``task["label_decision"]`` ``(N,)`` at the operating point.
+
+Cases are the slices of files written by ``pirecon simulate --phantom lesions`` (independent draws, with
+``labels`` and ``segmentation``); other files are refused (the slices of one volume are not exchangeable).
+Calibration files must be held out, as for interval calibration.
+
+With ``--test`` and ``--report DIR``: on the test files, Dice and HD95 over the cases with lesions, ROC AUC,
+sensitivity and specificity at the operating point, ECE before and after temperature scaling, with 95%
+bootstrap intervals; the coverage and size of the conformal sets at ``qhat``, and their mean coverage over 100
+random splits of the test cases (calibrated and measured on disjoint halves at the fixed temperature); a
+reliability diagram (``reliability.png``) and ``report.md``. The measured metrics go into the model card.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import PireconUserError
+
+__all__ = ["calibrate_task", "task_outputs", "apply_task_calibration"]
+
+
+def apply_task_calibration(task: dict, calibration: dict) -> dict:
+    """``task`` (a model's outputs, tensors) with the label calibrated: ``label = sigmoid(label_logit / T)``,
+    ``label_set`` ``(N, 2)`` bool (classes absent, present; ``1 - p(k) <= qhat``) and ``label_decision`` ``(N,)``
+    uint8 (``label >= threshold``)."""
+    logit = task["label_logit"]
+    label = torch.sigmoid(logit.float() / float(calibration["temperature"]))
+    scores = torch.stack([label, 1.0 - label], dim=-1)  # 1 - p(absent), 1 - p(present)
+    return {**task, "label": label.to(logit.dtype), "label_set": scores <= float(calibration["qhat"]),
+            "label_decision": (label >= float(calibration["threshold"])).to(torch.uint8)}
+
+
+def _lesion_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The true labels ``(N,)`` and segmentations ``(N, 1, H, W)`` of a simulated lesion file."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        if "simulation" not in f.attrs:
+            raise PireconUserError(f"{path}: expected a file of pirecon simulate (independent slices, the cases of "
+                                   "task calibration), found a file without the 'simulation' attribute (the slices "
+                                   "of one volume are not exchangeable cases)")
+        missing = [name for name in ("labels", "segmentation") if name not in f]
+        if missing:
+            raise PireconUserError(f"{path}: expected the datasets 'labels' and 'segmentation' of a lesion phantom "
+                                   f"(pirecon simulate --phantom lesions), found no {', '.join(missing)}")
+        return f["labels"][()].astype(np.int64), f["segmentation"][()][:, None].astype(np.uint8)
+
+
+def task_outputs(model, paths, *, batch_size: int = 8, progress: bool = True) -> dict:
+    """The task outputs of ``model`` (a :class:`pirecon.Reconstructor`) on simulated lesion files, with their
+    targets: ``segmentation``, ``label_logit``, ``true_segmentation``, ``true_label`` (NumPy, all files in order)."""
+    out: dict[str, list] = {"segmentation": [], "label_logit": [], "true_segmentation": [], "true_label": []}
+    for path in paths:
+        labels, segmentation = _lesion_file(Path(path))
+        result = model.reconstruct(path, batch_size=batch_size, progress=progress)
+        if "label_logit" not in result.task:
+            raise PireconUserError(f"{model.name}: expected a task model with a classification head "
+                                   f"(task output 'label_logit'), found task outputs {sorted(result.task) or 'none'}")
+        out["label_logit"].append(result.task["label_logit"].float().numpy())
+        out["segmentation"].append(result.task["segmentation"].float().numpy() if "segmentation" in result.task
+                                   else np.zeros(segmentation.shape, np.float32))
+        out["true_segmentation"].append(segmentation)
+        out["true_label"].append(labels)
+    return {key: np.concatenate(values) for key, values in out.items()}
+
+
+def calibrate_task(checkpoint, data, out, *, alpha: float = 0.1, temperature_fraction: float = 0.5,
+                   batch_size: int = 8, overwrite: bool = False, progress: bool = True, test=None,
+                   report=None) -> dict:
+    """Calibrate the lesion label of ``checkpoint`` on ``data`` (held-out simulated lesion files) and write
+    ``out``; returns the stored calibration (see the module), with ``"test"`` metrics when ``test`` is given."""
+    from .._atomic import atomic_path
+    from ..errors import ArgumentError
+    from ..tasks import calibrate_label
+    from ..uncertainty import check_disjoint
+    from .calibrate import _held_out, _paths
+    from .card import ModelCard
+    from .checkpoint import file_sha256, read_checkpoint
+    from .output import refuse_existing
+    from .reconstructors import load
+
+    out, paths = Path(out), _paths(data, "--data")
+    refuse_existing(out, overwrite=overwrite)
+    if (test is None) != (report is None):
+        raise ArgumentError("--test, --report: expected both (a held-out test file and a report directory) or "
+                            "neither, found one")
+    model = load(checkpoint)
+    if getattr(model.model, "task_input", None) == "truth":
+        raise PireconUserError(f"{checkpoint}: expected a task model that reads the reconstruction, found an oracle "
+                               "(task_input='truth': its heads read the ground truth, an upper bound, not a model "
+                               "to deploy)")
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"--data: expected an existing file, found nothing at {str(path)!r}")
+        _held_out(path, model.card)
+    digests = [file_sha256(path) for path in paths]
+    if len(set(digests)) < len(paths):
+        raise PireconUserError("--data: expected distinct calibration files, found the same file twice")
+    test_paths = [] if test is None else _paths(test, "--test")
+    for path in test_paths:
+        _held_out(path, model.card)
+    if test_paths:
+        check_disjoint(digests, [file_sha256(path) for path in test_paths], "files (by SHA-256)")
+    outputs = task_outputs(model, paths, batch_size=batch_size, progress=progress)
+    fitted = calibrate_label(outputs["label_logit"], outputs["true_label"], alpha, temperature_fraction)
+    summary = {**fitted, "method": "temperature scaling + split conformal",
+               "files": [{"path": str(p), "sha256": d, "cases": int(n)} for p, d, n in
+                         zip(paths, digests, [len(_lesion_file(p)[0]) for p in paths])]}
+    if test_paths:
+        summary["test"] = measure(model, test_paths, fitted, batch_size=batch_size, progress=progress,
+                                  report=Path(report))
+    stored, _ = read_checkpoint(checkpoint, map_location="cpu")
+    stored["pirecon_task_calibration"] = summary
+    card = model.card.data if model.card is not None else stored.get("pirecon_card")
+    if card:
+        card = {**card, "metrics": {**(card.get("metrics") or {}), "task_calibration": summary}}
+        stored["pirecon_card"] = card
+    with atomic_path(out) as tmp:
+        torch.save(stored, tmp)
+    if card:
+        ModelCard(card).write(out.parent)
+    return summary
+
+
+def measure(model, paths, fitted: dict, *, batch_size: int, progress: bool, report: Path) -> dict:
+    """The calibrated task on held-out test files (see the module): the metrics, ``report.md`` and
+    ``reliability.png`` in ``report``."""
+    from ..tasks import conformal_coverage_over_splits, label_probability, task_metrics
+    from .checkpoint import file_sha256
+
+    outputs = task_outputs(model, paths, batch_size=batch_size, progress=progress)
+    result = task_metrics(outputs, threshold=fitted["threshold"], temperature=fitted["temperature"],
+                          qhat=fitted["qhat"])
+    probability = label_probability(outputs["label_logit"], fitted["temperature"])
+    splits = conformal_coverage_over_splits(probability, outputs["true_label"], fitted["alpha"], splits=100)
+    result["split_coverage"], result["split_set_size"] = splits["mean_coverage"], splits["mean_set_size"]
+    result["files"] = [{"path": str(p), "sha256": file_sha256(p)} for p in paths]
+    report.mkdir(parents=True, exist_ok=True)
+    _reliability_figure(outputs, fitted["temperature"], report / "reliability.png")
+    _write_report(result, fitted, report / "report.md")
+    del result["per_case"]
+    return result
+
+
+def _reliability_figure(outputs: dict, temperature: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .._atomic import atomic_path
+    from ..tasks import label_probability, reliability_curve
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.2), constrained_layout=True)
+    ax.plot([0.5, 1], [0.5, 1], color="k", linewidth=1, label="perfect calibration")
+    for t, name in ((1.0, "before"), (temperature, f"after (T = {temperature:.3g})")):
+        confidence, accuracy, counts = reliability_curve(label_probability(outputs["label_logit"], t),
+                                                         outputs["true_label"])
+        used = counts > 0
+        ax.plot(confidence[used], accuracy[used], "o-", label=name)
+    ax.set_xlabel("confidence of the predicted class")
+    ax.set_ylabel("accuracy")
+    ax.set_title("lesion label: reliability on test cases", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def _interval(value) -> str:
+    estimate, low, high = value
+    return "—" if np.isnan(estimate) else f"{estimate:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _write_report(result: dict, fitted: dict, path: Path) -> None:
+    from .._atomic import atomic_path
+
+    lines = [f"# Calibrated lesion label: T {fitted['temperature']:.3f}, operating point {fitted['threshold']:.3f}, "
+             f"qhat {fitted['qhat']:.3f} (alpha {fitted['alpha']:g})", "",
+             f"Temperature and operating point from {fitted['n_temperature']} calibration cases, qhat from the other "
+             f"{fitted['n_conformal']}; measured on {result['cases']} test cases ({result['lesion_cases']} with "
+             "lesions); 95% bootstrap intervals over cases.", "",
+             "| measure | value |", "|---|---:|",
+             f"| Dice (cases with lesions) | {_interval(result['dice'])} |",
+             f"| HD95 (pixels) | {_interval(result['hd95'])} |",
+             f"| ROC AUC | {_interval(result['auc'])} |",
+             f"| sensitivity / specificity at the operating point | {result['sensitivity']:.3f} / "
+             f"{result['specificity']:.3f} |",
+             f"| ECE before / after temperature scaling | {result['ece_before']:.3f} / {result['ece']:.3f} |",
+             f"| conformal set coverage at qhat (target >= {1 - fitted['alpha']:g}) | {result['set_coverage']:.3f} |",
+             f"| mean set size | {result['set_size']:.3f} |",
+             f"| mean coverage over 100 random splits of the test cases | {result['split_coverage']:.3f} |", "",
+             "Figure: `reliability.png`."]
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text("\n".join(lines) + "\n")
