@@ -54,9 +54,13 @@ escapes (600 steps at 32 x 32: task loss 1.69 with one-cycle, 0.80 at a constant
 
 
 def mode_spec(mode: str, backbone: dict) -> tuple[dict, bool]:
-    """``(model spec, starts from the trained backbone)`` of a mode: ``sequential``, ``fbp``, ``oracle`` or
-    ``joint:C``."""
+    """``(model spec, starts from the trained backbone)`` of a mode: ``sequential``, ``fbp``, ``oracle``,
+    ``joint:C`` or ``mc_dropout:C`` (joint at C with MC dropout in the backbone, for the task's spread)."""
     args = {"reconstruction": backbone, **HEADS}
+    if mode.startswith("mc_dropout:"):
+        dropout = {"class_path": "mc_dropout", "init_args": {"backbone": backbone, "p": 0.1, "samples": 8}}
+        return {"class_path": "task_adapted", "init_args": {**args, "reconstruction": dropout,
+                                                            "task_weight": float(mode.split(":", 1)[1])}}, True
     if mode == "sequential":
         return {"class_path": "task_adapted", "init_args": {**args, "task_weight": 1.0,
                                                             "freeze_reconstruction": True}}, True
@@ -79,16 +83,18 @@ def predictions(checkpoint: Path, path: Path) -> dict[str, np.ndarray]:
     model = pirecon.load(checkpoint)
     oracle = getattr(model.model, "task_input", None) == "truth"
     source = model.open(path, metrics=True, progress=False)
-    out: dict[str, list] = {"image": [], "truth": [], "segmentation": [], "label": [], "label_logit": []}
+    out: dict[str, list] = {"image": [], "truth": [], "segmentation": [], "label": [], "label_logit": [],
+                            "label_spread": []}
     with torch.no_grad():
         for _, y, physics, truth in source.batches(8):
             result = model.model(y, physics, truth=truth) if oracle else model.model(y, physics)
             magnitude = (result.image.abs() if result.image.is_complex() else result.image).float()
             out["image"].append(magnitude)
             out["truth"].append((truth.abs() if truth.is_complex() else truth).float())
-            for key in ("segmentation", "label", "label_logit"):
-                out[key].append(result.task[key].float())
-    arrays = {key: torch.cat(values).numpy() for key, values in out.items()}
+            for key in ("segmentation", "label", "label_logit", "label_spread"):
+                if key in result.task:
+                    out[key].append(result.task[key].float())
+    arrays = {key: torch.cat(values).numpy() for key, values in out.items() if values}
     with h5py.File(path, "r") as f:
         arrays["true_segmentation"] = f["segmentation"][()][:, None].astype(np.uint8)
         arrays["true_label"] = f["labels"][()].astype(np.int64)
@@ -206,9 +212,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--modality", choices=sorted(BACKBONES), default="ct")
     parser.add_argument("--steps", type=int, default=2000, help="training steps of the backbone and of every mode")
     parser.add_argument("--weights", type=float, nargs="+", default=list(WEIGHTS), help="C of the joint modes")
-    parser.add_argument("--modes", nargs="+", choices=("sequential", "fbp", "oracle", "joint"),
-                        default=["sequential", "fbp", "oracle", "joint"])
+    parser.add_argument("--modes", nargs="+", choices=("sequential", "fbp", "oracle", "joint", "mc_dropout"),
+                        default=["sequential", "fbp", "oracle", "joint", "mc_dropout"])
+    parser.add_argument("--spread-weight", type=float, default=0.5,
+                        help="C of the mc_dropout mode (joint, MC dropout in the backbone: the task's spread)")
     parser.add_argument("--image-size", type=int, help="override the simulation's image size (quick runs)")
+    parser.add_argument("--acceleration", type=int, help="MRI: the undersampling factor (default 4)")
     parser.add_argument("--lesion-options", type=json.loads, default={},
                         help="JSON options of the lesion phantom (num_lesions, radius_range, contrast, ...)")
     parser.add_argument("--validation", type=int, default=100)
@@ -228,6 +237,10 @@ def main(argv=None) -> dict:
                                                     if args.lesion_options else {})}
     if args.image_size:
         simulation["image_size"] = args.image_size
+    if args.acceleration:
+        if args.modality != "mri":
+            parser.error("--acceleration: expected --modality mri (CT has no undersampling factor)")
+        simulation["acceleration"] = args.acceleration
     files = {}
     for split, n in (("validation", args.validation), ("calibration", args.calibration), ("test", args.test)):
         path = out / f"{split}.h5"
@@ -241,6 +254,8 @@ def main(argv=None) -> dict:
     modes = [m for m in ("sequential", "fbp", "oracle") if m in args.modes]
     if "joint" in args.modes:
         modes += [f"joint:{weight:g}" for weight in args.weights]
+    if "mc_dropout" in args.modes:
+        modes.append(f"mc_dropout:{args.spread_weight:g}")
     results, examples = {}, {}
     for mode in modes:
         directory = out / mode.replace(":", "_")
@@ -268,7 +283,10 @@ def main(argv=None) -> dict:
              f"{args.steps} steps for the backbone, then {args.steps} for each mode; test: {args.test} images, "
              f"operating point on {args.validation} validation images, temperature and conformal sets on "
              f"{args.calibration} calibration images; 95% bootstrap intervals over test cases.", "",
-             *table(results, differences), ""]
+             *table(results, differences), "",
+             *(f"{mode}: spread of the label over 8 dropout samples against its errors: Spearman(spread, |p - y|) "
+               f"{r['spread_spearman']:.3f}, ROC AUC of the spread for the {r['misclassified']} misclassified test "
+               f"cases {r['spread_error_auc']:.3f}." for mode, r in results.items() if "spread_spearman" in r), ""]
     (out / "sweep.md").write_text("\n".join(lines) + "\n")
     figures(results, examples, out)
     print("\n".join(lines))

@@ -89,3 +89,15 @@ def _simulated():
     rng = np.random.default_rng(1)
     logits = rng.normal(0.0, 3.0, 200)
     return logits, (rng.random(200) < 1 / (1 + np.exp(-logits))).astype(int)
+
+
+def test_the_spread_of_the_label_against_its_errors():
+    from pirecon.tasks.evaluation import spread_and_errors
+
+    p = np.array([0.9, 0.8, 0.2, 0.1, 0.6, 0.4])
+    y = np.array([1, 1, 0, 0, 0, 1])  # the last two are misclassified at 0.5
+    spread = np.array([0.01, 0.02, 0.03, 0.01, 0.2, 0.3])  # and have the largest spread
+    out = spread_and_errors(spread, p, y, 0.5)
+    assert out["spread_error_auc"] == 1.0 and out["misclassified"] == 2
+    assert out["spread_spearman"] > 0.8
+    assert np.isnan(spread_and_errors(spread, y.astype(float), y, 0.5)["spread_error_auc"])  # nothing wrong

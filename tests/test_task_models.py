@@ -180,3 +180,46 @@ def test_task_outputs_are_written_as_a_label_map_and_label_probabilities(lesion_
     pirecon.save(recon, tmp_path / "dicom", format="dicom")
     np.testing.assert_array_equal(read_nifti(tmp_path / "dicom_segmentation.nii.gz")[0], expected)
     assert (tmp_path / "dicom").is_dir()
+
+
+def test_the_classification_head_reads_the_segmentation_and_its_largest_logit():
+    from pirecon.models.task_heads import ClassificationHead
+
+    torch.manual_seed(0)
+    head = ClassificationHead(4, 2, reads_segmentation=True)
+    assert head.features[0].in_channels == 2 and head.linear.in_features == 2 * 8 + 1
+    image = torch.rand(2, 2, 16, 16)
+    low, high = torch.full((2, 1, 16, 16), -5.0), torch.full((2, 1, 16, 16), -5.0)
+    high[:, :, 3, 3] = 5.0  # one confident lesion pixel: only the max-logit feature sees it
+    with torch.no_grad():
+        head.linear.weight[0, -1] = 1.0
+        torch.testing.assert_close(head(image, high) - head(image, low), torch.full((2,), 10.0))
+    with pytest.raises(ValueError, match=r"^ClassificationHead: expected segmentation_logit for "
+                                         r"reads_segmentation=True, found None$"):
+        head(image)
+    model = TaskAdapted({"class_path": "classical"}, **HEADS)
+    assert model.classification.reads_segmentation
+    assert not TaskAdapted({"class_path": "classical"}, **HEADS,
+                           classification_reads_segmentation=False).classification.reads_segmentation
+    assert not TaskAdapted({"class_path": "classical"}, segmentation=None,
+                           classification={}).classification.reads_segmentation
+
+
+def test_a_sampling_backbone_gives_the_spread_of_the_task_over_its_samples(batch):
+    torch.manual_seed(0)
+    mc = {"class_path": "mc_dropout", "init_args": {"backbone": TINY_LPD, "p": 0.3, "samples": 5}}
+    model = TaskAdapted(mc, **HEADS).eval()
+    torch.manual_seed(1)
+    result = model(batch.y, batch.physics)
+    n = batch.y.shape[0]
+    assert result.task["label_spread"].shape == (n,) and result.task["segmentation_spread"].shape == (n, 1, 32, 32)
+    assert (result.task["label_spread"] > 0).all()  # dropout passes differ, so do their labels
+    # the spread is the std of the heads' outputs over the backbone's sample images, drawn with the same seed
+    torch.manual_seed(1)
+    model.reconstruction(batch.y, batch.physics)  # the forward's own passes come first
+    samples = model.reconstruction.sample_images(batch.y, batch.physics)
+    labels = torch.stack([model._heads(s)["label"] for s in samples])
+    torch.testing.assert_close(result.task["label_spread"], labels.std(dim=0))
+    # training, or a backbone without samples: no spread
+    assert "label_spread" not in model.train()(batch.y, batch.physics).task
+    assert "label_spread" not in TaskAdapted(TINY_LPD, **HEADS).eval()(batch.y, batch.physics).task

@@ -22,8 +22,12 @@ def test_a_tiny_sweep_reports_every_mode_and_resumes(tmp_path):
             "--lesion-options", json.dumps({"radius_range": [0.1, 0.2], "contrast": 0.3})]
     sweep = _sweep()
     first = sweep.main(argv)
-    modes = ["sequential", "fbp", "oracle", "joint:0.5"]
-    assert list(first["results"]) == modes and sorted(first["differences"]) == ["fbp", "joint:0.5", "oracle"]
+    modes = ["sequential", "fbp", "oracle", "joint:0.5", "mc_dropout:0.5"]
+    assert list(first["results"]) == modes
+    assert sorted(first["differences"]) == ["fbp", "joint:0.5", "mc_dropout:0.5", "oracle"]
+    spread = first["results"]["mc_dropout:0.5"]  # the task's spread over dropout samples, against its errors
+    assert -1 <= spread["spread_spearman"] <= 1 and spread["misclassified"] >= 0
+    assert "spread_spearman" not in first["results"]["joint:0.5"]
     with h5py.File(tmp_path / "test.h5", "r") as f:
         lesion_images = int(f["segmentation"][()].reshape(16, -1).any(axis=1).sum())
     assert 0 < lesion_images < 16
@@ -35,6 +39,7 @@ def test_a_tiny_sweep_reports_every_mode_and_resumes(tmp_path):
     # the sequential heads sat on the frozen backbone: its images are the backbone's
     assert first["results"]["sequential"]["psnr"] == first["results"]["oracle"]["psnr"]
     table = (tmp_path / "sweep.md").read_text()
+    assert "| joint:0.5 |" in table and "mc_dropout:0.5: spread of the label over 8 dropout samples" in table
     assert "| joint:0.5 |" in table and (tmp_path / "tradeoff.png").exists() and (tmp_path / "examples.png").exists()
     stamps = {mode: (tmp_path / mode.replace(":", "_") / "result.json").stat().st_mtime_ns for mode in modes}
     second = _sweep().main(argv)  # resumed: nothing retrained or re-measured

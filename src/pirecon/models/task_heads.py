@@ -16,7 +16,10 @@ task_weight`` in ``[0, 1]``. The training modes of the trade-off study are setti
   truth at every call).
 
 Task outputs are probabilities (``segmentation``, per pixel; ``label``, lesion present) and their logits
-(``segmentation_logit``, ``label_logit``), which temperature scaling and the losses use.
+(``segmentation_logit``, ``label_logit``), which temperature scaling and the losses use. A backbone with
+samples (``mc_dropout``, ``ensemble``: a ``sample_images`` method) adds, at inference, the spread of the task
+across them: the heads run on every sample image, and ``label_spread`` ``(B,)`` and ``segmentation_spread``
+``(B, 1, H, W)`` are the standard deviations of the probabilities over the samples.
 """
 
 from __future__ import annotations
@@ -62,11 +65,12 @@ class SegmentationHead(nn.Module):
 
 
 class ClassificationHead(nn.Module):
-    """A small CNN from the image to the lesion-present logit: ``depth`` blocks of two 3x3 convolutions (ReLU)
-    and 2x2 max pooling, doubling ``channels``, then global max and mean pooling and a linear layer:
-    ``(B, inputs, H, W) -> (B,)``, the inputs the image, the interval width (``use_uncertainty``) and the
-    segmentation head's probabilities (``reads_segmentation``). Max pooling keeps a small lesion's response
-    from being averaged away."""
+    """A small CNN from the image to the lesion-present logit: ``depth`` blocks of two 3x3 convolutions (leaky
+    ReLU, which keeps units from dying at high learning rates) and 2x2 max pooling, doubling ``channels``, then
+    global max and mean pooling and a linear layer: ``(B, inputs, H, W) -> (B,)``, the inputs the image, the
+    interval width (``use_uncertainty``) and the segmentation head's probabilities (``reads_segmentation``).
+    Max pooling keeps a small lesion's response from being averaged away. With ``reads_segmentation`` the
+    linear layer also reads the segmentation head's largest logit, the usual case-level score of a detector."""
 
     def __init__(self, channels: int = 16, depth: int = 3, use_uncertainty: bool = False,
                  reads_segmentation: bool = False):
@@ -78,18 +82,23 @@ class ClassificationHead(nn.Module):
         layers, width = [], 1 + self.use_uncertainty + self.reads_segmentation
         for level in range(depth):
             out = channels * 2 ** level
-            layers += [nn.Conv2d(width, out, 3, padding=1), nn.ReLU(inplace=True),
-                       nn.Conv2d(out, out, 3, padding=1), nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(width, out, 3, padding=1), nn.LeakyReLU(0.1, inplace=True),
+                       nn.Conv2d(out, out, 3, padding=1), nn.LeakyReLU(0.1, inplace=True)]
             if level < depth - 1:
                 layers.append(nn.MaxPool2d(2))
             width = out
         self.features = nn.Sequential(*layers)
-        self.linear = nn.Linear(2 * width, 1)
+        self.linear = nn.Linear(2 * width + self.reads_segmentation, 1)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, segmentation_logit: torch.Tensor | None = None) -> torch.Tensor:
         h = self.features(features)
-        pooled = torch.cat([h.amax(dim=(-2, -1)), h.mean(dim=(-2, -1))], dim=1)
-        return self.linear(pooled)[:, 0]
+        pooled = [h.amax(dim=(-2, -1)), h.mean(dim=(-2, -1))]
+        if self.reads_segmentation:
+            if segmentation_logit is None:
+                raise ValueError("ClassificationHead: expected segmentation_logit for reads_segmentation=True, "
+                                 "found None")
+            pooled.append(segmentation_logit.flatten(1).amax(dim=1, keepdim=True))
+        return self.linear(torch.cat(pooled, dim=1))[:, 0]
 
 
 class ClassicalReconstruction(nn.Module):
@@ -181,16 +190,40 @@ class TaskAdapted(nn.Module):
                 raise ValueError(f"TaskAdapted: expected an interval from the reconstruction for use_uncertainty=True, "
                                  f"found {type(interval).__name__}")
             features = torch.cat([image, interval.width.float().to(image.device)], dim=1)
-        task = {}
+        task = self._heads(features)
+        if not self.training and self.task_input == "reconstruction" and hasattr(self.reconstruction, "sample_images"):
+            task.update(self._spread(y, physics, result))
+        return Reconstruction(result.image, result.uncertainty, task)
+
+    def _heads(self, features: torch.Tensor) -> dict:
+        out = {}
         if self.segmentation is not None:
             logit = self.segmentation(features)
-            task.update(segmentation=torch.sigmoid(logit), segmentation_logit=logit)
+            out.update(segmentation=torch.sigmoid(logit), segmentation_logit=logit)
         if self.classification is not None:
-            inputs = torch.cat([features, task["segmentation"]], dim=1) if self.classification.reads_segmentation \
-                else features
-            logit = self.classification(inputs)
-            task.update(label=torch.sigmoid(logit), label_logit=logit)
-        return Reconstruction(result.image, result.uncertainty, task)
+            if self.classification.reads_segmentation:
+                logit = self.classification(torch.cat([features, out["segmentation"]], dim=1),
+                                            out["segmentation_logit"])
+            else:
+                logit = self.classification(features)
+            out.update(label=torch.sigmoid(logit), label_logit=logit)
+        return out
+
+    @torch.no_grad()
+    def _spread(self, y, physics, result: Reconstruction) -> dict:
+        """The standard deviation of the task probabilities over the backbone's sample images."""
+        samples = self.reconstruction.sample_images(y, physics).float()  # (S, B, 1, H, W)
+        count, batch = samples.shape[:2]
+        features = samples.flatten(0, 1)
+        if self.use_uncertainty:
+            width = result.uncertainty.width.float().to(features.device)
+            features = torch.cat([features, width.repeat(count, *([1] * (width.ndim - 1)))], dim=1)
+        outputs = self._heads(features)
+        spread = {}
+        for key in ("segmentation", "label"):
+            if key in outputs:
+                spread[f"{key}_spread"] = outputs[key].unflatten(0, (count, batch)).std(dim=0)
+        return spread
 
     def task_loss(self, result: Reconstruction, segmentation: torch.Tensor | None,
                   label: torch.Tensor | None) -> torch.Tensor:
@@ -214,10 +247,15 @@ class TaskAdapted(nn.Module):
 
     def load_reconstruction(self, state_dict: dict) -> None:
         """Load the backbone's weights from a checkpoint's ``state_dict`` (keys ``model.<name>`` of a plain
-        reconstruction run); names missing or left over are an error naming them."""
+        reconstruction run; into the wrapped network of an uncertainty head such as ``mc_dropout`` when they are
+        its weights); names missing or left over are an error naming them."""
         weights = {key[len("model."):]: value for key, value in state_dict.items() if key.startswith("model.")}
-        missing, unexpected = self.reconstruction.load_state_dict(weights, strict=False)
+        target = self.reconstruction
+        inner = getattr(target, "backbone", None)
+        if isinstance(inner, nn.Module) and set(weights) == set(inner.state_dict()):
+            target = inner  # a plain run's weights into the backbone of an uncertainty head (mc_dropout, ...)
+        missing, unexpected = target.load_state_dict(weights, strict=False)
         if missing or unexpected:
-            raise ValueError(f"pretrained_reconstruction: expected the weights of {type(self.reconstruction).__name__}, "
+            raise ValueError(f"pretrained_reconstruction: expected the weights of {type(target).__name__}, "
                              f"found {len(missing)} missing ({', '.join(missing[:3])}) and {len(unexpected)} "
                              f"unexpected ({', '.join(unexpected[:3])})")

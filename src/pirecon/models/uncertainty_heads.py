@@ -167,14 +167,18 @@ class MCDropoutHead(nn.Module):
     def _drop(self, module, inputs, output):
         return F.dropout(output, self.p, training=True)
 
+    def sample_images(self, y, physics) -> torch.Tensor:
+        """The ``samples`` stochastic passes, magnitude images ``(S, B, 1, H, W)`` (one batch of ``S x B``
+        where the operator allows)."""
+        if self.batched and _shared_operator(physics):  # the T passes as one batch of T x B
+            repeated = y.repeat(self.samples, *([1] * (y.ndim - 1)))
+            return _magnitude(self.backbone(repeated, physics).image).unflatten(0, (self.samples, y.shape[0]))
+        return torch.stack([_magnitude(self.backbone(y, physics).image) for _ in range(self.samples)])
+
     def forward(self, y, physics) -> Reconstruction:
         if self.training:  # training: one stochastic pass, the backbone's loss
             return self.backbone(y, physics)
-        if self.batched and _shared_operator(physics):  # the T passes as one batch of T x B
-            repeated = y.repeat(self.samples, *([1] * (y.ndim - 1)))
-            passes = _magnitude(self.backbone(repeated, physics).image).unflatten(0, (self.samples, y.shape[0]))
-        else:
-            passes = torch.stack([_magnitude(self.backbone(y, physics).image) for _ in range(self.samples)])
+        passes = self.sample_images(y, physics)
         mean, std = passes.mean(dim=0), passes.std(dim=0)
         return Reconstruction(mean, Interval(mean - self.z * std, mean + self.z * std, mean, "mc-dropout", std=std))
 
@@ -206,6 +210,10 @@ class DeepEnsemble(nn.Module):
         self.members = nn.ModuleList(_backbone(m) for m in members)
         self.alpha = _check_alpha(alpha)
         self.z = _two_sided_quantile(self.alpha)
+
+    def sample_images(self, y, physics) -> torch.Tensor:
+        """The members' magnitude images ``(K, B, 1, H, W)``."""
+        return torch.stack([_magnitude(member(y, physics).image) for member in self.members])
 
     def forward(self, y, physics) -> Reconstruction:
         outputs = [member(y, physics) for member in self.members]

@@ -21,7 +21,7 @@ from ._checks import level as check_level
 from .calibration import (conformal_threshold, expected_calibration_error, fit_temperature, prediction_sets)
 from .metrics import bootstrap_ci, dice, hausdorff95, operating_point, roc_auc, sensitivity_specificity
 
-__all__ = ["lesion_cases", "label_probability", "calibrate_label", "task_metrics"]
+__all__ = ["lesion_cases", "label_probability", "calibrate_label", "task_metrics", "spread_and_errors"]
 
 
 def lesion_cases(true_segmentation) -> np.ndarray:
@@ -108,6 +108,28 @@ def task_metrics(outputs: dict, *, threshold: float, temperature: float = 1.0, q
         sets = prediction_sets(probability, qhat).numpy()
         result["set_coverage"] = float(sets[np.arange(y.size), y].mean())
         result["set_size"] = float(sets.sum(axis=1).mean())
+    if "label_spread" in outputs:
+        result.update(spread_and_errors(outputs["label_spread"], probability, y, threshold))
     result["cases"], result["lesion_cases"] = int(y.size), int(lesion.sum())
     result["per_case"] = {name: values.tolist() for name, values in per_case.items()}
     return result
+
+
+def spread_and_errors(spread, probability, labels, threshold: float) -> dict:
+    """How well the spread of the label over a backbone's samples ``(N,)`` points at the label's errors.
+
+    Returns ``spread_spearman``, Spearman's rank correlation of the spread with the absolute error
+    ``|p - y|``, and ``spread_error_auc``, the ROC AUC of the spread for telling the misclassified cases
+    (``p >= threshold`` differs from ``y``) from the others (NaN when every case or none is misclassified);
+    0.5 is no better than chance.
+    """
+    from scipy import stats
+
+    s = scores_1d(spread, "spread")
+    p = scores_1d(probability, "probability")
+    y = binary_labels(labels, "labels", s.shape, "spread")
+    wrong = ((p >= threshold).astype(int) != y).astype(int)
+    rho = stats.spearmanr(s, np.abs(p - y)).statistic if np.ptp(s) > 0 else float("nan")
+    return {"spread_spearman": float(rho),
+            "spread_error_auc": roc_auc(s, wrong) if 0 < wrong.sum() < wrong.size else float("nan"),
+            "misclassified": int(wrong.sum())}
