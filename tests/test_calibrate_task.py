@@ -178,3 +178,31 @@ def test_a_dicom_seg_references_every_image_and_reads_back_as_the_mask(tmp_path)
     with pytest.raises(PireconUserError, match=r"^mask: expected \(D, H, W\) with one slice per image \(3\), found "
                                                r"shape \(2, 24, 24\)$"):
         write_dicom_seg(tmp_path / "other.dcm", mask[:2], images, model="TaskAdapted", version="0.0")
+
+
+def test_a_dicom_source_gets_its_segmentation_as_a_dicom_seg_of_the_written_series(task_model, tmp_path):
+    highdicom = pytest.importorskip("highdicom")
+    import pydicom
+
+    from test_export import make_ct_source, positions_along_normal
+
+    checkpoint, _ = task_model
+    hu = np.full((3, 40, 40), -1000.0)
+    yy, xx = np.mgrid[:40, :40]
+    for d in range(3):
+        hu[d][(yy - 20) ** 2 + (xx - 20) ** 2 < 15 ** 2] = 40.0
+    make_ct_source(tmp_path / "source", hu, positions_along_normal([0.0, 2.5, 5.0]))
+    recon = pirecon.load(checkpoint).reconstruct(tmp_path / "source", progress=False)
+    recon.task["segmentation"][1, 0, 10:14, 12:15] = 0.9  # some foreground to find in the SEG
+    images = pirecon.save(recon, tmp_path / "out", format="dicom")
+    seg = highdicom.seg.segread(tmp_path / "out_segmentation.dcm")
+    written = [pydicom.dcmread(f) for f in images]
+    assert seg.FrameOfReferenceUID == written[0].FrameOfReferenceUID
+    assert seg.StudyInstanceUID == written[0].StudyInstanceUID
+    mask = seg.get_pixels_by_source_instance([ds.SOPInstanceUID for ds in written], segment_numbers=[1])[..., 0]
+    np.testing.assert_array_equal(mask, (recon.task["segmentation"][:, 0] > 0.5).numpy())
+    assert not (tmp_path / "out_segmentation.nii.gz").exists()
+    (tmp_path / "again_segmentation.dcm").write_bytes(b"")  # an existing SEG: refused before any write
+    with pytest.raises(PireconUserError, match=r"again_segmentation.dcm: expected a new output path"):
+        pirecon.save(recon, tmp_path / "again", format="dicom")
+    assert not (tmp_path / "again").exists()
