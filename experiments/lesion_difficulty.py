@@ -12,6 +12,11 @@ and the choice, ``difficulty.json`` the numbers.
 
     python experiments/lesion_difficulty.py [--modality ct|mri] [--steps 1200] [--contrasts 0.02 0.05 0.1]
         [--lesion-options '{"background": "shepp-logan"}'] [--out runs/lesion_difficulty_ct]
+
+Measured (the sweep's defaults come from these runs):
+
+    python experiments/lesion_difficulty.py --modality ct --steps 1200 --contrasts 0.02 0.05 0.07 0.1
+    python experiments/lesion_difficulty.py --modality mri --steps 800 --contrasts 0.05 0.07 0.1 0.2 0.3
 """
 
 from __future__ import annotations
@@ -53,9 +58,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--modality", choices=sorted(task_sweep.BACKBONES), default="ct")
     parser.add_argument("--steps", type=int, default=1200, help="training steps at each contrast (the sweep's)")
     parser.add_argument("--contrasts", type=float, nargs="+", default=[0.02, 0.05, 0.1])
-    parser.add_argument("--lesion-options", type=json.loads, default={"background": "shepp-logan"},
-                        help="JSON options of the lesion phantom besides the contrast (default: the Shepp-Logan "
-                             "background)")
+    parser.add_argument("--lesion-options", type=json.loads, default=None,
+                        help="JSON options of the lesion phantom besides the contrast (default: the sweep's, "
+                             "task_sweep.LESIONS[modality])")
     parser.add_argument("--validation", type=int, default=100, help="validation images")
     parser.add_argument("--image-size", type=int, help="override the simulation's image size (quick runs)")
     parser.add_argument("--min-dice", type=float, default=0.2)
@@ -65,6 +70,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--out", default=None, help="default runs/lesion_difficulty_<modality>")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.lesion_options is None:
+        args.lesion_options = {k: v for k, v in task_sweep.LESIONS[args.modality].items() if k != "contrast"}
 
     from pirecon.data.simulate import simulate
     from pirecon.training.fit import fit_on_simulation

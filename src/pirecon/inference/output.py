@@ -188,7 +188,7 @@ def save(reconstruction, out, *, format: str | None = None, overwrite: bool = Fa
         if segmentation.suffix == ".dcm":
             from .dicom_seg import write_dicom_seg
 
-            write_dicom_seg(segmentation, labels, sorted(out.glob("IM_*.dcm")), model=provenance.get("model", ""),
+            write_dicom_seg(segmentation, labels, written, model=provenance.get("model", ""),
                             version=provenance.get("pirecon_version", ""), overwrite=overwrite)
         else:
             from .nifti import write_nifti
