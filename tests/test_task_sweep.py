@@ -40,8 +40,33 @@ def test_a_tiny_sweep_reports_every_mode_and_resumes(tmp_path):
     assert first["results"]["sequential"]["psnr"] == first["results"]["oracle"]["psnr"]
     table = (tmp_path / "sweep.md").read_text()
     assert "| joint:0.5 |" in table and "mc_dropout:0.5: spread of the label over 8 dropout samples" in table
+    assert "- Joint beats sequential (some 0 < C < 1" in table and "- Ordering on AUC: oracle " in table
     assert "| joint:0.5 |" in table and (tmp_path / "tradeoff.png").exists() and (tmp_path / "examples.png").exists()
     stamps = {mode: (tmp_path / mode.replace(":", "_") / "result.json").stat().st_mtime_ns for mode in modes}
     second = _sweep().main(argv)  # resumed: nothing retrained or re-measured
     assert second["results"] == first["results"]
     assert stamps == {mode: (tmp_path / mode.replace(":", "_") / "result.json").stat().st_mtime_ns for mode in modes}
+
+
+def test_the_targets_are_judged_from_the_paired_intervals_and_the_psnr():
+    sweep = _sweep()
+
+    def result(psnr, dice, auc, coverage=0.9, ece=0.03):
+        return {"psnr": (psnr, psnr - 0.1, psnr + 0.1), "dice": (dice, dice - 0.05, dice + 0.05),
+                "auc": (auc, auc - 0.02, auc + 0.02), "conformal_coverage": coverage, "ece": ece}
+
+    results = {"sequential": result(30.0, 0.60, 0.90), "fbp": result(25.0, 0.40, 0.80),
+               "oracle": result(99.0, 0.80, 0.99), "joint:0.5": result(29.5, 0.65, 0.91),
+               "joint:0.9": result(28.0, 0.70, 0.95, coverage=0.85, ece=0.08), "joint:1": result(20.0, 0.75, 0.96)}
+    differences = {"joint:0.5": {"dice": (0.05, 0.01, 0.09), "auc": (0.01, -0.01, 0.03)},  # met: Dice, PSNR close
+                   "joint:0.9": {"dice": (0.10, 0.05, 0.15), "auc": (0.05, 0.02, 0.08)},  # 2 dB below: not met
+                   "joint:1": {"dice": (0.15, 0.10, 0.20), "auc": (0.06, 0.03, 0.09)}}  # C = 1 does not count
+    lines = sweep.targets(results, differences)
+    assert lines[2] == ("- Joint beats sequential (some 0 < C < 1: Dice + 0.03 or AUC + 0.02 with the paired 95% "
+                        "interval above 0, PSNR within 1 dB of sequential): met by joint:0.5.")
+    assert lines[3] == ("- Ordering on Dice: oracle 0.800, joint 0.650 to 0.700, fbp 0.400: oracle >= joint holds "
+                        "(2 of 2 C), joint >= fbp holds (2 of 2 C).")
+    assert lines[5] == "- Conformal label sets cover >= 0.88 on average over 100 splits: fails for joint:0.9."
+    assert lines[6] == "- ECE after temperature scaling <= 0.05: fails for joint:0.9 (0.080)."
+    differences["joint:0.5"]["dice"] = (0.05, -0.01, 0.11)  # the interval reaches 0
+    assert sweep.targets(results, differences)[2].endswith("not met by any C.")
