@@ -1323,13 +1323,14 @@ TASK_ADAPTED = [
     md("""
     ## 1. Raw data with lesions
 
-    The lesion phantom puts 1 to 3 discs of raised attenuation into random-ellipse images, inside the object,
-    in half of the images, and writes the segmentation and the present/absent label beside the sinograms. The
-    difficulty is a knob (`lesion_options`: radius range, contrast, number); here the lesions are large and
-    clear so that a few training steps learn something.
+    The lesion phantom puts 1 to 3 discs of raised attenuation into the Shepp-Logan phantom, inside the
+    object, in half of the images, and writes the segmentation and the present/absent label beside the
+    sinograms. The difficulty is a knob (`lesion_options`: radius range, contrast, number, background); here
+    the lesions are large and clear so that a few training steps learn something (the study's default, contrast
+    0.07 and radii 0.03-0.08, was chosen on validation data by `experiments/lesion_difficulty.py`).
     """),
     code("""
-    LESIONS = {"radius_range": [0.08, 0.15], "contrast": 0.2}
+    LESIONS = {"radius_range": [0.08, 0.15], "contrast": 0.2, "background": "shepp-logan"}
     raw = simulate(WORK / "look.h5", modality="ct", phantom="lesions", image_size=48, n=4, seed=0,
                    split="validation", noise="gaussian:0.05", lesion_options=LESIONS, progress=False)
     acquisition = read_acquisition(raw)
@@ -1346,7 +1347,8 @@ TASK_ADAPTED = [
 
     The backbone (a 3-iteration LPD) trains first on the reconstruction loss; then every mode trains the same
     number of steps from it: `sequential` (backbone frozen, heads trained on its images, C = 0), `joint` at
-    C = 0.1 and 0.9, `fbp` (heads on FBP) and `oracle` (heads on the true image). The operating point of the label
+    C = 0.1 and 0.9, `fbp` (heads on FBP), `oracle` (heads on the true image) and `mc_dropout` (joint at C = 0.5
+    with dropout in the backbone: the spread of the label over 8 samples). The operating point of the label
     is chosen on validation images, its temperature and conformal sets on calibration images, and everything is
     measured on test images of the seed's held-out streams.
     """),
@@ -1375,14 +1377,22 @@ TASK_ADAPTED = [
     ## 4. The joint model as downstream code sees it
 
     `pirecon.load` of a task-adapted checkpoint returns the task outputs with the image: per-pixel lesion
-    probabilities and the lesion-present probability per slice. `pirecon.save` writes them (HDF5 `task/`; beside
-    NIfTI and DICOM outputs a uint8 label map).
+    probabilities and the lesion-present probability per slice. `pirecon calibrate --task` fits the label's
+    temperature and operating point on half of held-out calibration cases and a split-conformal threshold on
+    the other half; the calibrated checkpoint adds each slice's prediction set (the labels plausible at
+    1 - alpha = 0.9) and decision. `pirecon.save` writes them (HDF5 `task/`; NIfTI provenance; DICOM
+    ImageComments, and a DICOM SEG or a NIfTI label map for the mask).
     """),
     code("""
-    model = pirecon.load(WORK / "sweep" / "joint_0.9" / "training" / "checkpoints" / "last.ckpt")
-    recon = model.reconstruct(WORK / "sweep" / "test.h5", progress=False)
+    from pirecon.inference.calibrate_task import calibrate_task
+
+    checkpoint = WORK / "sweep" / "joint_0.9" / "training" / "checkpoints" / "last.ckpt"
+    stored = calibrate_task(checkpoint, WORK / "sweep" / "calibration.h5", WORK / "calibrated.ckpt", progress=False)
+    print({key: stored[key] for key in ("temperature", "threshold", "qhat", "n_temperature", "n_conformal")})
+    recon = pirecon.load(WORK / "calibrated.ckpt").reconstruct(WORK / "sweep" / "test.h5", progress=False)
     print({key: tuple(value.shape) for key, value in recon.task.items()})
     print("lesion-present probability of the first 5 test slices:", recon.task["label"][:5].numpy().round(3))
+    print("their prediction sets (absent, present):", recon.task["label_set"][:5].numpy().tolist())
     shutil.rmtree(WORK)
     """),
 ]
