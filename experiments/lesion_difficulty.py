@@ -8,7 +8,8 @@ split): Dice over the validation images that hold lesions, and the ROC AUC of th
 
 The chosen default is the lowest contrast at which the heads learn (Dice >= ``--min-dice`` and AUC >=
 ``--min-auc``) and are still clearly imperfect (Dice <= ``--max-dice``); ``difficulty.md`` holds the table
-and the choice, ``difficulty.json`` the numbers.
+and the choice, ``difficulty.json`` the numbers. ``--mode oracle`` trains the heads on the ground truth
+instead: whether a background poses the task at all (random ellipses hold lesion-like small ellipses).
 
     python experiments/lesion_difficulty.py [--modality ct|mri] [--steps 1200] [--contrasts 0.02 0.05 0.1]
         [--lesion-options '{"background": "shepp-logan"}'] [--out runs/lesion_difficulty_ct]
@@ -57,6 +58,9 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modality", choices=sorted(task_sweep.BACKBONES), default="ct")
     parser.add_argument("--steps", type=int, default=1200, help="training steps at each contrast (the sweep's)")
+    parser.add_argument("--mode", choices=("fbp", "oracle"), default="fbp",
+                        help="the heads on FBP / zero-filled input (the difficulty), or on the ground truth (whether "
+                             "the task is posed at all on a background)")
     parser.add_argument("--contrasts", type=float, nargs="+", default=[0.02, 0.05, 0.1])
     parser.add_argument("--lesion-options", type=json.loads, default=None,
                         help="JSON options of the lesion phantom besides the contrast (default: the sweep's, "
@@ -76,7 +80,7 @@ def main(argv=None) -> dict:
     from pirecon.data.simulate import simulate
     from pirecon.training.fit import fit_on_simulation
 
-    out = Path(args.out or f"runs/lesion_difficulty_{args.modality}")
+    out = Path(args.out or f"runs/lesion_difficulty_{args.modality}" + ("" if args.mode == "fbp" else f"_{args.mode}"))
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for contrast in args.contrasts:
@@ -93,7 +97,7 @@ def main(argv=None) -> dict:
         validation = directory / "validation.h5"
         if not validation.is_file():
             simulate(validation, n=args.validation, split="validation", progress=False, **simulation)
-        spec, _ = task_sweep.mode_spec("fbp", task_sweep.BACKBONES[args.modality])
+        spec, _ = task_sweep.mode_spec(args.mode, task_sweep.BACKBONES[args.modality])
         checkpoint = fit_on_simulation(directory, validation, model=spec, simulation=simulation, steps=args.steps,
                                        lr=3e-3, batch_size=2, progress=False, schedule=task_sweep.TASK_SCHEDULE,
                                        resume=True)
@@ -102,7 +106,7 @@ def main(argv=None) -> dict:
         rows.append(row)
         print(f"contrast {contrast:g}: validation Dice {row['dice']:.3f}, AUC {row['auc']:.3f}", flush=True)
     chosen = choose(rows, args.min_dice, args.min_auc, args.max_dice)
-    lines = [f"# Lesion difficulty ({args.modality}): the fbp mode on validation data", "",
+    lines = [f"# Lesion difficulty ({args.modality}): the {args.mode} mode on validation data", "",
              f"{args.steps} training steps per contrast; lesion options {json.dumps(args.lesion_options)}; "
              f"{args.validation} validation images of the seed's validation split; Dice over the images with "
              "lesions.", "",

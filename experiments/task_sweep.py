@@ -58,9 +58,9 @@ data (``experiments/lesion_difficulty.py`` at the sweep's budget; CT, 1200 steps
 HEADS = {"segmentation": {"channels": 16, "depth": 3}, "classification": {"channels": 16, "depth": 3}}
 WEIGHTS = (0.01, 0.1, 0.5, 0.9, 0.99, 1.0)
 TASK_SCHEDULE = "constant"
-"""The learning-rate schedule of the task modes (the backbone's is one-cycle). The label head sits on a plateau
-(BCE near log 2) for a few hundred steps before it learns; a one-cycle decay lowers the rate before it
-escapes (600 steps at 32 x 32: task loss 1.69 with one-cycle, 0.80 at a constant rate)."""
+"""The learning-rate schedule of the task modes (the backbone's is one-cycle). The heads sit on a plateau of
+their loss (the label's BCE near log 2) for a few hundred steps before they learn; a one-cycle decay lowers
+the rate before they leave it."""
 
 
 def mode_spec(mode: str, backbone: dict) -> tuple[dict, bool]:
@@ -86,9 +86,8 @@ def mode_spec(mode: str, backbone: dict) -> tuple[dict, bool]:
 
 def predictions(checkpoint: Path, path: Path) -> dict[str, np.ndarray]:
     """Images, truths, task outputs and targets of a task model on a held-out file (the oracle gets the truth)."""
-    import h5py
-
     import pirecon
+    from pirecon.inference.calibrate_task import lesion_targets
 
     model = pirecon.load(checkpoint)
     oracle = getattr(model.model, "task_input", None) == "truth"
@@ -105,24 +104,19 @@ def predictions(checkpoint: Path, path: Path) -> dict[str, np.ndarray]:
                 if key in result.task:
                     out[key].append(result.task[key].float())
     arrays = {key: torch.cat(values).numpy() for key, values in out.items() if values}
-    with h5py.File(path, "r") as f:
-        arrays["true_segmentation"] = f["segmentation"][()][:, None].astype(np.uint8)
-        arrays["true_label"] = f["labels"][()].astype(np.int64)
+    arrays["true_label"], arrays["true_segmentation"] = lesion_targets(path)
     return arrays
 
 
 def evaluate(val: dict, cal: dict, test: dict, alpha: float = 0.1) -> dict:
     """The metrics of one mode from its predictions on the three held-out files (see the module)."""
-    from pirecon.errors import PireconUserError
     from pirecon.metrics import psnr, ssim
-    from pirecon.tasks import bootstrap_ci, conformal_coverage_over_splits, fit_temperature, operating_point
-    from pirecon.tasks.evaluation import label_probability, task_metrics
+    from pirecon.tasks import (bootstrap_ci, conformal_coverage_over_splits, label_probability, operating_point,
+                               task_metrics, temperature_or_one)
 
-    try:
-        temperature = fit_temperature(cal["label_logit"], cal["true_label"])
-    except PireconUserError as err:  # logits with no finite optimum (chance-level or perfectly separated)
-        print(f"temperature scaling: {err}; the probabilities are kept as they are", flush=True)
-        temperature = 1.0
+    temperature, note = temperature_or_one(cal["label_logit"], cal["true_label"])
+    if note:
+        print(note, flush=True)
     threshold = operating_point(label_probability(val["label_logit"], temperature), val["true_label"])
     result = task_metrics(test, threshold=threshold, temperature=temperature)
     image, truth = torch.from_numpy(test["image"]), torch.from_numpy(test["truth"])
@@ -279,7 +273,8 @@ def main(argv=None) -> dict:
 
     out = Path(args.out or f"runs/task_sweep_{args.modality}")
     out.mkdir(parents=True, exist_ok=True)
-    simulation = {**SIMULATIONS[args.modality], "lesion_options": {**LESIONS[args.modality], **args.lesion_options}}
+    lesions = {**LESIONS[args.modality], **args.lesion_options}
+    simulation = {**SIMULATIONS[args.modality], "lesion_options": lesions}
     if args.image_size:
         simulation["image_size"] = args.image_size
     if args.acceleration:

@@ -46,7 +46,7 @@ def test_calibrate_task_stores_the_fit_of_the_held_out_cases_and_the_card_states
     stored = torch.load(out, weights_only=True)["pirecon_task_calibration"]
     assert f"wrote {out}: temperature {stored['temperature']:.3f}" in printed
     # the same split and fit, recomputed from the model's logits on the calibration file
-    outputs = task_outputs(pirecon.load(checkpoint), [files["calibration"]], progress=False)
+    outputs, _ = task_outputs(pirecon.load(checkpoint), [files["calibration"]], progress=False)
     expected = calibrate_label(outputs["label_logit"], outputs["true_label"], 0.1)
     for key in ("temperature", "threshold", "qhat", "n_temperature", "n_conformal", "temperature_note"):
         assert stored[key] == (expected[key] if isinstance(expected[key], (str, type(None))) else
@@ -100,7 +100,7 @@ def test_dicom_images_carry_each_slice_label_in_their_comments(task_model, tmp_p
     calibrate_task(checkpoint, files["calibration"], tmp_path / "c.ckpt", progress=False)
     recon = pirecon.load(tmp_path / "c.ckpt").reconstruct(files["test"], progress=False)
     written = pirecon.save(recon, tmp_path / "dicom", format="dicom")
-    first = pydicom.dcmread(written[0] if isinstance(written, list) else sorted((tmp_path / "dicom").glob("*.dcm"))[0])
+    first = pydicom.dcmread(written[0])
     p = float(recon.task["label"][0])
     names = [n for n, k in zip(("absent", "present"), recon.task["label_set"][0].tolist()) if k]
     decision = "present" if int(recon.task["label_decision"][0]) else "absent"

@@ -36,7 +36,8 @@ import torch
 
 from ..errors import ArgumentError, PireconUserError
 
-__all__ = ["calibrate", "add_calibrate_arguments", "calibrate_main", "LAMBDAS"]
+__all__ = ["calibrate", "add_calibrate_arguments", "calibrate_main", "LAMBDAS", "held_out_files",
+           "write_calibrated"]
 
 LAMBDAS = np.concatenate([np.linspace(0, 2, 201)[:-1], np.linspace(2, 20, 181)])
 """The scales searched: steps of 0.01 up to 2, then of 0.1 up to 20."""
@@ -131,6 +132,50 @@ def _unit_curves(model, paths, checkpoint, batch_size: int, progress: bool, keep
     return np.concatenate(curves), np.concatenate(widths), kept if keep else None, counts
 
 
+def held_out_files(model, data, test=None) -> tuple[list[Path], list[str], list[Path], list[str]]:
+    """The calibration files ``data`` and test files ``test`` checked before any work: existing, held out
+    (:func:`_held_out`), distinct, and disjoint from each other by SHA-256. Returns ``(paths, their SHA-256,
+    test paths, their SHA-256)``."""
+    from ..uncertainty import check_disjoint
+    from .checkpoint import file_sha256
+
+    paths = _paths(data, "--data")
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"--data: expected an existing file, found nothing at {str(path)!r}")
+        _held_out(path, model.card)
+    digests = [file_sha256(path) for path in paths]
+    if len(set(digests)) < len(paths):
+        raise PireconUserError("--data: expected distinct calibration files, found the same file twice")
+    test_paths = [] if test is None else _paths(test, "--test")
+    for path in test_paths:
+        _held_out(path, model.card)
+    test_digests = [file_sha256(path) for path in test_paths]
+    if test_paths:
+        check_disjoint(digests, test_digests, "files (by SHA-256)")
+    return paths, digests, test_paths, test_digests
+
+
+def write_calibrated(checkpoint, out: Path, model, key: str, summary: dict) -> None:
+    """``checkpoint`` with ``summary`` stored under ``key`` (``pirecon_calibration``, ``pirecon_task_calibration``)
+    written atomically to ``out``; the model card of a fit run gets it as ``metrics[<key without pirecon_>]``, in
+    the checkpoint and beside it."""
+    from .._atomic import atomic_path
+    from .card import ModelCard
+    from .checkpoint import read_checkpoint
+
+    stored, _ = read_checkpoint(checkpoint, map_location="cpu")
+    stored[key] = summary
+    card = model.card.data if model.card is not None else stored.get("pirecon_card")
+    if card:
+        card = {**card, "metrics": {**(card.get("metrics") or {}), key.removeprefix("pirecon_"): summary}}
+        stored["pirecon_card"] = card
+    with atomic_path(out) as tmp:
+        torch.save(stored, tmp)
+    if card:
+        ModelCard(card).write(out.parent)
+
+
 def _paths(data, name: str) -> list[Path]:
     paths = [Path(data)] if isinstance(data, (str, Path)) else [Path(p) for p in data]
     if not paths:
@@ -143,52 +188,29 @@ def calibrate(checkpoint, data, out, *, alpha: float = 0.1, delta: float = 0.1, 
               test=None, report=None):
     """Calibrate the uncertainty head of ``checkpoint`` on ``data`` (a held-out file or a list of them) and write
     ``out``; returns the :class:`pirecon.uncertainty.Calibration` (``n``: calibration units, see the module)."""
-    from .._atomic import atomic_path
     from .._validation import check_choice
-    from ..uncertainty import check_disjoint, conformal_risk_control, rcps
+    from ..uncertainty import conformal_risk_control, rcps
     from ..uncertainty.calibration import METHODS
-    from .card import ModelCard
-    from .checkpoint import file_sha256, read_checkpoint
     from .output import refuse_existing
     from .reconstructors import load
 
     method = check_choice(method, "method", METHODS)
-    out, paths = Path(out), _paths(data, "--data")
+    out = Path(out)
     refuse_existing(out, overwrite=overwrite)
     if (test is None) != (report is None):
         raise ArgumentError("--test, --report: expected both (a held-out test file and a report directory) or "
                             "neither, found one")
     model = load(checkpoint)
-    for path in paths:
-        if not path.is_file():
-            raise FileNotFoundError(f"--data: expected an existing file, found nothing at {str(path)!r}")
-        _held_out(path, model.card)
-    data_sha256 = [file_sha256(path) for path in paths]
-    if len(set(data_sha256)) < len(paths):
-        raise PireconUserError("--data: expected distinct calibration files, found the same file twice")
-    test_paths = [] if test is None else _paths(test, "--test")
-    if test_paths:
-        for path in test_paths:
-            _held_out(path, model.card)
-        check_disjoint(data_sha256, [file_sha256(path) for path in test_paths], "files (by SHA-256)")
+    paths, data_sha256, test_paths, _ = held_out_files(model, data, test)
     losses, widths, _, units = _unit_curves(model, paths, checkpoint, batch_size, progress, keep=False)
     result = rcps(losses, LAMBDAS, alpha, delta, bound) if method == "rcps" else \
         conformal_risk_control(losses, LAMBDAS, alpha)
-    stored, _ = read_checkpoint(checkpoint, map_location="cpu")
     files = [{"path": str(path), "sha256": digest, "units": count}
              for path, digest, count in zip(paths, data_sha256, units)]
     summary = {**result.to_dict(), "unit": unit_name(paths), "files": files,
                "data": str(paths[0]) if len(paths) == 1 else [str(p) for p in paths],
                "data_sha256": data_sha256[0] if len(paths) == 1 else data_sha256}
-    stored["pirecon_calibration"] = summary
-    card = model.card.data if model.card is not None else stored.get("pirecon_card")
-    if card:  # the card of a fit run, completed with the calibration, in the checkpoint and beside it
-        card = {**card, "metrics": {**(card.get("metrics") or {}), "calibration": summary}}
-        stored["pirecon_card"] = card
-    with atomic_path(out) as tmp:
-        torch.save(stored, tmp)
-    if card:
-        ModelCard(card).write(out.parent)
+    write_calibrated(checkpoint, out, model, "pirecon_calibration", summary)
     if test_paths:
         test_curves, test_widths, kept, _ = _unit_curves(model, test_paths, checkpoint, batch_size, progress,
                                                          keep=True)

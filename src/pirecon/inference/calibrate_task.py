@@ -33,21 +33,23 @@ import torch
 
 from ..errors import PireconUserError
 
-__all__ = ["calibrate_task", "task_outputs", "apply_task_calibration"]
+__all__ = ["calibrate_task", "task_outputs", "apply_task_calibration", "lesion_targets"]
 
 
 def apply_task_calibration(task: dict, calibration: dict) -> dict:
     """``task`` (a model's outputs, tensors) with the label calibrated: ``label = sigmoid(label_logit / T)``,
     ``label_set`` ``(N, 2)`` bool (classes absent, present; ``1 - p(k) <= qhat``) and ``label_decision`` ``(N,)``
     uint8 (``label >= threshold``)."""
+    from ..tasks import prediction_sets
+
     logit = task["label_logit"]
     label = torch.sigmoid(logit.float() / float(calibration["temperature"]))
-    scores = torch.stack([label, 1.0 - label], dim=-1)  # 1 - p(absent), 1 - p(present)
-    return {**task, "label": label.to(logit.dtype), "label_set": scores <= float(calibration["qhat"]),
+    sets = prediction_sets(label.detach().cpu().numpy(), float(calibration["qhat"])).to(label.device)
+    return {**task, "label": label.to(logit.dtype), "label_set": sets,
             "label_decision": (label >= float(calibration["threshold"])).to(torch.uint8)}
 
 
-def _lesion_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def lesion_targets(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """The true labels ``(N,)`` and segmentations ``(N, 1, H, W)`` of a simulated lesion file."""
     import h5py
 
@@ -63,12 +65,13 @@ def _lesion_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
         return f["labels"][()].astype(np.int64), f["segmentation"][()][:, None].astype(np.uint8)
 
 
-def task_outputs(model, paths, *, batch_size: int = 8, progress: bool = True) -> dict:
+def task_outputs(model, paths, *, batch_size: int = 8, progress: bool = True) -> tuple[dict, list[int]]:
     """The task outputs of ``model`` (a :class:`pirecon.Reconstructor`) on simulated lesion files, with their
-    targets: ``segmentation``, ``label_logit``, ``true_segmentation``, ``true_label`` (NumPy, all files in order)."""
+    targets: ``segmentation``, ``label_logit``, ``true_segmentation``, ``true_label`` (NumPy, all files in order),
+    and the number of cases of each file."""
     out: dict[str, list] = {"segmentation": [], "label_logit": [], "true_segmentation": [], "true_label": []}
     for path in paths:
-        labels, segmentation = _lesion_file(Path(path))
+        labels, segmentation = lesion_targets(Path(path))
         result = model.reconstruct(path, batch_size=batch_size, progress=progress)
         if "label_logit" not in result.task:
             raise PireconUserError(f"{model.name}: expected a task model with a classification head "
@@ -78,7 +81,7 @@ def task_outputs(model, paths, *, batch_size: int = 8, progress: bool = True) ->
                                    else np.zeros(segmentation.shape, np.float32))
         out["true_segmentation"].append(segmentation)
         out["true_label"].append(labels)
-    return {key: np.concatenate(values) for key, values in out.items()}
+    return {key: np.concatenate(values) for key, values in out.items()}, [len(labels) for labels in out["true_label"]]
 
 
 def calibrate_task(checkpoint, data, out, *, alpha: float = 0.1, temperature_fraction: float = 0.5,
@@ -86,17 +89,13 @@ def calibrate_task(checkpoint, data, out, *, alpha: float = 0.1, temperature_fra
                    report=None) -> dict:
     """Calibrate the lesion label of ``checkpoint`` on ``data`` (held-out simulated lesion files) and write
     ``out``; returns the stored calibration (see the module), with ``"test"`` metrics when ``test`` is given."""
-    from .._atomic import atomic_path
     from ..errors import ArgumentError
     from ..tasks import calibrate_label
-    from ..uncertainty import check_disjoint
-    from .calibrate import _held_out, _paths
-    from .card import ModelCard
-    from .checkpoint import file_sha256, read_checkpoint
+    from .calibrate import held_out_files, write_calibrated
     from .output import refuse_existing
     from .reconstructors import load
 
-    out, paths = Path(out), _paths(data, "--data")
+    out = Path(out)
     refuse_existing(out, overwrite=overwrite)
     if (test is None) != (report is None):
         raise ArgumentError("--test, --report: expected both (a held-out test file and a report directory) or "
@@ -106,52 +105,30 @@ def calibrate_task(checkpoint, data, out, *, alpha: float = 0.1, temperature_fra
         raise PireconUserError(f"{checkpoint}: expected a task model that reads the reconstruction, found an oracle "
                                "(task_input='truth': its heads read the ground truth, an upper bound, not a model "
                                "to deploy)")
-    for path in paths:
-        if not path.is_file():
-            raise FileNotFoundError(f"--data: expected an existing file, found nothing at {str(path)!r}")
-        _held_out(path, model.card)
-    digests = [file_sha256(path) for path in paths]
-    if len(set(digests)) < len(paths):
-        raise PireconUserError("--data: expected distinct calibration files, found the same file twice")
-    test_paths = [] if test is None else _paths(test, "--test")
-    for path in test_paths:
-        _held_out(path, model.card)
-    if test_paths:
-        check_disjoint(digests, [file_sha256(path) for path in test_paths], "files (by SHA-256)")
-    outputs = task_outputs(model, paths, batch_size=batch_size, progress=progress)
+    paths, digests, test_paths, test_digests = held_out_files(model, data, test)
+    outputs, cases = task_outputs(model, paths, batch_size=batch_size, progress=progress)
     fitted = calibrate_label(outputs["label_logit"], outputs["true_label"], alpha, temperature_fraction)
     summary = {**fitted, "method": "temperature scaling + split conformal",
-               "files": [{"path": str(p), "sha256": d, "cases": int(n)} for p, d, n in
-                         zip(paths, digests, [len(_lesion_file(p)[0]) for p in paths])]}
+               "files": [{"path": str(p), "sha256": d, "cases": n} for p, d, n in zip(paths, digests, cases)]}
     if test_paths:
-        summary["test"] = measure(model, test_paths, fitted, batch_size=batch_size, progress=progress,
+        summary["test"] = measure(model, test_paths, test_digests, fitted, batch_size=batch_size, progress=progress,
                                   report=Path(report))
-    stored, _ = read_checkpoint(checkpoint, map_location="cpu")
-    stored["pirecon_task_calibration"] = summary
-    card = model.card.data if model.card is not None else stored.get("pirecon_card")
-    if card:
-        card = {**card, "metrics": {**(card.get("metrics") or {}), "task_calibration": summary}}
-        stored["pirecon_card"] = card
-    with atomic_path(out) as tmp:
-        torch.save(stored, tmp)
-    if card:
-        ModelCard(card).write(out.parent)
+    write_calibrated(checkpoint, out, model, "pirecon_task_calibration", summary)
     return summary
 
 
-def measure(model, paths, fitted: dict, *, batch_size: int, progress: bool, report: Path) -> dict:
-    """The calibrated task on held-out test files (see the module): the metrics, ``report.md`` and
-    ``reliability.png`` in ``report``."""
+def measure(model, paths, digests, fitted: dict, *, batch_size: int, progress: bool, report: Path) -> dict:
+    """The calibrated task on held-out test files (their SHA-256 ``digests``; see the module): the metrics,
+    ``report.md`` and ``reliability.png`` in ``report``."""
     from ..tasks import conformal_coverage_over_splits, label_probability, task_metrics
-    from .checkpoint import file_sha256
 
-    outputs = task_outputs(model, paths, batch_size=batch_size, progress=progress)
+    outputs, _ = task_outputs(model, paths, batch_size=batch_size, progress=progress)
     result = task_metrics(outputs, threshold=fitted["threshold"], temperature=fitted["temperature"],
                           qhat=fitted["qhat"])
     probability = label_probability(outputs["label_logit"], fitted["temperature"])
     splits = conformal_coverage_over_splits(probability, outputs["true_label"], fitted["alpha"], splits=100)
     result["split_coverage"], result["split_set_size"] = splits["mean_coverage"], splits["mean_set_size"]
-    result["files"] = [{"path": str(p), "sha256": file_sha256(p)} for p in paths]
+    result["files"] = [{"path": str(p), "sha256": d} for p, d in zip(paths, digests)]
     report.mkdir(parents=True, exist_ok=True)
     _reliability_figure(outputs, fitted["temperature"], report / "reliability.png")
     _write_report(result, fitted, report / "report.md")

@@ -21,7 +21,8 @@ from ._checks import level as check_level
 from .calibration import (conformal_threshold, expected_calibration_error, fit_temperature, prediction_sets)
 from .metrics import bootstrap_ci, dice, hausdorff95, operating_point, roc_auc, sensitivity_specificity
 
-__all__ = ["lesion_cases", "label_probability", "calibrate_label", "task_metrics", "spread_and_errors"]
+__all__ = ["lesion_cases", "label_probability", "temperature_or_one", "calibrate_label", "task_metrics",
+           "spread_and_errors"]
 
 
 def lesion_cases(true_segmentation) -> np.ndarray:
@@ -37,6 +38,15 @@ def label_probability(logits, temperature: float = 1.0) -> np.ndarray:
             not np.isfinite(temperature) or temperature <= 0:
         raise ArgumentError(f"temperature: expected a positive number, found {temperature!r}")
     return expit(z / float(temperature))
+
+
+def temperature_or_one(logits, labels) -> tuple[float, str | None]:
+    """``(T, note)``: :func:`~pirecon.tasks.fit_temperature` of the logits, or ``T = 1`` with the reason when
+    their NLL has no finite optimum (perfectly separated, or no better than chance)."""
+    try:
+        return fit_temperature(logits, labels), None
+    except PireconUserError as err:
+        return 1.0, f"temperature kept at 1: {err}"
 
 
 def calibrate_label(logits, labels, alpha: float = 0.1, temperature_fraction: float = 0.5, seed: int = 0) -> dict:
@@ -64,10 +74,7 @@ def calibrate_label(logits, labels, alpha: float = 0.1, temperature_fraction: fl
                             f"threshold (temperature_fraction {fraction:g}), found {n} cases")
     order = np.random.default_rng(seed).permutation(n)
     fit, held = order[:n_temperature], order[n_temperature:]
-    try:
-        temperature, note = fit_temperature(z[fit], y[fit]), None
-    except PireconUserError as err:
-        temperature, note = 1.0, f"temperature kept at 1: {err}"
+    temperature, note = temperature_or_one(z[fit], y[fit])
     threshold = operating_point(label_probability(z[fit], temperature), y[fit])
     probabilities = label_probability(z[held], temperature)
     return {"temperature": temperature, "threshold": threshold,
