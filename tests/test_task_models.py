@@ -146,6 +146,10 @@ def test_fit_on_simulation_resumes_from_its_last_checkpoint_and_starts_the_backb
     after = torch.load(joint, weights_only=True)["state_dict"]
     for key, value in start.items():  # a learning rate of 1e-12: one step leaves the pretrained weights
         torch.testing.assert_close(after[key.replace("model.", "model.reconstruction.", 1)], value, rtol=0, atol=1e-6)
+    balanced = fit_on_simulation(tmp_path / "balanced", lesion_files["validation"], steps=2,
+                                 pretrained_reconstruction=first, reconstruction_lr=1e-4, balance_task_loss=True,
+                                 **{**options, "model": task})
+    assert bool((torch.load(balanced, weights_only=True)["state_dict"]["task_loss_means"] > 0).all())
 
 
 @pytest.mark.filterwarnings("ignore:.*no patient:UserWarning")
@@ -223,3 +227,40 @@ def test_a_sampling_backbone_gives_the_spread_of_the_task_over_its_samples(batch
     # training, or a backbone without samples: no spread
     assert "label_spread" not in model.train()(batch.y, batch.physics).task
     assert "label_spread" not in TaskAdapted(TINY_LPD, **HEADS).eval()(batch.y, batch.physics).task
+
+
+def test_reconstruction_lr_gives_the_backbone_its_own_optimizer_group():
+    from pirecon.training import ReconstructionModule
+
+    task = {"class_path": "task_adapted", "init_args": {"reconstruction": TINY_LPD, **HEADS}}
+    module = ReconstructionModule(task, lr=1e-3, reconstruction_lr=1e-5, schedule="constant")
+    backbone, heads = module.configure_optimizers().param_groups
+    assert (backbone["lr"], heads["lr"]) == (1e-5, 1e-3)
+    assert {id(p) for p in backbone["params"]} == {id(p) for p in module.model.reconstruction.parameters()}
+    assert {id(p) for p in backbone["params"] + heads["params"]} == {id(p) for p in module.model.parameters()}
+    assert len(backbone["params"]) + len(heads["params"]) == len(list(module.model.parameters()))
+    assert len(ReconstructionModule(task, schedule="constant").configure_optimizers().param_groups) == 1
+    with pytest.raises(ValueError, match=r"^reconstruction_lr: expected a task-adapted model \(TaskAdapted\), "
+                                         r"found LearnedPrimalDual$"):
+        ReconstructionModule(TINY_LPD, reconstruction_lr=1e-4)
+    with pytest.raises(ValueError, match=r"^balance_task_loss: expected a task-adapted model"):
+        ReconstructionModule(TINY_LPD, balance_task_loss=True)
+
+
+def test_balanced_task_loss_divides_each_loss_by_its_running_mean():
+    from pirecon.training import ReconstructionModule
+
+    task = {"class_path": "task_adapted", "init_args": {"reconstruction": TINY_LPD, **HEADS}}
+    assert "task_loss_means" not in ReconstructionModule(task).state_dict()  # old checkpoints load as before
+    module = ReconstructionModule(task, balance_task_loss=True)
+    assert "task_loss_means" in module.state_dict()  # saved: a resumed run keeps its means
+    reconstruction, task_loss = torch.tensor(1e-4, requires_grad=True), torch.tensor(0.5, requires_grad=True)
+    first = module._balanced(reconstruction, task_loss)
+    torch.testing.assert_close(torch.stack(first), torch.ones(2))  # the first step starts the means
+    second = module._balanced(torch.tensor(2e-4), torch.tensor(0.25))
+    means = torch.tensor([0.99 * 1e-4 + 0.01 * 2e-4, 0.99 * 0.5 + 0.01 * 0.25])
+    torch.testing.assert_close(module.task_loss_means, means)
+    torch.testing.assert_close(torch.stack(second), torch.tensor([2e-4, 0.25]) / means)
+    (first[0] + first[1]).backward()  # the means carry no gradient: d/dl (l / m) = 1 / m
+    torch.testing.assert_close(reconstruction.grad, torch.tensor(1 / 1e-4))
+    torch.testing.assert_close(task_loss.grad, torch.tensor(1 / 0.5))

@@ -73,7 +73,8 @@ class StepLines(pl.Callback):
 def fit_on_simulation(out: Path, val_file: Path, *, model: dict, simulation: dict, steps: int, lr: float,
                       batch_size: int = 2, seed: int = 0, progress: bool = True, precision: str = "32-true",
                       channels_last: bool = False, compile: bool = False, schedule: str = "cosine",
-                      pretrained_reconstruction: str | Path | None = None, resume: bool = False) -> Path:
+                      pretrained_reconstruction: str | Path | None = None, resume: bool = False,
+                      reconstruction_lr: float | None = None, balance_task_loss: bool = False) -> Path:
     """Train ``model`` (a model spec) for ``steps`` steps on the stream of ``simulation`` (the options of
     :class:`pirecon.data.datasets.SimulationDataset`), validating on ``val_file`` every 200 steps; Adam
     (betas 0.9, 0.99) with ``schedule`` (cosine decay from ``lr`` by default), gradient-norm clipping at 1,
@@ -81,7 +82,7 @@ def fit_on_simulation(out: Path, val_file: Path, *, model: dict, simulation: dic
     ``channels_last`` and ``compile`` those of :func:`pirecon.models.accelerate`
     (:func:`pirecon.models.fast_training_options` gives the fastest this machine supports);
     ``pretrained_reconstruction`` the checkpoint a task-adapted model's backbone starts from
-    (:class:`ReconstructionModule`). With ``resume``, a run killed before its last step continues from its
+    (:class:`ReconstructionModule`, as are ``reconstruction_lr`` and ``balance_task_loss``). With ``resume``, a run killed before its last step continues from its
     ``last.ckpt`` (a finished run returns at once). Returns the last checkpoint."""
     with quiet_lightning():
         pl.seed_everything(seed, verbose=False)
@@ -90,7 +91,8 @@ def fit_on_simulation(out: Path, val_file: Path, *, model: dict, simulation: dic
         module = ReconstructionModule(model, lr=lr, betas=(0.9, 0.99), schedule=schedule,
                                       channels_last=channels_last, compile=compile,
                                       pretrained_reconstruction=None if pretrained_reconstruction is None
-                                      else str(pretrained_reconstruction))
+                                      else str(pretrained_reconstruction),
+                                      reconstruction_lr=reconstruction_lr, balance_task_loss=balance_task_loss)
         checkpoints = ModelCheckpoint(root / "checkpoints", save_last=True, every_n_train_steps=max(1, steps // 10))
         trainer = pl.Trainer(
             max_steps=steps, accelerator="auto", precision=precision, devices=1, gradient_clip_val=1.0,

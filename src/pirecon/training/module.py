@@ -101,13 +101,23 @@ class ReconstructionModule(pl.LightningModule):
     pretrained_reconstruction : str or None
         A checkpoint of a plain reconstruction run whose weights a task-adapted model's backbone starts from
         when fitting starts (sequential training freezes them there).
+    reconstruction_lr : float or None
+        Adam's learning rate for a task-adapted model's backbone (default ``lr``, the heads' rate): a
+        trained backbone fine-tuned jointly keeps its image quality at a lower rate than heads learning from
+        scratch need.
+    balance_task_loss : bool
+        Task-adapted models: train on ``(1 - C) l_rec / m_rec + C l_task / m_task``, each loss divided by
+        its running mean (momentum 0.99, no gradient), so that C weighs the relative changes of the two
+        losses. Without it, an MSE near 1e-4 beside a task loss near 0.5 gives the task most of the
+        backbone's gradient at any C above about 1e-3.
     """
 
     def __init__(self, model: dict[str, Any] | nn.Module, loss: dict[str, float] | None = None, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.0, schedule: str = "cosine",
                  backend: str = "auto", missing_coil_maps: str = "espirit", log_images_every_n_epochs: int = 1,
                  num_logged_images: int = 4, physics_mismatch: str = "error", channels_last: bool = False,
-                 compile: bool = False, pretrained_reconstruction: str | None = None):
+                 compile: bool = False, pretrained_reconstruction: str | None = None,
+                 reconstruction_lr: float | None = None, balance_task_loss: bool = False):
         super().__init__()
         self.save_hyperparameters(ignore=["model"] if isinstance(model, nn.Module) else None)
         self.model = build_model(model)
@@ -134,6 +144,16 @@ class ReconstructionModule(pl.LightningModule):
             raise ValueError(f"pretrained_reconstruction: expected a task-adapted model (TaskAdapted), found "
                              f"{type(self.model).__name__}")
         self.pretrained_reconstruction = pretrained_reconstruction
+        is_task_model = hasattr(self.model, "task_loss")
+        for name, value in (("reconstruction_lr", reconstruction_lr), ("balance_task_loss", balance_task_loss)):
+            if value not in (None, False) and not is_task_model:
+                raise ValueError(f"{name}: expected a task-adapted model (TaskAdapted), found "
+                                 f"{type(self.model).__name__}")
+        self.reconstruction_lr = None if reconstruction_lr is None else \
+            float(check_positive(reconstruction_lr, "reconstruction_lr"))
+        self.balance_task_loss = bool(balance_task_loss)
+        # running means of (l_rec, l_task) for balance_task_loss; 0 until the first step (saved, so resumes keep them)
+        self.register_buffer("task_loss_means", torch.zeros(2), persistent=self.balance_task_loss)
 
     # ---- physics ---------------------------------------------------------
 
@@ -227,9 +247,20 @@ class ReconstructionModule(pl.LightningModule):
             task_loss = self._task_loss(reconstruction, batch)
             self.log("train/task_loss", task_loss, batch_size=y.shape[0])
             weight = self.model.task_weight
+            if self.balance_task_loss:
+                loss, task_loss = self._balanced(loss, task_loss)
             loss = (1 - weight) * loss + weight * task_loss
         self.log("train/loss", loss, prog_bar=True, batch_size=y.shape[0])
         return loss
+
+    def _balanced(self, reconstruction_loss: torch.Tensor, task_loss: torch.Tensor):
+        """Both losses divided by their running means (updated here, momentum 0.99; the first step's values
+        start them)."""
+        current = torch.stack([reconstruction_loss.detach(), task_loss.detach()]).float()
+        means = self.task_loss_means
+        means.copy_(torch.where(means > 0, 0.99 * means + 0.01 * current, current))
+        scale = means.clamp_min(torch.finfo(torch.float32).tiny)
+        return reconstruction_loss / scale[0], task_loss / scale[1]
 
     def _evaluate(self, batch: dict, batch_idx: int, stage: str) -> None:
         physics, y, reconstruction = self._reconstruct(batch)
@@ -284,8 +315,12 @@ class ReconstructionModule(pl.LightningModule):
     # ---- optimisation ------------------------------------------------------
 
     def configure_optimizers(self):
-        optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr, betas=self.betas,
-                                     weight_decay=self.weight_decay)
+        groups = [{"params": list(self.model.parameters())}]
+        if self.reconstruction_lr is not None:  # the task-adapted backbone at its own rate, the heads at lr
+            backbone = {id(p) for p in self.model.reconstruction.parameters()}
+            groups = [{"params": [p for p in self.model.reconstruction.parameters()], "lr": self.reconstruction_lr},
+                      {"params": [p for p in self.model.parameters() if id(p) not in backbone]}]
+        optimizer = torch.optim.Adam(groups, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
         if self.schedule == "constant":
             return optimizer
         total = self.trainer.estimated_stepping_batches
