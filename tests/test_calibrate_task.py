@@ -62,6 +62,10 @@ def test_calibrate_task_stores_the_fit_of_the_held_out_cases_and_the_card_states
     assert "## Diagnostic task" in card
     assert f"qhat {stored['qhat']:.4g}" in card and "| ROC AUC | " in card
     assert "probability at least 0.9, for cases exchangeable with the calibration cases" in card
+    floor = test["ece_floor"]  # what a calibrated model shows on 40 cases, beside the measured ECE
+    assert 0 < floor["mean"] <= floor["p95"] < 0.5
+    assert "| ECE of a calibrated model on as many cases (mean / 95th percentile) | 0.0" in card
+    assert f"| {floor['mean']:.3f} / {floor['p95']:.3f} |" in (report / "report.md").read_text()
 
 
 def test_a_calibrated_task_model_returns_scaled_labels_sets_and_decisions_and_exports_them(task_model, tmp_path):

@@ -42,6 +42,8 @@ def test_a_tiny_sweep_reports_every_mode_and_resumes(tmp_path):
     assert "| joint:0.5 |" in table and "mc_dropout:0.5: spread of the label over 8 dropout samples" in table
     assert "- Joint beats sequential (some 0 < C < 1" in table and "- Ordering on AUC: oracle " in table
     assert "| joint:0.5 |" in table and (tmp_path / "tradeoff.png").exists() and (tmp_path / "examples.png").exists()
+    assert all((tmp_path / mode.replace(":", "_") / "example.npz").is_file() for mode in modes)
+    assert "- A calibrated model with each mode's probabilities shows an ECE of " in table
     stamps = {mode: (tmp_path / mode.replace(":", "_") / "result.json").stat().st_mtime_ns for mode in modes}
     second = _sweep().main(argv)  # resumed: nothing retrained or re-measured
     assert second["results"] == first["results"]
@@ -68,5 +70,11 @@ def test_the_targets_are_judged_from_the_paired_intervals_and_the_psnr():
                         "(2 of 2 C), joint >= fbp holds (2 of 2 C).")
     assert lines[5] == "- Conformal label sets cover >= 0.88 on average over 100 splits: fails for joint:0.9."
     assert lines[6] == "- ECE after temperature scaling <= 0.05: fails for joint:0.9 (0.080)."
+    assert len(lines) == 8  # no ECE floors measured: no line on them
+    results["joint:0.9"]["ece_floor"] = {"mean": 0.04, "p95": 0.07}  # 0.080 is beyond a calibrated model's draws
+    results["joint:0.5"]["ece_floor"] = {"mean": 0.02, "p95": 0.04}
+    assert sweep.targets(results, differences)[7] == (
+        "- A calibrated model with each mode's probabilities shows an ECE of 0.020 to 0.040 on these test cases "
+        "(labels drawn from the probabilities); the measured ECE is above that draw's 95th percentile for joint:0.9.")
     differences["joint:0.5"]["dice"] = (0.05, -0.01, 0.11)  # the interval reaches 0
     assert sweep.targets(results, differences)[2].endswith("not met by any C.")

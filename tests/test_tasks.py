@@ -12,7 +12,7 @@ from torchmetrics.functional.segmentation import dice_score
 
 from pirecon.errors import ArgumentError, PireconUserError
 from pirecon.tasks import (bootstrap_ci, conformal_coverage_over_splits, conformal_threshold, dice,
-                           expected_calibration_error, fit_temperature, hausdorff95, operating_point,
+                           ece_sampling_floor, expected_calibration_error, fit_temperature, hausdorff95, operating_point,
                            paired_bootstrap, prediction_sets, reliability_curve, roc_auc, sensitivity_specificity)
 
 
@@ -225,6 +225,23 @@ def test_ece_matches_torchmetrics():
     assert expected_calibration_error(probabilities, labels, confidence="positive") == pytest.approx(
         positive.item(), abs=1e-6)
     assert expected_calibration_error(probabilities, labels) != pytest.approx(positive.item(), abs=1e-3)
+
+
+def test_the_ece_sampling_floor_is_what_a_calibrated_model_shows_and_shrinks_with_the_cases():
+    rng = np.random.default_rng(3)
+    assert ece_sampling_floor(np.array([0.0, 1.0, 1.0, 0.0])) == {"mean": 0.0, "p95": 0.0}  # labels are certain
+    few, many = (ece_sampling_floor(rng.random(n), draws=300) for n in (200, 2000))
+    assert 0 < few["mean"] < few["p95"] and 0.2 < many["mean"] / few["mean"] < 0.5  # about 1 / sqrt(10)
+    below = []
+    for seed in range(40):  # a calibrated model's own ECE falls below p95 in about 95% of test sets
+        p = np.random.default_rng(100 + seed).random(200)
+        labels = (np.random.default_rng(200 + seed).random(200) < p).astype(int)
+        below.append(expected_calibration_error(p, labels) < ece_sampling_floor(p, draws=200)["p95"])
+    assert 0.8 <= np.mean(below) < 1
+    p = rng.random(2000)
+    overconfident = (rng.random(2000) < 0.5 + (p - 0.5) * 0.4).astype(int)  # the truth is far less sure
+    assert expected_calibration_error(p, overconfident) > 3 * ece_sampling_floor(p, draws=200)["p95"]
+    assert ece_sampling_floor(p, draws=50, seed=1) == ece_sampling_floor(p, draws=50, seed=1)
 
 
 def test_reliability_curve_on_a_known_case():

@@ -182,6 +182,8 @@ def _write_report(result: dict, fitted: dict, path: Path) -> None:
              f"| sensitivity / specificity at the operating point | {result['sensitivity']:.3f} / "
              f"{result['specificity']:.3f} |",
              f"| ECE before / after temperature scaling | {result['ece_before']:.3f} / {result['ece']:.3f} |",
+             f"| ECE of a calibrated model on as many cases (mean / 95th percentile; labels drawn from the "
+             f"probabilities) | {result['ece_floor']['mean']:.3f} / {result['ece_floor']['p95']:.3f} |",
              f"| conformal set coverage at qhat (target >= {1 - fitted['alpha']:g}) | {result['set_coverage']:.3f} |",
              f"| mean set size | {result['set_size']:.3f} |",
              f"| mean coverage over 100 random splits of the test cases | {result['split_coverage']:.3f} |", "",

@@ -590,6 +590,9 @@ class ModelCard:
                       f"| sensitivity / specificity | {_number(test.get('sensitivity'), 3)} / "
                       f"{_number(test.get('specificity'), 3)} |",
                       f"| ECE (after temperature scaling) | {_number(test.get('ece'), 3)} |",
+                      f"| ECE of a calibrated model on as many cases (mean / 95th percentile) | "
+                      f"{_number((test.get('ece_floor') or {}).get('mean'), 3)} / "
+                      f"{_number((test.get('ece_floor') or {}).get('p95'), 3)} |",
                       f"| conformal set coverage / mean size | {_number(test.get('set_coverage'), 3)} / "
                       f"{_number(test.get('set_size'), 3)} |"]
             lines += [f"- test file `{f.get('path')}` (sha256 `{str(f.get('sha256', ''))[:16]}`)"

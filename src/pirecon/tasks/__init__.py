@@ -8,12 +8,12 @@ split-conformal prediction sets for a binary label with their coverage over rand
 """
 
 from .calibration import (CONFIDENCES, conformal_coverage_over_splits, conformal_threshold,
-                          expected_calibration_error, fit_temperature, prediction_sets, reliability_curve)
+                          ece_sampling_floor, expected_calibration_error, fit_temperature, prediction_sets, reliability_curve)
 from .evaluation import calibrate_label, label_probability, lesion_cases, task_metrics, temperature_or_one
 from .metrics import (RULES, bootstrap_ci, dice, hausdorff95, operating_point, paired_bootstrap, roc_auc,
                       sensitivity_specificity)
 
 __all__ = ["dice", "hausdorff95", "roc_auc", "operating_point", "sensitivity_specificity", "bootstrap_ci",
-           "paired_bootstrap", "RULES", "fit_temperature", "expected_calibration_error", "reliability_curve",
+           "paired_bootstrap", "RULES", "fit_temperature", "expected_calibration_error", "ece_sampling_floor", "reliability_curve",
            "conformal_threshold", "prediction_sets", "conformal_coverage_over_splits", "CONFIDENCES",
            "lesion_cases", "label_probability", "calibrate_label", "task_metrics", "temperature_or_one"]

@@ -10,6 +10,8 @@ Probabilities are those of the positive class, ``p = P(y = 1)``, one per case ``
   ``sum_b (n_b / N) |accuracy_b - confidence_b|``. The confidence is that of the predicted class,
   ``max(p, 1 - p)``, and the accuracy whether the predicted class (1 when ``p > 0.5``) is the label
   (``confidence="positive"``: ``p`` itself against the label, as torchmetrics' ``BinaryCalibrationError``).
+  On few cases even a calibrated model has a positive ECE; :func:`ece_sampling_floor` measures it by
+  consistency resampling (Bröcker & Smith 2007): labels drawn from the probabilities themselves.
 * **Split-conformal prediction sets** (Angelopoulos & Bates, "A gentle introduction to conformal prediction",
   2021): with the score ``s = 1 - p(true class)`` on ``n`` calibration cases, ``qhat`` is the
   ``ceil((n + 1)(1 - alpha))``-th smallest score (:func:`conformal_threshold`), and the set of a test case
@@ -30,7 +32,8 @@ from ..errors import ArgumentError, PireconUserError
 from ._checks import binary_labels, choice, positive_int, probabilities_1d, scores_1d
 from ._checks import level as check_level
 
-__all__ = ["fit_temperature", "expected_calibration_error", "reliability_curve", "conformal_threshold",
+__all__ = ["fit_temperature", "expected_calibration_error", "ece_sampling_floor", "reliability_curve",
+           "conformal_threshold",
            "prediction_sets", "conformal_coverage_over_splits", "CONFIDENCES"]
 
 CONFIDENCES = ("predicted", "positive")
@@ -111,6 +114,18 @@ def expected_calibration_error(probabilities, labels, bins: int = 15, confidence
     conf, accuracy, counts = reliability_curve(probabilities, labels, bins, confidence)
     used = counts > 0
     return float(np.sum(counts[used] / counts.sum() * np.abs(accuracy[used] - conf[used])))
+
+
+def ece_sampling_floor(probabilities, bins: int = 15, draws: int = 1000, seed: int = 0) -> dict:
+    """The ECE a perfectly calibrated model with these probabilities ``(N,)`` shows on ``N`` cases: labels
+    drawn ``y ~ Bernoulli(p)`` ``draws`` times (consistency resampling, Bröcker & Smith 2007), ECE as
+    :func:`expected_calibration_error` with ``bins``. Returns ``{"mean", "p95"}``: a measured ECE below
+    ``p95`` is within what sampling alone gives on this many cases."""
+    p = probabilities_1d(probabilities, "probabilities")
+    rng = np.random.default_rng(seed)
+    values = [expected_calibration_error(p, (rng.random(p.shape) < p).astype(np.int64), bins)
+              for _ in range(positive_int(draws, "draws"))]
+    return {"mean": float(np.mean(values)), "p95": float(np.quantile(values, 0.95))}
 
 
 # ---- split-conformal prediction sets -----------------------------------------------------------------------

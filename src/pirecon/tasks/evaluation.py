@@ -18,7 +18,8 @@ from scipy.special import expit
 from ..errors import ArgumentError, PireconUserError
 from ._checks import binary_labels, scores_1d
 from ._checks import level as check_level
-from .calibration import (conformal_threshold, expected_calibration_error, fit_temperature, prediction_sets)
+from .calibration import (conformal_threshold, ece_sampling_floor, expected_calibration_error, fit_temperature,
+                          prediction_sets)
 from .metrics import bootstrap_ci, dice, hausdorff95, operating_point, roc_auc, sensitivity_specificity
 
 __all__ = ["lesion_cases", "label_probability", "temperature_or_one", "calibrate_label", "task_metrics",
@@ -91,7 +92,8 @@ def task_metrics(outputs: dict, *, threshold: float, temperature: float = 1.0, q
     Returns a dict: ``dice`` and ``hd95`` (pixels) as ``(estimate, low, high)`` over the lesion cases (NaN
     where no case qualifies; HD95 leaves out cases with an empty prediction), ``auc`` (resampled within each
     class), ``sensitivity`` and ``specificity`` at ``threshold`` (on the probability at ``temperature``, a
-    threshold chosen on other data), ``ece_before`` (``T = 1``) and ``ece``, with ``qhat`` the conformal
+    threshold chosen on other data), ``ece_before`` (``T = 1``) and ``ece``, ``ece_floor`` (what a calibrated
+    model with these probabilities shows on this many cases, :func:`ece_sampling_floor`), with ``qhat`` the conformal
     sets' ``set_coverage`` and ``set_size`` on these cases, the counts ``cases`` and ``lesion_cases``, and
     ``per_case`` (``dice``, ``hd95`` of the lesion cases) for paired comparisons.
     """
@@ -111,6 +113,7 @@ def task_metrics(outputs: dict, *, threshold: float, temperature: float = 1.0, q
     result["sensitivity"], result["specificity"] = sensitivity_specificity(probability, y, threshold)
     result["ece_before"] = expected_calibration_error(label_probability(outputs["label_logit"]), y)
     result["ece"] = expected_calibration_error(probability, y)
+    result["ece_floor"] = ece_sampling_floor(probability)
     if qhat is not None:
         sets = prediction_sets(probability, qhat).numpy()
         result["set_coverage"] = float(sets[np.arange(y.size), y].mean())
