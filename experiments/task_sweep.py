@@ -304,6 +304,7 @@ def main(argv=None) -> dict:
 
     from pirecon.data.simulate import simulate
     from pirecon.training.fit import fit_on_simulation
+    from pirecon.tasks import ece_sampling_floor
 
     out = Path(args.out or f"runs/task_sweep_{args.modality}")
     out.mkdir(parents=True, exist_ok=True)
@@ -350,6 +351,8 @@ def main(argv=None) -> dict:
         elif not example.is_file():
             save_example(predictions(checkpoint, files["test"]), example)
         results[mode] = json.loads(saved.read_text())
+        if "ece_floor" not in results[mode]:  # measured before the floor was: from the stored test probabilities
+            results[mode]["ece_floor"] = ece_sampling_floor(results[mode]["scores"])
         with np.load(example) as stored:
             examples[mode] = dict(stored)
         print(f"{mode}: Dice {results[mode]['dice'][0]:.3f}, AUC {results[mode]['auc'][0]:.3f}, "
