@@ -12,6 +12,7 @@
     pirecon calibrate --checkpoint C --data CAL.h5 --out CALIBRATED.ckpt   intervals with a guaranteed risk
     pirecon calibrate --task --checkpoint C --data CAL.h5 --out CALIBRATED.ckpt   a task model's lesion label
     pirecon ensemble --checkpoints A B ... --out E.ckpt   K runs as one deep ensemble
+    pirecon panel build NAME --out DIR [--small]   a standardised test panel (ct-v1, mri-v1); panel verify DIR
 
 User errors print one line, ``pirecon <command>: error: <message>``, to stderr
 and exit with status 2, without a traceback: pirecon's own
@@ -80,6 +81,12 @@ def _reconstruct(args) -> int:
     from .reconstruct import reconstruct_main
 
     return reconstruct_main(args)
+
+
+def _panel(args) -> int:
+    from .evaluation.panels import panel_main
+
+    return panel_main(args)
 
 
 def _positive_int(text: str) -> int:
@@ -164,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     ensemble = sub.add_parser("ensemble", help="combine K checkpoints of one configuration into a deep ensemble")
     add_ensemble_arguments(ensemble)
     ensemble.set_defaults(run=_ensemble)
+
+    from .evaluation.panels import add_panel_arguments
+
+    panel = sub.add_parser("panel", help="build or verify a standardised test panel (ct-v1, mri-v1)")
+    add_panel_arguments(panel)
+    panel.set_defaults(run=_panel)
     return parser
 
 
