@@ -13,6 +13,7 @@
     pirecon calibrate --task --checkpoint C --data CAL.h5 --out CALIBRATED.ckpt   a task model's lesion label
     pirecon ensemble --checkpoints A B ... --out E.ckpt   K runs as one deep ensemble
     pirecon panel build NAME --out DIR [--small]   a standardised test panel (ct-v1, mri-v1); panel verify DIR
+    pirecon evaluate --checkpoint C --method fbp --panel DIR --out REPORT   per-condition metrics, blind spots
 
 User errors print one line, ``pirecon <command>: error: <message>``, to stderr
 and exit with status 2, without a traceback: pirecon's own
@@ -87,6 +88,12 @@ def _panel(args) -> int:
     from .evaluation.panels import panel_main
 
     return panel_main(args)
+
+
+def _evaluate(args) -> int:
+    from .evaluation.evaluate import evaluate_main
+
+    return evaluate_main(args)
 
 
 def _positive_int(text: str) -> int:
@@ -177,6 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
     panel = sub.add_parser("panel", help="build or verify a standardised test panel (ct-v1, mri-v1)")
     add_panel_arguments(panel)
     panel.set_defaults(run=_panel)
+
+    from .evaluation.evaluate import add_evaluate_arguments
+
+    evaluate = sub.add_parser("evaluate", help="run checkpoints and classical baselines on a test panel: "
+                                               "per-condition metrics, the blind-spot map, a report")
+    add_evaluate_arguments(evaluate)
+    evaluate.set_defaults(run=_evaluate)
     return parser
 
 
