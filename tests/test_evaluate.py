@@ -86,6 +86,13 @@ def test_evaluate_reports_every_condition_marks_what_cannot_run_and_resumes(pane
         assert len(list(csv.DictReader(f))) == 3 * 26
     assert json.loads((tmp_path / "metrics.json").read_text())["models"] == ["task", "tv", "fbp"]
     assert (tmp_path / "blind_spots.png").stat().st_size > 5000
+    assert {"gallery_task.png", "gallery_fbp.png", "gallery_tv.png"} <= \
+        {p.name for p in tmp_path.glob("gallery_*.png")}
+    with np.load(tmp_path / "cases" / "task" / "noise_4x.npz") as f:  # the worst cases, worst first
+        worst = f["gallery_index"]
+        assert len(worst) == 3 and f["psnr"][worst].tolist() == sorted(f["psnr"])[:3]
+        assert f["gallery_segmentation"].shape == f["gallery_truth"].shape == (3, 128, 128)
+    _check_html(tmp_path / "report.html", summary_paragraph(result), figures=1 + 3)
     # a model below every baseline's PSNR is marked (here TV at 20 iterations against the Hann-filtered FBP of
     # the task model, taken as the baseline); the baselines themselves never are
     from pirecon.evaluation.report import below_baselines
@@ -100,6 +107,40 @@ def test_evaluate_reports_every_condition_marks_what_cannot_run_and_resumes(pane
     np.testing.assert_equal(again["rows"], result["rows"])  # NaN bounds where a cell has one lesion case
     changed = {p for p in (tmp_path / "cases").rglob("*.npz") if stamps.get(p) != p.stat().st_mtime_ns}
     assert changed == {tmp_path / "cases" / "tv" / "noise_2x.npz"}
+
+
+def _check_html(path, summary: str, figures: int) -> None:
+    """Parse the report: the summary first, its tables, and every figure embedded as a PNG that decodes."""
+    import base64
+    import io
+    from html.parser import HTMLParser
+
+    from PIL import Image
+
+    class Parser(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.images, self.tables, self.paragraph, self._in_summary = [], 0, "", False
+
+        def handle_starttag(self, tag, attrs):
+            attrs = dict(attrs)
+            self.images += [attrs["src"]] if tag == "img" else []
+            self.tables += tag == "table"
+            self._in_summary = attrs.get("id") == "summary"
+
+        def handle_data(self, data):
+            if self._in_summary:
+                self.paragraph += data
+
+        def handle_endtag(self, tag):
+            self._in_summary = False
+
+    parser = Parser()
+    parser.feed(path.read_text())
+    assert parser.paragraph == summary and parser.tables >= 2 and len(parser.images) == figures
+    for src in parser.images:
+        assert src.startswith("data:image/png;base64,")  # self-contained: nothing to fetch
+        Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).verify()
 
 
 def test_evaluate_refuses_an_unverified_panel_and_no_models(panel, tmp_path):

@@ -21,7 +21,9 @@ task model's decision, or, for a model without a task head, by the Rose criterio
 contrast ``C`` (mean of ``x_hat - x_background`` inside the lesion minus that in a ring around it, with
 ``x_background = x - contrast * mask``) against the noise ``sigma`` (std of ``x_hat - x_background`` in the
 ring), detected when ``C sqrt(N) / sigma >= 5`` with ``N`` the lesion's pixels (Rose 1948; approximate for
-correlated noise). The smallest lesion detected in at least 90% of cases is stated per contrast.
+correlated noise). The smallest lesion detected in at least 90% of cases is stated per contrast. The failure
+gallery shows the :data:`GALLERY_CASES` worst cases (by PSNR) of each condition: truth, reconstruction, error,
+and the interval width and predicted mask where the model gives them.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ ROSE_K = 5.0
 """The Rose criterion's threshold on ``C sqrt(N) / sigma``."""
 DETECTION_RATE = 0.9
 """The detection rate at which the smallest detected lesion is stated."""
+GALLERY_CASES = 3
+"""The worst cases per condition (by PSNR) kept for the failure gallery."""
 _RING = (2, 5)  # the ring around a lesion: pixels 2 to 5 away from its mask (a margin for blurred edges)
 
 
@@ -110,11 +114,35 @@ def case_scores(model, path: Path, *, batch_size: int = 8) -> dict[str, np.ndarr
     if isinstance(result.uncertainty, Interval) and result.uncertainty.calibration is not None:
         out["miscoverage"] = miscoverage(result.uncertainty, truth).numpy()
         out["alpha"] = np.asarray(float(result.uncertainty.calibration["alpha"]))
+    out.update(_gallery(result, path, out["psnr"]))
     if contrast is not None:
         labels, masks = lesion_targets(path)
         image = result.image.abs() if result.image.is_complex() else result.image
         out["true_label"] = labels
         out["rose"] = rose_detectability(image, truth.abs() if truth.is_complex() else truth, masks, contrast)
+    return out
+
+
+def _gallery(result, path: Path, psnr: np.ndarray) -> dict[str, np.ndarray]:
+    """The :data:`GALLERY_CASES` worst cases by PSNR: ``gallery_index`` ``(k,)``, and ``(k, H, W)`` images
+    ``gallery_truth``, ``gallery_image`` (magnitudes for MRI), ``gallery_width`` (intervals),
+    ``gallery_segmentation`` (task); ``gallery_label`` ``(k,)`` the label probability."""
+    import h5py
+
+    worst = np.argsort(psnr, kind="stable")[:GALLERY_CASES]
+    with h5py.File(path, "r") as f:
+        truth = np.abs(f["ground_truth"][np.sort(worst).tolist()])
+    truth = truth[np.argsort(np.argsort(worst))]  # h5py reads increasing indices: back to worst-first order
+    image = result.image[worst, 0]
+    out = {"gallery_index": worst, "gallery_truth": truth.astype(np.float32),
+           "gallery_image": (image.abs() if image.is_complex() else image).float().numpy()}
+    interval = result.uncertainty
+    if interval is not None and hasattr(interval, "width"):
+        out["gallery_width"] = interval.width[worst, 0].float().numpy()
+    if "segmentation" in result.task:
+        out["gallery_segmentation"] = result.task["segmentation"][worst, 0].float().numpy()
+    if "label" in result.task:
+        out["gallery_label"] = result.task["label"][worst].double().numpy()
     return out
 
 
@@ -194,7 +222,8 @@ def smallest_detected(grid: dict[tuple[float, float], float]) -> dict[float, flo
 def evaluate(models: dict, panel: str | Path, out: str | Path, *, baselines=(), batch_size: int = 8,
              progress: bool = True) -> dict:
     """Run every model of ``models`` (name -> Reconstructor) on every condition of the verified panel
-    ``panel``, writing ``out/metrics.json``, ``metrics.csv``, ``report.md`` and ``blind_spots.png``.
+    ``panel``, writing ``out/report.html`` (self-contained), ``report.md``, ``metrics.json``, ``metrics.csv``,
+    ``blind_spots.png`` and ``gallery_<model>.png``.
     ``baselines`` names the classical methods among the models: a learned model below every baseline's PSNR
     under a condition is marked. Returns ``{"panel", "models", "baselines", "rows", "grid", "smallest"}``:
     ``rows[model][condition]`` the summaries of the module."""
@@ -207,6 +236,7 @@ def evaluate(models: dict, panel: str | Path, out: str | Path, *, baselines=(), 
     panel, out = Path(panel), Path(out)
     conditions = manifest["conditions"]
     rows: dict[str, dict] = {}
+    galleries: dict[str, dict] = {}
     with tqdm(total=len(models) * len(conditions), desc=f"evaluate on {manifest['panel']}", unit="condition",
               disable=not progress) as bar:
         for name, model in models.items():
@@ -224,6 +254,8 @@ def evaluate(models: dict, panel: str | Path, out: str | Path, *, baselines=(), 
                 bar.update(1)
             reference = cases.get("in_distribution")
             rows[name] = {c["name"]: _summary(cases[c["name"]], reference) for c in conditions}
+            galleries[name] = {c: {k[len("gallery_"):]: v for k, v in arrays.items() if k.startswith("gallery_")}
+                               for c, arrays in cases.items()}
     grid = {name: {(c["cell"]["radius"], c["cell"]["contrast"]): detection_rate(rows[name][c["name"]])
                    for c in conditions if c.get("kind") == "lesion_grid"} for name in models}
     result = {"panel": {k: manifest[k] for k in ("panel", "version", "small", "pirecon_version")},
@@ -237,7 +269,7 @@ def evaluate(models: dict, panel: str | Path, out: str | Path, *, baselines=(), 
                            for name, cells in grid.items()}}
     from .report import write_report
 
-    write_report(result, grid, out)
+    write_report(result, grid, galleries, out)
     return result
 
 
@@ -274,5 +306,5 @@ def evaluate_main(args) -> int:
     result = evaluate(models, args.panel, args.out, baselines=args.method, batch_size=args.batch_size,
                       progress=not args.quiet)
     print(summary_paragraph(result))
-    print(f"wrote {args.out}/report.md, metrics.csv, metrics.json and blind_spots.png")
+    print(f"wrote {args.out}/report.html, report.md, metrics.csv, metrics.json, blind_spots.png and the galleries")
     return 0

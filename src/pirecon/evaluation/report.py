@@ -90,13 +90,16 @@ def summary_paragraph(result: dict) -> str:
     return " ".join(sentences)
 
 
-def _table(result: dict) -> list[str]:
+Table = tuple[str, list[str], list[list[str]]]
+"""``(title, header, rows)``: one table of the report, rendered as Markdown and as HTML."""
+
+
+def _tables(result: dict) -> list[Table]:
     models = result["models"]
-    conditions = list(result["rows"][models[0]])
-    header = "| condition | " + " | ".join(f"{m} PSNR (dB) | {m} gap (dB)" for m in models) + " |"
-    lines = [header, "|---|" + "---:|" * (2 * len(models))]
-    for condition in conditions:
-        cells = []
+    header = ["condition"] + [f"{m} {what}" for m in models for what in ("PSNR (dB)", "gap (dB)")]
+    rows = []
+    for condition in result["rows"][models[0]]:
+        cells = [condition]
         for m in models:
             row = result["rows"][m][condition]
             if "error" in row:
@@ -104,27 +107,78 @@ def _table(result: dict) -> list[str]:
                 continue
             mark = " (below baselines)" if condition in below_baselines(result, m) else ""
             cells += [_fmt(row["psnr"]) + mark, _fmt(row.get("psnr_gap"))]
-        lines.append(f"| {condition} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def _extra_tables(result: dict) -> list[str]:
-    lines = []
-    for m in result["models"]:
-        rows = result["rows"][m]
-        task = [c for c, r in rows.items() if "auc" in r or "sensitivity" in r]
+        rows.append(cells)
+    tables = [("Image quality per condition", header, rows)]
+    for m in models:
+        found = result["rows"][m]
+        task = [c for c, r in found.items() if "auc" in r or "sensitivity" in r]
         if task:
-            lines += ["", f"### {m}: the lesion label", "", "| condition | AUC | sensitivity | specificity |",
-                      "|---|---:|---:|---:|"]
-            lines += [f"| {c} | {_fmt(rows[c].get('auc'), 3)} | {_fmt(rows[c].get('sensitivity'), 3)} | "
-                      f"{_fmt(rows[c].get('specificity'), 3)} |" for c in task]
-        intervals = [c for c, r in rows.items() if "miscoverage" in r]
+            tables.append((f"{m}: the lesion label", ["condition", "AUC", "sensitivity", "specificity"],
+                           [[c, _fmt(found[c].get("auc"), 3), _fmt(found[c].get("sensitivity"), 3),
+                             _fmt(found[c].get("specificity"), 3)] for c in task]))
+        intervals = [c for c, r in found.items() if "miscoverage" in r]
         if intervals:
-            lines += ["", f"### {m}: calibrated intervals", "", "| condition | pixels outside | alpha | guarantee |",
-                      "|---|---:|---:|---|"]
-            lines += [f"| {c} | {_fmt(rows[c]['miscoverage'], 4)} | {rows[c]['alpha']:g} | "
-                      f"{'holds' if rows[c]['guarantee_holds'] else 'lost'} |" for c in intervals]
-    return lines
+            tables.append((f"{m}: calibrated intervals", ["condition", "pixels outside", "alpha", "guarantee"],
+                           [[c, _fmt(found[c]["miscoverage"], 4), f"{found[c]['alpha']:g}",
+                             "holds" if found[c]["guarantee_holds"] else "lost"] for c in intervals]))
+    return tables
+
+
+def _markdown_table(table: Table) -> list[str]:
+    title, header, rows = table
+    return [f"### {title}", "", "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1),
+            *("| " + " | ".join(row) + " |" for row in rows), ""]
+
+
+def _html_table(table: Table) -> str:
+    from html import escape
+
+    title, header, rows = table
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<h3>{escape(title)}</h3>\n<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+GALLERY_KINDS = ("reference", "shift", "user_images", "small_features")
+"""The condition kinds shown in the failure gallery (the lesion grid has its heat map)."""
+
+
+def _gallery(model: str, galleries: dict, conditions: list[dict], path: Path) -> bool:
+    """One row per condition: its worst cases' truth, reconstruction, |error| (and width, predicted mask)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [c["name"] for c in conditions if c["kind"] in GALLERY_KINDS and galleries.get(c["name"], {})
+             .get("image") is not None]
+    if not names:
+        return False
+    first = galleries[names[0]]
+    panels = ["truth", "image", "error"] + [k for k in ("width", "segmentation") if k in first]
+    cases = max(len(galleries[n]["index"]) for n in names)
+    fig, axes = plt.subplots(len(names), cases * len(panels), figsize=(1.5 * cases * len(panels), 1.6 * len(names)),
+                             squeeze=False, constrained_layout=True)
+    for row, name in enumerate(names):
+        g = galleries[name]
+        for k in range(cases):
+            for j, key in enumerate(panels):
+                ax = axes[row, k * len(panels) + j]
+                ax.axis("off")
+                if k >= len(g["index"]):
+                    continue
+                picture = np.abs(g["image"][k] - g["truth"][k]) if key == "error" else g[key][k]
+                scale = {"vmin": float(g["truth"][k].min()), "vmax": float(g["truth"][k].max())} \
+                    if key in ("truth", "image") else {"vmin": 0, "vmax": 1} if key == "segmentation" else {}
+                ax.imshow(picture, cmap="magma" if key in ("error", "width") else "gray", **scale)
+                title = {"image": "reconstruction", "error": "|error|"}.get(key, key)
+                if key == "segmentation" and "label" in g:
+                    title += f" p={g['label'][k]:.2f}"
+                ax.set_title(f"{name} #{int(g['index'][k])}: {title}" if j == 0 else title, fontsize=6)
+    fig.suptitle(f"{model}: the {cases} worst cases (PSNR) of each condition", fontsize=9)
+    fig.savefig(path, dpi=72)
+    plt.close(fig)
+    return True
 
 
 def _heat_maps(result: dict, grid: dict, path: Path) -> None:
@@ -159,42 +213,74 @@ def _heat_maps(result: dict, grid: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def write_report(result: dict, grid: dict, out: Path) -> None:
-    """``metrics.json`` (``result``), ``metrics.csv`` (one row per model and condition), ``report.md`` and
-    ``blind_spots.png`` under ``out``."""
+def write_report(result: dict, grid: dict, galleries: dict, out: Path) -> None:
+    """``metrics.json`` (``result``), ``metrics.csv`` (one row per model and condition), ``blind_spots.png``,
+    ``gallery_<model>.png``, ``report.md`` and ``report.html`` (the same, figures embedded) under ``out``."""
     from .._atomic import atomic_path
 
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "metrics.json") as tmp:
         Path(tmp).write_text(json.dumps(result, indent=1, default=float) + "\n")
     fields = ["model", "condition", "cases", "psnr", "psnr_low", "psnr_high", "ssim", "psnr_gap", "auc", "sensitivity",
-              "specificity", "miscoverage", "alpha", "rose_detection"]
+              "specificity", "miscoverage", "alpha", "rose_detection", "error"]
     with atomic_path(out / "metrics.csv") as tmp:
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fields)
             writer.writeheader()
             for model, rows in result["rows"].items():
                 for condition, row in rows.items():
-                    if "error" in row:
-                        writer.writerow({"model": model, "condition": condition, "cases": 0})
-                        continue
-                    line = {"model": model, "condition": condition, "cases": row["cases"],
-                            "psnr": row["psnr"][0], "psnr_low": row["psnr"][1], "psnr_high": row["psnr"][2]}
+                    line = {"model": model, "condition": condition, "cases": row["cases"]}
+                    if "psnr" in row:
+                        line.update(psnr=row["psnr"][0], psnr_low=row["psnr"][1], psnr_high=row["psnr"][2])
                     for key in fields[6:]:
                         value = row.get(key)
                         line[key] = value[0] if isinstance(value, (list, tuple)) else value
                     writer.writerow(line)
+    figures = []
     _heat_maps(result, grid, out / "blind_spots.png")
-    descriptions = "\n".join(f"- `{c['name']}` ({c['n'] if c['n'] is not None else 'all'} cases): "
-                             f"{c['description']}" for c in result["conditions"])
+    if (out / "blind_spots.png").is_file():
+        figures.append(("Blind-spot map: detection rate over the lesion grid (the task's decision, or the Rose "
+                        "criterion C sqrt(N) / sigma >= 5 for a model without a task head)", "blind_spots.png"))
+    for model in result["models"]:
+        name = f"gallery_{model.replace(':', '_').replace(',', '_').replace('=', '')}.png"
+        if _gallery(model, galleries.get(model, {}), result["conditions"], out / name):
+            figures.append((f"Failure gallery of {model}", name))
     panel = result["panel"]
-    lines = [f"# Blind-spot report: {', '.join(result['models'])} on {panel['panel']}"
-             f"{' (small)' if panel['small'] else ''}", "", summary_paragraph(result), "",
-             "## Image quality per condition", "",
-             "Mean PSNR with its 95% bootstrap interval over cases; the gap is the in-distribution mean minus the "
-             "condition's (bootstrap over both).", "", *_table(result), *_extra_tables(result), "",
-             "## Blind-spot map", "",
-             "Detection rate over the lesion grid (the task's decision, or the Rose criterion `C sqrt(N) / sigma "
-             ">= 5` for a model without a task head): `blind_spots.png`.", "", "## Conditions", "", descriptions, ""]
+    title = (f"Blind-spot report: {', '.join(result['models'])} on {panel['panel']}"
+             f"{' (small)' if panel['small'] else ''}")
+    summary = summary_paragraph(result)
+    tables = _tables(result)
+    descriptions = [f"`{c['name']}` ({c['n'] if c['n'] is not None else 'all'} cases): {c['description']}"
+                    for c in result["conditions"]]
+    note = ("Mean PSNR with its 95% bootstrap interval over cases; the gap is the in-distribution mean minus the "
+            "condition's (bootstrap over both).")
+    lines = [f"# {title}", "", summary, "", "## Results", "", note, ""]
+    for table in tables:
+        lines += _markdown_table(table)
+    lines += ["## Figures", "", *(f"- {caption}: `{name}`" for caption, name in figures), "", "## Conditions", "",
+              *(f"- {d}" for d in descriptions), ""]
     with atomic_path(out / "report.md") as tmp:
         Path(tmp).write_text("\n".join(lines))
+    with atomic_path(out / "report.html") as tmp:
+        Path(tmp).write_text(_html(title, summary, note, tables, figures, descriptions, out))
+
+
+def _html(title: str, summary: str, note: str, tables: list[Table], figures: list[tuple[str, str]],
+          descriptions: list[str], out: Path) -> str:
+    """The report as one HTML file, its PNG figures embedded as base64 data URIs."""
+    import base64
+    from html import escape
+
+    parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(title)}</title>",
+             "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}table{border-collapse:collapse;"
+             "font-size:12px}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}td:first-child{"
+             "text-align:left}img{max-width:100%}</style></head><body>",
+             f"<h1>{escape(title)}</h1>", f"<p id=\"summary\">{escape(summary)}</p>", "<h2>Results</h2>",
+             f"<p>{escape(note)}</p>", *(_html_table(t) for t in tables), "<h2>Figures</h2>"]
+    for caption, name in figures:
+        data = base64.b64encode((out / name).read_bytes()).decode("ascii")
+        parts.append(f"<figure><img alt=\"{escape(name)}\" src=\"data:image/png;base64,{data}\">"
+                     f"<figcaption>{escape(caption)}</figcaption></figure>")
+    parts += ["<h2>Conditions</h2>", "<ul>", *(f"<li>{escape(d)}</li>" for d in descriptions), "</ul>",
+              "</body></html>"]
+    return "\n".join(parts) + "\n"
