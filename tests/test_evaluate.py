@@ -79,6 +79,10 @@ def test_evaluate_reports_every_condition_marks_what_cannot_run_and_resumes(pane
     assert grid[(0.08, 0.2)] == cell["sensitivity"][0] and len(grid) == 16
     fbp_grid = {(g["radius"], g["contrast"]): g["detection_rate"] for g in result["grid"]["fbp"]}
     assert fbp_grid[(0.08, 0.2)] == rows["fbp"]["lesions_r0.08_c0.2"]["rose_detection"][0]
+    flag = result["ood"]["tv"]  # calibrated on in-distribution slices of the calibration split
+    assert flag["failing"] + flag["others"] == 8 * 9 and 0 <= flag["flagged"] <= 1 and 0 <= flag["false_alarms"] <= 1
+    assert (tmp_path / "ood_calibration.h5").is_file() and "ood_flagged" in rows["tv"]["noise_4x"]
+    assert models["tv"].ood_calibration["n"] == 40
     report = (tmp_path / "report.md").read_text()
     assert report.startswith("# Blind-spot report: task, tv, fbp on ct-v1 (small)\n\n" + summary_paragraph(result))
     assert "| limited_angle_120 |" in report and "cannot run" in report

@@ -21,7 +21,10 @@ task model's decision, or, for a model without a task head, by the Rose criterio
 contrast ``C`` (mean of ``x_hat - x_background`` inside the lesion minus that in a ring around it, with
 ``x_background = x - contrast * mask``) against the noise ``sigma`` (std of ``x_hat - x_background`` in the
 ring), detected when ``C sqrt(N) / sigma >= 5`` with ``N`` the lesion's pixels (Rose 1948; approximate for
-correlated noise). The smallest lesion detected in at least 90% of cases is stated per contrast. The failure
+correlated noise). The smallest lesion detected in at least 90% of cases is stated per contrast. The out-of-distribution flag of each model (:mod:`pirecon.inference.ood`, calibrated on in-distribution
+slices of the ``calibration`` split unless the checkpoint holds thresholds) is measured on the reference and
+shifted conditions: the fraction of failing cases it flags (PSNR more than 3 dB below the in-distribution
+median, or intervals missing more than ``2 alpha`` of the pixels) and its false alarms on the others. The failure
 gallery shows the :data:`GALLERY_CASES` worst cases (by PSNR) of each condition: truth, reconstruction, error,
 and the interval width and predicted mask where the model gives them.
 """
@@ -45,6 +48,8 @@ ROSE_K = 5.0
 """The Rose criterion's threshold on ``C sqrt(N) / sigma``."""
 DETECTION_RATE = 0.9
 """The detection rate at which the smallest detected lesion is stated."""
+FAILURE_DB = 3.0
+"""A case fails when its PSNR is more than this (dB) below the in-distribution median."""
 GALLERY_CASES = 3
 """The worst cases per condition (by PSNR) kept for the failure gallery."""
 _RING = (2, 5)  # the ring around a lesion: pixels 2 to 5 away from its mask (a margin for blurred edges)
@@ -98,7 +103,10 @@ def case_scores(model, path: Path, *, batch_size: int = 8) -> dict[str, np.ndarr
     metrics = result.provenance.get("metrics")
     if not metrics:
         raise ArgumentError(f"{path}: expected a panel file with ground truth, found none")
-    out = {"psnr": np.asarray(metrics["psnr_db"]), "ssim": np.asarray(metrics["ssim"])}
+    out = {"psnr": np.asarray(metrics["psnr_db"]), "ssim": np.asarray(metrics["ssim"]),
+           "consistency": np.asarray(result.provenance["ood"]["consistency"])}
+    if "flag" in result.provenance["ood"]:
+        out["ood_flag"] = np.asarray(result.provenance["ood"]["flag"], dtype=bool)
     if "label" in result.task:
         p = result.task["label"].double().numpy()
         out["label_probability"] = p
@@ -197,10 +205,50 @@ def _summary(cases: dict[str, np.ndarray], reference: dict[str, np.ndarray] | No
         row["miscoverage"] = _interval(np.mean, cases["miscoverage"])
         row["alpha"] = float(cases["alpha"])
         row["guarantee_holds"] = bool(row["miscoverage"][0] <= row["alpha"])
+    if "ood_flag" in cases:
+        row["ood_flagged"] = _interval(np.mean, cases["ood_flag"].astype(float))
     if "rose" in cases and np.isfinite(cases["rose"]).any():
         detected = cases["rose"][np.isfinite(cases["rose"])] >= ROSE_K
         row["rose_detection"] = _interval(np.mean, detected.astype(float))
     return row
+
+
+def ood_calibration_file(manifest: dict, out: Path) -> Path:
+    """In-distribution slices to calibrate the OOD flag on: the panel's reference condition simulated again from
+    the ``calibration`` split (disjoint from the panel's stream), at least 40 of them; written once."""
+    from ..data.simulate import simulate
+
+    reference = next(c for c in manifest["conditions"] if c["kind"] == "reference")
+    path = out / "ood_calibration.h5"
+    if not path.is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        simulate(path, n=max(int(reference["n"]), 40), seed=reference["seed"], split="calibration", progress=False,
+                 **reference["parameters"])
+    return path
+
+
+def ood_performance(cases: dict[str, dict], conditions: list[dict]) -> dict | None:
+    """How well the OOD flag finds failing cases, over the reference and shifted conditions: failing when the
+    PSNR is more than :data:`FAILURE_DB` below the in-distribution median, or (calibrated intervals) when the
+    fraction of pixels outside exceeds ``2 alpha``. ``{"failing", "flagged", "others", "false_alarms"}`` (counts
+    and fractions); None without flags."""
+    names = [c["name"] for c in conditions if c["kind"] in ("reference", "shift", "user_images")]
+    usable = [cases[n] for n in names if "ood_flag" in cases[n]]
+    reference = cases.get("in_distribution", {})
+    if not usable or "psnr" not in reference:
+        return None
+    median = float(np.median(reference["psnr"]))
+    failing, flags = [], []
+    for arrays in usable:
+        bad = arrays["psnr"] < median - FAILURE_DB
+        if "miscoverage" in arrays:
+            bad |= arrays["miscoverage"] > 2 * float(arrays["alpha"])
+        failing.append(bad)
+        flags.append(arrays["ood_flag"])
+    failing, flags = np.concatenate(failing), np.concatenate(flags)
+    return {"failing": int(failing.sum()), "flagged": float(flags[failing].mean()) if failing.any() else float("nan"),
+            "others": int((~failing).sum()),
+            "false_alarms": float(flags[~failing].mean()) if (~failing).any() else float("nan")}
 
 
 def detection_rate(row: dict) -> float | None:
@@ -237,9 +285,12 @@ def evaluate(models: dict, panel: str | Path, out: str | Path, *, baselines=(), 
     conditions = manifest["conditions"]
     rows: dict[str, dict] = {}
     galleries: dict[str, dict] = {}
+    ood: dict[str, dict | None] = {}
     with tqdm(total=len(models) * len(conditions), desc=f"evaluate on {manifest['panel']}", unit="condition",
               disable=not progress) as bar:
         for name, model in models.items():
+            if getattr(model, "ood_calibration", None) is None:
+                model.calibrate_ood(ood_calibration_file(manifest, out), batch_size=batch_size, progress=False)
             cases = {}
             for condition in conditions:
                 stored = out / "cases" / name / f"{condition['name']}.npz"
@@ -254,6 +305,7 @@ def evaluate(models: dict, panel: str | Path, out: str | Path, *, baselines=(), 
                 bar.update(1)
             reference = cases.get("in_distribution")
             rows[name] = {c["name"]: _summary(cases[c["name"]], reference) for c in conditions}
+            ood[name] = ood_performance(cases, conditions)
             galleries[name] = {c: {k[len("gallery_"):]: v for k, v in arrays.items() if k.startswith("gallery_")}
                                for c, arrays in cases.items()}
     grid = {name: {(c["cell"]["radius"], c["cell"]["contrast"]): detection_rate(rows[name][c["name"]])
@@ -262,7 +314,7 @@ def evaluate(models: dict, panel: str | Path, out: str | Path, *, baselines=(), 
               "models": list(models), "baselines": [b for b in baselines if b in models],
               "conditions": [{k: c[k] for k in ("name", "kind", "description", "n", "cell") if k in c}
                              for c in conditions],
-              "rows": rows,
+              "rows": rows, "ood": ood,
               "grid": {name: [{"radius": r, "contrast": c, "detection_rate": v} for (r, c), v in cells.items()]
                        for name, cells in grid.items()},
               "smallest": {name: {str(c): r for c, r in smallest_detected(cells).items()}

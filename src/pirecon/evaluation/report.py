@@ -82,6 +82,10 @@ def summary_paragraph(result: dict) -> str:
             missed = [c for c, r in smallest.items() if r is None]
             sentence += " Lesions detected in 90% of cases: " + ("; ".join(parts) if parts else "none") + \
                 (f" (none at contrast {', '.join(missed)})" if missed else "") + "."
+        flag = (result.get("ood") or {}).get(model)
+        if flag and flag["failing"]:
+            sentence += (f" Its out-of-distribution flag catches {flag['flagged']:.0%} of the {flag['failing']} failing "
+                         f"cases, with false alarms on {flag['false_alarms']:.0%} of the {flag['others']} others.")
         features = result["rows"][model].get("small_features", {})
         rate = features.get("sensitivity") or features.get("rose_detection")
         if rate is not None:
@@ -109,6 +113,12 @@ def _tables(result: dict) -> list[Table]:
             cells += [_fmt(row["psnr"]) + mark, _fmt(row.get("psnr_gap"))]
         rows.append(cells)
     tables = [("Image quality per condition", header, rows)]
+    flagged = [m for m in models if any("ood_flagged" in r for r in result["rows"][m].values())]
+    if flagged:
+        conditions = [c for c in result["rows"][flagged[0]] if "ood_flagged" in result["rows"][flagged[0]][c]]
+        tables.append(("Out-of-distribution flag: fraction of cases flagged", ["condition", *flagged],
+                       [[c, *(_fmt(result["rows"][m][c].get("ood_flagged"), 2) for m in flagged)]
+                        for c in conditions]))
     for m in models:
         found = result["rows"][m]
         task = [c for c, r in found.items() if "auc" in r or "sensitivity" in r]
@@ -222,7 +232,7 @@ def write_report(result: dict, grid: dict, galleries: dict, out: Path) -> None:
     with atomic_path(out / "metrics.json") as tmp:
         Path(tmp).write_text(json.dumps(result, indent=1, default=float) + "\n")
     fields = ["model", "condition", "cases", "psnr", "psnr_low", "psnr_high", "ssim", "psnr_gap", "auc", "sensitivity",
-              "specificity", "miscoverage", "alpha", "rose_detection", "error"]
+              "specificity", "miscoverage", "alpha", "rose_detection", "ood_flagged", "error"]
     with atomic_path(out / "metrics.csv") as tmp:
         with open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fields)

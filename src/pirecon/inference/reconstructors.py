@@ -67,18 +67,24 @@ class Reconstructor:
     task_calibration : dict or None
         ``{"temperature", "threshold", "qhat", "alpha", ...}`` of a task-calibrated checkpoint (``pirecon
         calibrate --task``): its label is temperature-scaled and comes with a conformal set and a decision.
+    ood_calibration : dict or None
+        Thresholds of the out-of-distribution flag (:mod:`pirecon.inference.ood`), set by
+        :meth:`calibrate_ood` or stored in the checkpoint: then every reconstruction's
+        ``provenance["ood"]["flag"]`` flags each slice.
     device : torch.device
     """
 
     def __init__(self, model: nn.Module, *, name: str, physics_description: dict | None = None, card=None,
                  provenance: dict | None = None, backend: str = "auto", missing_coil_maps: str = "espirit",
-                 device="cpu", calibration: dict | None = None, task_calibration: dict | None = None):
+                 device="cpu", calibration: dict | None = None, task_calibration: dict | None = None,
+                 ood_calibration: dict | None = None):
         self.model = model.eval()
         self.name = name
         self.physics_description = physics_description
         self.card = card
         self.calibration = calibration
         self.task_calibration = task_calibration
+        self.ood_calibration = ood_calibration
         self.backend, self.missing_coil_maps = backend, missing_coil_maps
         self._provenance = dict(provenance or {})
         self._ct_physics: dict[str, Any] = {}
@@ -146,6 +152,16 @@ class Reconstructor:
         data.physics_mismatch, data.metrics = physics_mismatch, metrics
         return data
 
+    def calibrate_ood(self, source, *, alpha: float | None = None, batch_size: int = 8, progress: bool = True) -> dict:
+        """Fit the out-of-distribution flag (:func:`pirecon.inference.ood.fit_ood`) on ``source``, in-distribution
+        slices disjoint from the data to be flagged (a calibration file), and keep it; returns the thresholds."""
+        from .ood import OOD_ALPHA, fit_ood
+
+        self.ood_calibration = None
+        features = self.reconstruct(source, batch_size=batch_size, progress=progress).provenance["ood"]
+        self.ood_calibration = fit_ood(features, OOD_ALPHA if alpha is None else alpha)
+        return self.ood_calibration
+
     def reconstruct(self, source, *, physics=None, batch_size: int = 8, progress: bool = True,
                     physics_mismatch: str = "error", seed: int = 0, metrics: bool = False) -> Reconstruction:
         """Reconstruct every slice of ``source``, ``batch_size`` slices at a time.
@@ -178,7 +194,9 @@ class Reconstructor:
         Reconstruction
             ``image (N, 1, H, W)`` on the CPU (real for CT, complex for MRI), ``uncertainty`` and ``task``
             when the model fills them, and ``provenance`` (model, checkpoint and its SHA-256, source, geometry,
-            pirecon version; ``metrics`` when asked for).
+            pirecon version; ``metrics`` when asked for; ``ood``: each slice's data consistency relative to
+            the noise level and interval width, and its out-of-distribution ``flag`` once calibrated, see
+            :mod:`pirecon.inference.ood`).
         """
         from .._progress import progress_bar
         from .._validation import check_positive
@@ -190,7 +208,10 @@ class Reconstructor:
         data = source if isinstance(source, Source) else \
             self.open(source, physics=physics, physics_mismatch=physics_mismatch, seed=seed, metrics=metrics,
                       progress=progress)
+        from .ood import apply_ood, consistency
+
         images, uncertainties, tasks, scores = [], [], {}, {"psnr_db": [], "ssim": []}
+        ood: dict[str, list] = {"consistency": [], "width": []}
         if hasattr(self.model, "progress"):
             self.model.progress = False
         bar = progress_bar(total=data.num_slices, progress=progress, unit="slice", desc=f"reconstructing {self.name}")
@@ -205,6 +226,9 @@ class Reconstructor:
                         result.task = apply_task_calibration(result.task, self.task_calibration)
                     image = result.image.detach().cpu()
                     images.append(image)
+                    ood["consistency"] += consistency(y.to(self.device), batch_physics, result.image).cpu().tolist()
+                    if isinstance(result.uncertainty, Interval):
+                        ood["width"] += result.uncertainty.width.flatten(1).double().mean(dim=1).cpu().tolist()
                     if result.uncertainty is not None:
                         uncertainties.append(result.uncertainty.detach("cpu") if isinstance(
                             result.uncertainty, Interval) else result.uncertainty.detach().cpu())
@@ -229,6 +253,12 @@ class Reconstructor:
                 torch.cat(uncertainties)
             if isinstance(uncertainty, Interval):
                 provenance["uncertainty"] = uncertainty.describe()
+        if not ood["width"]:
+            del ood["width"]
+        if self.ood_calibration is not None:
+            ood["flag"] = apply_ood(ood, self.ood_calibration).tolist()
+            ood["thresholds"] = self.ood_calibration
+        provenance["ood"] = ood
         if self.task_calibration is not None and tasks:
             provenance["task_calibration"] = {key: self.task_calibration[key] for key in
                                               ("temperature", "threshold", "qhat", "alpha", "method")}
@@ -301,7 +331,8 @@ def load(path, map_location=None, device=None, *, models: dict[str, type] | None
                          provenance=provenance, backend=hparams.get("backend", "auto"),
                          missing_coil_maps=hparams.get("missing_coil_maps", "espirit"), device=target,
                          calibration=checkpoint.get("pirecon_calibration"),
-                         task_calibration=checkpoint.get("pirecon_task_calibration"))
+                         task_calibration=checkpoint.get("pirecon_task_calibration"),
+                         ood_calibration=checkpoint.get("pirecon_ood_calibration"))
 
 
 def _card(path: Path, checkpoint: dict, sha256: str):
