@@ -179,6 +179,44 @@ def test_the_summary_names_where_a_model_must_not_be_used():
         "angles_10 (cannot run: no)")
 
 
+def test_known_limits_name_the_panel_and_each_blind_spot():
+    from pirecon.evaluation.report import known_limits
+
+    result = {"models": ["lpd", "fbp"], "baselines": ["fbp"], "panel": {"panel": "ct-v1", "small": False},
+              "conditions": [{"name": "in_distribution", "kind": "reference", "description": "the protocol"},
+                             {"name": "noise_4x", "kind": "shift", "description": "Gaussian noise of 20% (4x)"}],
+              "rows": {"lpd": {"in_distribution": {"psnr": (30.0, 29.0, 31.0)},
+                               "noise_4x": {"psnr": (22.0, 21.0, 23.0), "psnr_gap": (8.0, 7.0, 9.0)}},
+                       "fbp": {"in_distribution": {"psnr": (25.0, 24.0, 26.0)},
+                               "noise_4x": {"psnr": (23.0, 22.0, 24.0)}}},
+              "smallest": {"lpd": {"0.05": None, "0.2": 0.03}}}
+    assert known_limits(result, "lpd") == [
+        "Panel ct-v1: not to be used under noise_4x (Gaussian noise of 20% (4x)): -8.0 dB",
+        "Panel ct-v1: below every classical baseline's PSNR under noise_4x",
+        "Panel ct-v1: no lesion size of the grid is detected in 90% of cases at contrast 0.05"]
+
+
+def test_the_cli_writes_the_limits_into_the_card_beside_a_checkpoint(panel, task_checkpoint, tmp_path):
+    import shutil
+
+    import pirecon.inference.card as cards
+
+    directory = tmp_path / "model"
+    directory.mkdir()
+    checkpoint = shutil.copy(task_checkpoint, directory / "task.ckpt")
+    data = {key: {} for key in cards.CARD_KEYS}
+    data.update(card_format=cards.CARD_FORMAT, known_limits=[], model={"name": "TaskAdapted"})
+    cards.ModelCard(data).write(directory)
+    run = subprocess.run([sys.executable, "-m", "pirecon.cli", "evaluate", "--checkpoint", str(checkpoint),
+                          "--panel", str(panel), "--out", str(tmp_path / "r"), "--quiet"], capture_output=True,
+                         text=True, timeout=900)
+    assert run.returncode == 0, run.stderr
+    limits = json.loads((directory / "model_card.json").read_text())["known_limits"]
+    assert limits and all(limit.startswith("Panel ct-v1 (small): ") for limit in limits)
+    assert f"added {len(limits)} known limits to {directory / 'model_card.md'}" in run.stdout
+    assert "## Known limits\n\n- Panel ct-v1 (small): " in (directory / "model_card.md").read_text()
+
+
 def test_the_cli_evaluates_a_method_and_refuses_an_unknown_parameter(panel, tmp_path):
     run = subprocess.run([sys.executable, "-m", "pirecon.cli", "evaluate", "--method", "fbp", "--panel", str(panel),
                           "--out", str(tmp_path / "r"), "--quiet"], capture_output=True, text=True, timeout=900)

@@ -346,6 +346,8 @@ def add_evaluate_arguments(parser) -> None:
 
 def evaluate_main(args) -> int:
     import pirecon
+    from ..inference.card import CARD_JSON, add_known_limits
+    from .report import known_limits
 
     models = {}
     for path in args.checkpoint:
@@ -358,5 +360,11 @@ def evaluate_main(args) -> int:
     result = evaluate(models, args.panel, args.out, baselines=args.method, batch_size=args.batch_size,
                       progress=not args.quiet)
     print(summary_paragraph(result))
+    for path in args.checkpoint:  # the card beside a checkpoint gets the limits found
+        card = Path(path).parent / CARD_JSON
+        limits = known_limits(result, Path(path).stem)
+        if card.is_file() and limits:
+            add_known_limits(card, limits)
+            print(f"added {len(limits)} known limits to {card.with_suffix('.md')}")
     print(f"wrote {args.out}/report.html, report.md, metrics.csv, metrics.json, blind_spots.png and the galleries")
     return 0

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_report", "summary_paragraph", "GAP_DB"]
+__all__ = ["write_report", "summary_paragraph", "known_limits", "below_baselines", "GAP_DB"]
 
 GAP_DB = 1.0
 """A condition is a blind spot of a model when its PSNR falls by more than this (dB) below the in-distribution
@@ -60,6 +60,23 @@ def below_baselines(result: dict, model: str) -> list[str]:
         if "psnr" in row and ran and row["psnr"][0] < min(ran):
             out.append(condition)
     return out
+
+
+def known_limits(result: dict, model: str) -> list[str]:
+    """The model card's "Known limits" from an evaluation: each blind spot, with the panel named."""
+    panel = result["panel"]["panel"] + (" (small)" if result["panel"]["small"] else "")
+    descriptions = {c["name"]: c["description"] for c in result["conditions"]}
+    limits = [f"Panel {panel}: not to be used under {failure.split(' (', 1)[0]} "
+              f"({descriptions[failure.split(' (', 1)[0]]}): {failure.split(' (', 1)[1].rstrip(')')}"
+              for failure in _failures(result, model)]
+    worse = below_baselines(result, model)
+    if worse:
+        limits.append(f"Panel {panel}: below every classical baseline's PSNR under {', '.join(worse)}")
+    missed = [c for c, r in result["smallest"].get(model, {}).items() if r is None]
+    if missed:
+        limits.append(f"Panel {panel}: no lesion size of the grid is detected in 90% of cases at contrast "
+                      f"{', '.join(missed)}")
+    return limits
 
 
 def summary_paragraph(result: dict) -> str:
