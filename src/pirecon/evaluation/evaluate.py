@@ -21,12 +21,16 @@ task model's decision, or, for a model without a task head, by the Rose criterio
 contrast ``C`` (mean of ``x_hat - x_background`` inside the lesion minus that in a ring around it, with
 ``x_background = x - contrast * mask``) against the noise ``sigma`` (std of ``x_hat - x_background`` in the
 ring), detected when ``C sqrt(N) / sigma >= 5`` with ``N`` the lesion's pixels (Rose 1948; approximate for
-correlated noise). The smallest lesion detected in at least 90% of cases is stated per contrast. The out-of-distribution flag of each model (:mod:`pirecon.inference.ood`, calibrated on in-distribution
-slices of the ``calibration`` split unless the checkpoint holds thresholds) is measured on the reference and
-shifted conditions: the fraction of failing cases it flags (PSNR more than 3 dB below the in-distribution
-median, or intervals missing more than ``2 alpha`` of the pixels) and its false alarms on the others. The failure
-gallery shows the :data:`GALLERY_CASES` worst cases (by PSNR) of each condition: truth, reconstruction, error,
-and the interval width and predicted mask where the model gives them.
+correlated noise). The smallest lesion detected in at least 90% of cases is stated per contrast.
+
+The out-of-distribution flag of each model (:mod:`pirecon.inference.ood`; calibrated here on in-distribution
+slices of the ``calibration`` split, which sets the Reconstructor's ``ood_calibration``, unless it holds
+thresholds already) is measured on the reference and shifted conditions: the fraction of failing cases it flags
+(PSNR more than 3 dB below the in-distribution median, or intervals missing more than ``2 alpha`` of the
+pixels) and its false alarms on the others.
+
+The failure gallery shows the :data:`GALLERY_CASES` worst cases (by PSNR) of each condition: truth,
+reconstruction, error, and the interval width and predicted mask where the model gives them.
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ from ..errors import ArgumentError
 from .panels import verify_panel
 from .report import summary_paragraph
 
-__all__ = ["evaluate", "case_scores", "rose_detectability", "ROSE_K", "DETECTION_RATE"]
+__all__ = ["evaluate", "case_scores", "rose_detectability", "smallest_detected", "ood_performance",
+           "method_reconstructor", "ROSE_K", "DETECTION_RATE", "FAILURE_DB", "GALLERY_CASES"]
 
 ROSE_K = 5.0
 """The Rose criterion's threshold on ``C sqrt(N) / sigma``."""
