@@ -23,7 +23,7 @@ difference to ``sequential`` on the same cases.
 
     python experiments/task_sweep.py [--modality ct|mri] [--steps 1200] [--acceleration 8]
         [--weights 0.01 0.1 0.5 0.9 0.99 1] [--modes sequential fbp oracle joint mc_dropout] [--spread-weight 0.5]
-        [--reconstruction-lr 3e-4] [--no-balance]
+        [--reconstruction-lr 3e-4] [--no-balance] [--head-gradient weighted|full]
         [--out runs/task_sweep_ct]
 
 Writes ``sweep.md`` (the table), ``tradeoff.png`` (PSNR against Dice and against AUC) and ``examples.png``
@@ -74,14 +74,16 @@ that C weighs relative changes: the backbone's MSE (about 2e-4 at 37 dB) is some
 task loss, and unbalanced, every C in the grid above 0.001 is the task alone for the backbone."""
 
 
-def mode_spec(mode: str, backbone: dict) -> tuple[dict, bool]:
+def mode_spec(mode: str, backbone: dict, head_gradient: str = "weighted") -> tuple[dict, bool]:
     """``(model spec, starts from the trained backbone)`` of a mode: ``sequential``, ``fbp``, ``oracle``,
-    ``joint:C`` or ``mc_dropout:C`` (joint at C with MC dropout in the backbone, for the task's spread)."""
+    ``joint:C`` or ``mc_dropout:C`` (joint at C with MC dropout in the backbone, for the task's spread);
+    ``head_gradient`` that of the joint modes' :class:`pirecon.models.TaskAdapted`."""
     args = {"reconstruction": backbone, **HEADS}
     if mode.startswith("mc_dropout:"):
         dropout = {"class_path": "mc_dropout", "init_args": {"backbone": backbone, "p": 0.1, "samples": 8}}
         return {"class_path": "task_adapted", "init_args": {**args, "reconstruction": dropout,
-                                                            "task_weight": float(mode.split(":", 1)[1])}}, True
+                                                            "task_weight": float(mode.split(":", 1)[1]),
+                                                            "head_gradient": head_gradient}}, True
     if mode == "sequential":
         return {"class_path": "task_adapted", "init_args": {**args, "task_weight": 1.0,
                                                             "freeze_reconstruction": True}}, True
@@ -92,7 +94,8 @@ def mode_spec(mode: str, backbone: dict) -> tuple[dict, bool]:
         return {"class_path": "task_adapted", "init_args": {**args, "task_weight": 1.0, "task_input": "truth",
                                                             "freeze_reconstruction": True}}, True
     weight = float(mode.split(":", 1)[1])
-    return {"class_path": "task_adapted", "init_args": {**args, "task_weight": weight}}, True
+    return {"class_path": "task_adapted", "init_args": {**args, "task_weight": weight,
+                                                        "head_gradient": head_gradient}}, True
 
 
 def predictions(checkpoint: Path, path: Path) -> dict[str, np.ndarray]:
@@ -289,6 +292,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--no-balance", action="store_true",
                         help="joint modes on (1 - C) l_rec + C l_task as they are, each loss not divided by its "
                              "running mean")
+    parser.add_argument("--head-gradient", choices=("weighted", "full"), default="weighted",
+                        help="joint modes: the heads descend C l_task (weighted) or l_task itself, C scaling only "
+                             "the task gradient that reaches the backbone (full)")
     parser.add_argument("--image-size", type=int, help="override the simulation's image size (quick runs)")
     parser.add_argument("--acceleration", type=int, help="MRI: the undersampling factor (default 4)")
     parser.add_argument("--lesion-options", type=json.loads, default={},
@@ -335,7 +341,7 @@ def main(argv=None) -> dict:
     for mode in modes:
         directory = out / mode.replace(":", "_")
         saved = directory / "result.json"
-        spec, from_backbone = mode_spec(mode, backbone)
+        spec, from_backbone = mode_spec(mode, backbone, args.head_gradient)
         joint = {"reconstruction_lr": args.reconstruction_lr, "balance_task_loss": not args.no_balance} \
             if mode.startswith(("joint:", "mc_dropout:")) else {}
         checkpoint = fit_on_simulation(directory, files["validation"], model=spec,

@@ -264,3 +264,32 @@ def test_balanced_task_loss_divides_each_loss_by_its_running_mean():
     (first[0] + first[1]).backward()  # the means carry no gradient: d/dl (l / m) = 1 / m
     torch.testing.assert_close(reconstruction.grad, torch.tensor(1 / 1e-4))
     torch.testing.assert_close(task_loss.grad, torch.tensor(1 / 0.5))
+
+
+def test_full_head_gradient_gives_the_heads_the_whole_task_loss_and_the_backbone_c_of_it(batch, lesion_files):
+    import copy
+
+    from pirecon.models.task_heads import soft_dice_loss  # noqa: F401  (the task loss's segmentation term)
+
+    segmentation, labels = _targets(lesion_files)
+    torch.manual_seed(0)
+    weighted = TaskAdapted(TINY_LPD, **HEADS, task_weight=0.25).train()
+    full = copy.deepcopy(weighted)
+    full.head_gradient = "full"
+    assert weighted.loss_weights() == (0.75, 0.25) and full.loss_weights() == (0.75, 1.0)
+    grads = {}
+    for name, model in (("weighted", weighted), ("full", full)):
+        result = model(batch.y, batch.physics)
+        w_rec, w_task = model.loss_weights()
+        reconstruction_loss = ((result.image - batch.ground_truth) ** 2).mean()
+        (w_rec * reconstruction_loss + w_task * model.task_loss(result, segmentation, labels)).backward()
+        grads[name] = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+    backbone = [k for k in grads["weighted"] if k.startswith("reconstruction.")]
+    heads = [k for k in grads["weighted"] if not k.startswith("reconstruction.")]
+    assert backbone and heads
+    for k in backbone:  # (1 - C) grad l_rec + C grad l_task either way
+        torch.testing.assert_close(grads["full"][k], grads["weighted"][k], rtol=1e-4, atol=1e-7)
+    for k in heads:  # the heads: grad l_task, not C grad l_task
+        torch.testing.assert_close(grads["full"][k], 4 * grads["weighted"][k], rtol=1e-4, atol=1e-7)
+    with pytest.raises(ValueError, match=r"^head_gradient: expected one of 'weighted', 'full', found 'half'"):
+        TaskAdapted(TINY_LPD, **HEADS, head_gradient="half")

@@ -113,6 +113,22 @@ class ClassicalReconstruction(nn.Module):
         return Reconstruction(initial_image(y, physics, self.filter))
 
 
+class _ScaleGradient(torch.autograd.Function):
+    """Identity forward; the backward multiplies the gradient by ``scale``."""
+
+    @staticmethod
+    def forward(ctx, x, scale: float):
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.scale, None
+
+
+HEAD_GRADIENTS = ("weighted", "full")
+
+
 class TaskAdapted(nn.Module):
     """A reconstruction model with task heads on its image, trained on ``(1 - C) l_rec + C l_task``.
 
@@ -137,11 +153,18 @@ class TaskAdapted(nn.Module):
     classification_reads_segmentation : bool
         With both heads, the classification head also reads the segmentation head's probabilities (default):
         the label learns from the pixel-wise supervision of the masks instead of from one bit per image.
+    head_gradient : {"weighted", "full"}
+        ``"weighted"``: the heads descend ``C l_task`` as the objective reads. ``"full"``: the heads descend
+        ``l_task`` itself and C scales only the task gradient that reaches the backbone (the image's gradient
+        is multiplied by C on its way back); for C > 0 the minimisers over the heads are the same, the heads
+        just do not learn C times slower, and at C = 0 they still learn (on a backbone trained for the image
+        alone). :meth:`loss_weights` gives the weights of the two losses.
     """
 
     def __init__(self, reconstruction, segmentation: dict | None = None, classification: dict | None = None,
                  task_weight: float = 0.5, freeze_reconstruction: bool = False, task_input: str = "reconstruction",
-                 use_uncertainty: bool = False, classification_reads_segmentation: bool = True):
+                 use_uncertainty: bool = False, classification_reads_segmentation: bool = True,
+                 head_gradient: str = "weighted"):
         super().__init__()
         from .registry import build_model
 
@@ -156,6 +179,7 @@ class TaskAdapted(nn.Module):
         self.freeze_reconstruction = bool(freeze_reconstruction)
         self.task_input = check_choice(task_input, "task_input", TASK_INPUTS)
         self.use_uncertainty = bool(use_uncertainty)
+        self.head_gradient = check_choice(head_gradient, "head_gradient", HEAD_GRADIENTS)
         options = {"use_uncertainty": self.use_uncertainty}
         self.segmentation = None if segmentation is None else SegmentationHead(**{**segmentation, **options})
         reads = bool(classification_reads_segmentation) and segmentation is not None
@@ -183,6 +207,8 @@ class TaskAdapted(nn.Module):
             image = _magnitude(truth)
         else:
             image = _magnitude(result.image)
+        if self.head_gradient == "full" and self.training and torch.is_grad_enabled():
+            image = _ScaleGradient.apply(image, self.task_weight)
         features = image
         if self.use_uncertainty:
             interval = result.uncertainty
@@ -194,6 +220,11 @@ class TaskAdapted(nn.Module):
         if not self.training and self.task_input == "reconstruction" and hasattr(self.reconstruction, "sample_images"):
             task.update(self._spread(y, physics, result))
         return Reconstruction(result.image, result.uncertainty, task)
+
+    def loss_weights(self) -> tuple[float, float]:
+        """``(w_rec, w_task)`` of the training loss ``w_rec l_rec + w_task l_task``: ``(1 - C, C)``, or
+        ``(1 - C, 1)`` with ``head_gradient="full"`` (C then scales the task gradient inside the model)."""
+        return 1.0 - self.task_weight, 1.0 if self.head_gradient == "full" else self.task_weight
 
     def _heads(self, features: torch.Tensor) -> dict:
         out = {}

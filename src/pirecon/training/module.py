@@ -246,10 +246,10 @@ class ReconstructionModule(pl.LightningModule):
         if hasattr(self.model, "task_loss"):  # task-adapted: (1 - C) l_rec + C l_task
             task_loss = self._task_loss(reconstruction, batch)
             self.log("train/task_loss", task_loss, batch_size=y.shape[0])
-            weight = self.model.task_weight
             if self.balance_task_loss:
                 loss, task_loss = self._balanced(loss, task_loss)
-            loss = (1 - weight) * loss + weight * task_loss
+            reconstruction_weight, task_weight = self.model.loss_weights()
+            loss = reconstruction_weight * loss + task_weight * task_loss
         self.log("train/loss", loss, prog_bar=True, batch_size=y.shape[0])
         return loss
 
