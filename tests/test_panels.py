@@ -57,6 +57,24 @@ def test_ct_v1_holds_every_condition_of_its_definition_drawn_from_the_panel_stre
         assert f["labels"][()].all()  # features in every case: a test of recall
 
 
+def test_the_manifest_satisfies_its_schema_and_the_schema_rejects_a_broken_one(ct_panel):
+    from pathlib import Path
+
+    import jsonschema
+
+    directory, _ = ct_panel
+    schema = json.loads((Path(__file__).resolve().parents[1] / "data_specs" / "panel.schema.json").read_text())
+    manifest = json.loads((directory / "panel.json").read_text())
+    jsonschema.validate(manifest, schema)
+    broken = json.loads(json.dumps(manifest))
+    broken["conditions"][0]["sha256"] = "xyz"
+    with pytest.raises(jsonschema.ValidationError, match="does not match"):
+        jsonschema.validate(broken, schema)
+    broken = {**manifest, "split": "train"}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, schema)
+
+
 def test_a_panel_is_the_same_bytes_when_built_again_and_a_build_keeps_the_files_it_vouches_for(ct_panel, tmp_path):
     directory, manifest = ct_panel
     again = build_panel("ct-v1", tmp_path / "again", small=True, progress=False)
