@@ -53,7 +53,7 @@ def test_a_reconstructor_calibrated_for_ood_flags_every_slice(tmp_path):
     same = simulate(tmp_path / "test.h5", n=20, split="test", **options)
     fewer = simulate(tmp_path / "fewer.h5", n=20, split="test", **{**options, "num_angles": 6})
     fbp = reconstructor("fbp")
-    assert "flag" not in fbp.reconstruct(same, progress=False).provenance["ood"]  # not calibrated yet
+    assert "flag" not in fbp.reconstruct(same, progress=False, ood=True).provenance["ood"]  # not calibrated yet
     thresholds = fbp.calibrate_ood(calibration, progress=False)
     assert fbp.ood_calibration == thresholds and thresholds["n"] == 40
     flags = fbp.reconstruct(same, progress=False).provenance["ood"]["flag"]

@@ -269,8 +269,6 @@ def test_balanced_task_loss_divides_each_loss_by_its_running_mean():
 def test_full_head_gradient_gives_the_heads_the_whole_task_loss_and_the_backbone_c_of_it(batch, lesion_files):
     import copy
 
-    from pirecon.models.task_heads import soft_dice_loss  # noqa: F401  (the task loss's segmentation term)
-
     segmentation, labels = _targets(lesion_files)
     torch.manual_seed(0)
     weighted = TaskAdapted(TINY_LPD, **HEADS, task_weight=0.25).train()

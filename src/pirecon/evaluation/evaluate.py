@@ -104,7 +104,8 @@ def case_scores(model, path: Path, *, batch_size: int = 8) -> dict[str, np.ndarr
     from ..uncertainty import Interval
     from ..uncertainty.metrics import miscoverage
 
-    result = model.reconstruct(path, batch_size=batch_size, progress=False, metrics=True, physics_mismatch="use_data")
+    result = model.reconstruct(path, batch_size=batch_size, progress=False, metrics=True, physics_mismatch="use_data",
+                               ood=True)
     metrics = result.provenance.get("metrics")
     if not metrics:
         raise ArgumentError(f"{path}: expected a panel file with ground truth, found none")
@@ -117,37 +118,32 @@ def case_scores(model, path: Path, *, batch_size: int = 8) -> dict[str, np.ndarr
         out["label_probability"] = p
         decision = result.task.get("label_decision")
         out["label_decision"] = (p >= 0.5).astype(np.int64) if decision is None else decision.numpy().astype(np.int64)
-    contrast = _lesion_contrast(path)
-    truth = None
-    if isinstance(result.uncertainty, Interval) or contrast is not None:
-        import h5py
+    import h5py
 
-        with h5py.File(path, "r") as f:
-            truth = torch.from_numpy(f["ground_truth"][()][:, None])
+    with h5py.File(path, "r") as f:  # read once: intervals, the gallery and the Rose ratio use it
+        truth = torch.from_numpy(f["ground_truth"][()][:, None])
     if isinstance(result.uncertainty, Interval) and result.uncertainty.calibration is not None:
         out["miscoverage"] = miscoverage(result.uncertainty, truth).numpy()
         out["alpha"] = np.asarray(float(result.uncertainty.calibration["alpha"]))
-    out.update(_gallery(result, path, out["psnr"]))
+    magnitude = truth.abs() if truth.is_complex() else truth
+    out.update(_gallery(result, magnitude, out["psnr"]))
+    contrast = _lesion_contrast(path)
     if contrast is not None:
         labels, masks = lesion_targets(path)
         image = result.image.abs() if result.image.is_complex() else result.image
         out["true_label"] = labels
-        out["rose"] = rose_detectability(image, truth.abs() if truth.is_complex() else truth, masks, contrast)
+        out["rose"] = rose_detectability(image, magnitude, masks, contrast)
     return out
 
 
-def _gallery(result, path: Path, psnr: np.ndarray) -> dict[str, np.ndarray]:
-    """The :data:`GALLERY_CASES` worst cases by PSNR: ``gallery_index`` ``(k,)``, and ``(k, H, W)`` images
-    ``gallery_truth``, ``gallery_image`` (magnitudes for MRI), ``gallery_width`` (intervals),
-    ``gallery_segmentation`` (task); ``gallery_label`` ``(k,)`` the label probability."""
-    import h5py
-
+def _gallery(result, truth: torch.Tensor, psnr: np.ndarray) -> dict[str, np.ndarray]:
+    """The :data:`GALLERY_CASES` worst cases by PSNR (``truth`` ``(N, 1, H, W)`` magnitudes):
+    ``gallery_index`` ``(k,)``, and ``(k, H, W)`` images ``gallery_truth``, ``gallery_image`` (magnitudes for
+    MRI), ``gallery_width`` (intervals), ``gallery_segmentation`` (task); ``gallery_label`` ``(k,)`` the label
+    probability."""
     worst = np.argsort(psnr, kind="stable")[:GALLERY_CASES]
-    with h5py.File(path, "r") as f:
-        truth = np.abs(f["ground_truth"][np.sort(worst).tolist()])
-    truth = truth[np.argsort(np.argsort(worst))]  # h5py reads increasing indices: back to worst-first order
     image = result.image[worst, 0]
-    out = {"gallery_index": worst, "gallery_truth": truth.astype(np.float32),
+    out = {"gallery_index": worst, "gallery_truth": truth[worst, 0].float().numpy(),
            "gallery_image": (image.abs() if image.is_complex() else image).float().numpy()}
     interval = result.uncertainty
     if interval is not None and hasattr(interval, "width"):

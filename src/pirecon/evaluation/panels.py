@@ -229,10 +229,12 @@ def build_panel(name: str, out: str | Path, *, small: bool = False, images: str 
         record = condition.record()
         path = directory / f"{condition.name}.h5"
         kept = previous.get(condition.name)
-        if not (kept and path.is_file() and {k: kept.get(k) for k in record} == record
-                and kept.get("sha256") == file_sha256(path)):
+        digest = file_sha256(path) if kept and path.is_file() and {k: kept.get(k) for k in record} == record \
+            else None
+        if digest is None or digest != kept.get("sha256"):
             _simulate(condition, path, progress=False)
-        record.update(file=path.name, sha256=file_sha256(path), bytes=path.stat().st_size)
+            digest = file_sha256(path)
+        record.update(file=path.name, sha256=digest, bytes=path.stat().st_size)
         manifest["conditions"].append(record)
         _write_manifest(directory, {**manifest, "complete": False})
     manifest["complete"] = True
@@ -270,8 +272,8 @@ def verify_panel(directory: str | Path, images: str | Path | None = None) -> dic
         path = directory / str(record.get("file"))
         if not path.is_file():
             problems.append(f"{key}: file {path.name} missing")
-        elif file_sha256(path) != record.get("sha256"):
-            problems.append(f"{key}: {path.name} has SHA-256 {file_sha256(path)[:16]}..., the manifest "
+        elif (digest := file_sha256(path)) != record.get("sha256"):
+            problems.append(f"{key}: {path.name} has SHA-256 {digest[:16]}..., the manifest "
                             f"{str(record.get('sha256'))[:16]}...")
     if problems:
         raise PanelError(f"{directory}: expected panel {name} as its manifest and definition give, found "

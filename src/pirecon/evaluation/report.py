@@ -35,17 +35,17 @@ def _shifts(result: dict) -> list[str]:
     return [c["name"] for c in result["conditions"] if c["kind"] in SHIFTS]
 
 
-def _failures(result: dict, model: str) -> list[str]:
-    """The shifted conditions where ``model`` must not be used (see :data:`GAP_DB`), with the reason."""
+def _failures(result: dict, model: str) -> list[tuple[str, str]]:
+    """``(condition, reason)`` of the shifted conditions where ``model`` must not be used (see :data:`GAP_DB`)."""
     out = []
     for condition in _shifts(result):
         row = result["rows"][model][condition]
         if "error" in row:
-            out.append(f"{condition} (cannot run: {row['error']})")
+            out.append((condition, f"cannot run: {row['error']}"))
         elif row.get("psnr_gap") is not None and row["psnr_gap"][1] > GAP_DB:
-            out.append(f"{condition} (-{row['psnr_gap'][0]:.1f} dB)")
+            out.append((condition, f"-{row['psnr_gap'][0]:.1f} dB"))
         elif row.get("guarantee_holds") is False:
-            out.append(f"{condition} (intervals miss {row['miscoverage'][0]:.3f} of pixels, alpha {row['alpha']:g})")
+            out.append((condition, f"intervals miss {row['miscoverage'][0]:.3f} of pixels, alpha {row['alpha']:g}"))
     return out
 
 
@@ -66,9 +66,8 @@ def known_limits(result: dict, model: str) -> list[str]:
     """The model card's "Known limits" from an evaluation: each blind spot, with the panel named."""
     panel = result["panel"]["panel"] + (" (small)" if result["panel"]["small"] else "")
     descriptions = {c["name"]: c["description"] for c in result["conditions"]}
-    limits = [f"Panel {panel}: not to be used under {failure.split(' (', 1)[0]} "
-              f"({descriptions[failure.split(' (', 1)[0]]}): {failure.split(' (', 1)[1].rstrip(')')}"
-              for failure in _failures(result, model)]
+    limits = [f"Panel {panel}: not to be used under {condition} ({descriptions[condition]}): {reason}"
+              for condition, reason in _failures(result, model)]
     worse = below_baselines(result, model)
     if worse:
         limits.append(f"Panel {panel}: below every classical baseline's PSNR under {', '.join(worse)}")
@@ -84,8 +83,10 @@ def summary_paragraph(result: dict) -> str:
     sentences = []
     for model in result["models"]:
         failures = _failures(result, model)
-        fine = [c for c in _shifts(result) if not any(f.startswith(c + " ") for f in failures)]
-        sentence = f"{model} " + (f"must not be used under {', '.join(failures)}" if failures else
+        failed = {condition for condition, _ in failures}
+        fine = [c for c in _shifts(result) if c not in failed]
+        named = ", ".join(f"{condition} ({reason})" for condition, reason in failures)
+        sentence = f"{model} " + (f"must not be used under {named}" if failures else
                                   f"shows no loss of more than {GAP_DB:g} dB (95% interval) under any shift of the panel")
         if fine and failures:
             sentence += f"; it shows no loss of more than {GAP_DB:g} dB under {', '.join(fine)}"

@@ -158,12 +158,13 @@ class Reconstructor:
         from .ood import OOD_ALPHA, fit_ood
 
         self.ood_calibration = None
-        features = self.reconstruct(source, batch_size=batch_size, progress=progress).provenance["ood"]
+        features = self.reconstruct(source, batch_size=batch_size, progress=progress, ood=True).provenance["ood"]
         self.ood_calibration = fit_ood(features, OOD_ALPHA if alpha is None else alpha)
         return self.ood_calibration
 
     def reconstruct(self, source, *, physics=None, batch_size: int = 8, progress: bool = True,
-                    physics_mismatch: str = "error", seed: int = 0, metrics: bool = False) -> Reconstruction:
+                    physics_mismatch: str = "error", seed: int = 0, metrics: bool = False,
+                    ood: bool | None = None) -> Reconstruction:
         """Reconstruct every slice of ``source``, ``batch_size`` slices at a time.
 
         Parameters
@@ -188,15 +189,18 @@ class Reconstructor:
         metrics : bool
             When the source has ground truth (or was simulated from images): PSNR and SSIM per slice in
             ``provenance["metrics"]`` (SSIM costs about as much as FBP, so it is asked for).
+        ood : bool, optional
+            The out-of-distribution features in ``provenance["ood"]`` (one forward operator per batch, about
+            the cost of FBP); default: when the flag is calibrated (``ood_calibration``), which adds the flag.
 
         Returns
         -------
         Reconstruction
             ``image (N, 1, H, W)`` on the CPU (real for CT, complex for MRI), ``uncertainty`` and ``task``
             when the model fills them, and ``provenance`` (model, checkpoint and its SHA-256, source, geometry,
-            pirecon version; ``metrics`` when asked for; ``ood``: each slice's data consistency relative to
-            the noise level and interval width, and its out-of-distribution ``flag`` once calibrated, see
-            :mod:`pirecon.inference.ood`).
+            pirecon version; ``metrics`` when asked for; ``ood`` with ``ood``: each slice's data consistency
+            relative to the noise level and interval width, and its out-of-distribution ``flag`` once
+            calibrated, see :mod:`pirecon.inference.ood`).
         """
         from .._progress import progress_bar
         from .._validation import check_positive
@@ -211,7 +215,9 @@ class Reconstructor:
         from .ood import apply_ood, consistency
 
         images, uncertainties, tasks, scores = [], [], {}, {"psnr_db": [], "ssim": []}
-        ood: dict[str, list] = {"consistency": [], "width": []}
+        if ood is None:
+            ood = self.ood_calibration is not None
+        features: dict[str, list] | None = {"consistency": [], "width": []} if ood else None
         if hasattr(self.model, "progress"):
             self.model.progress = False
         bar = progress_bar(total=data.num_slices, progress=progress, unit="slice", desc=f"reconstructing {self.name}")
@@ -226,9 +232,11 @@ class Reconstructor:
                         result.task = apply_task_calibration(result.task, self.task_calibration)
                     image = result.image.detach().cpu()
                     images.append(image)
-                    ood["consistency"] += consistency(y.to(self.device), batch_physics, result.image).cpu().tolist()
-                    if isinstance(result.uncertainty, Interval):
-                        ood["width"] += result.uncertainty.width.flatten(1).double().mean(dim=1).cpu().tolist()
+                    if features is not None:
+                        features["consistency"] += consistency(y.to(self.device), batch_physics,
+                                                               result.image).cpu().tolist()
+                        if isinstance(result.uncertainty, Interval):
+                            features["width"] += result.uncertainty.width.flatten(1).double().mean(dim=1).cpu().tolist()
                     if result.uncertainty is not None:
                         uncertainties.append(result.uncertainty.detach("cpu") if isinstance(
                             result.uncertainty, Interval) else result.uncertainty.detach().cpu())
@@ -253,12 +261,13 @@ class Reconstructor:
                 torch.cat(uncertainties)
             if isinstance(uncertainty, Interval):
                 provenance["uncertainty"] = uncertainty.describe()
-        if not ood["width"]:
-            del ood["width"]
-        if self.ood_calibration is not None:
-            ood["flag"] = apply_ood(ood, self.ood_calibration).tolist()
-            ood["thresholds"] = self.ood_calibration
-        provenance["ood"] = ood
+        if features is not None:
+            if not features["width"]:
+                del features["width"]
+            if self.ood_calibration is not None:
+                features["flag"] = apply_ood(features, self.ood_calibration).tolist()
+                features["thresholds"] = self.ood_calibration
+            provenance["ood"] = features
         if self.task_calibration is not None and tasks:
             provenance["task_calibration"] = {key: self.task_calibration[key] for key in
                                               ("temperature", "threshold", "qhat", "alpha", "method")}
