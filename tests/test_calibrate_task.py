@@ -68,6 +68,25 @@ def test_calibrate_task_stores_the_fit_of_the_held_out_cases_and_the_card_states
     assert f"| {floor['mean']:.3f} / {floor['p95']:.3f} |" in (report / "report.md").read_text()
 
 
+def test_platt_calibration_is_stored_applied_by_load_and_stated(task_model, tmp_path, capsys):
+    checkpoint, files = task_model
+    out = tmp_path / "platt.ckpt"
+    assert main(["calibrate", "--task", "--checkpoint", str(checkpoint), "--data", str(files["calibration"]),
+                 "--out", str(out), "--label-calibration", "platt", "--quiet"]) == 0
+    stored = torch.load(out, weights_only=True)["pirecon_task_calibration"]
+    assert stored["label_calibration"] == "platt" and stored["method"] == "platt scaling + split conformal"
+    assert f"temperature {stored['temperature']:.3f}, bias {stored['bias']:.3f}," in capsys.readouterr().out
+    outputs, _ = task_outputs(pirecon.load(checkpoint), [files["calibration"]], progress=False)
+    expected = calibrate_label(outputs["label_logit"], outputs["true_label"], 0.1, method="platt")
+    assert stored["temperature_note"] is None, stored["temperature_note"]
+    assert stored["bias"] == pytest.approx(expected["bias"]) and stored["bias"] != 0.0
+    recon = pirecon.load(out).reconstruct(files["test"], progress=False)
+    torch.testing.assert_close(recon.task["label"],
+                               torch.sigmoid(recon.task["label_logit"] / stored["temperature"] + stored["bias"]))
+    assert recon.provenance["task_calibration"]["bias"] == stored["bias"]
+    assert "Lesion label calibrated by platt scaling + split conformal" in (tmp_path / "model_card.md").read_text()
+
+
 def test_a_calibrated_task_model_returns_scaled_labels_sets_and_decisions_and_exports_them(task_model, tmp_path):
     import nibabel
 

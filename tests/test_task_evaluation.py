@@ -80,9 +80,60 @@ def test_separated_logits_keep_temperature_one_and_say_why():
     labels = (logits > 0).astype(int)
     fitted = calibrate_label(logits, labels, alpha=0.2)
     assert fitted["temperature"] == 1.0
-    assert fitted["temperature_note"].startswith("temperature kept at 1: logits: expected logits for which "
-                                                 "temperature scaling has a finite optimum, found the sign of every")
+    assert fitted["temperature_note"].startswith("temperature scaling not applied (T = 1, b = 0): logits: expected "
+                                                 "logits for which temperature scaling has a finite optimum, found "
+                                                 "the sign of every")
+    platt = calibrate_label(logits, labels, alpha=0.2, method="platt")  # smoothed targets: a finite fit
+    assert platt["temperature_note"] is None and 0 < platt["temperature"] < 1
+    p = label_probability(logits, platt["temperature"], platt["bias"])
+    assert np.all((p > 0.5) == (logits > 0)) and p.max() < 0.999 and p.min() > 0.001
     assert calibrate_label(*_simulated(), alpha=0.1)["temperature_note"] is None
+
+
+def _shifted(n: int, seed: int):
+    """Logits ``3 z + 6`` of a model whose true log-odds are ``z``: too confident and shifted towards 1."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(-0.5, 2.0, n)
+    labels = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(int)
+    return 3.0 * z + 6.0, labels
+
+
+def test_platt_scaling_recovers_slope_and_bias_and_removes_a_shift_that_temperature_cannot():
+    from pirecon.tasks import fit_platt
+
+    logits, labels = _shifted(20000, 4)
+    temperature, bias = fit_platt(logits, labels)
+    assert 1 / temperature == pytest.approx(1 / 3, rel=0.05) and bias == pytest.approx(-2.0, abs=0.1)
+    np.testing.assert_allclose(label_probability(logits, temperature, bias),
+                               1 / (1 + np.exp(-(logits / temperature + bias))))
+    platt = calibrate_label(logits, labels, method="platt")
+    scaled = calibrate_label(logits, labels)
+    assert platt["label_calibration"] == "platt" and scaled["label_calibration"] == "temperature"
+    assert scaled["bias"] == 0.0 and platt["bias"] == pytest.approx(-2.0, abs=0.15)
+    assert platt["ece"] < 0.02 < 0.05 < scaled["ece"]
+
+
+def test_platt_scaling_refuses_what_has_no_finite_fit():
+    from pirecon.errors import PireconUserError
+    from pirecon.tasks import fit_platt
+
+    with pytest.raises(PireconUserError) as err:
+        fit_platt([0.1, 0.2, 0.3], [1, 1, 1])
+    assert str(err.value) == ("labels: expected both classes for Platt scaling, found only 1 (3 cases), so that "
+                              "the NLL decreases as the bias goes to infinity")
+    # separated at 0.6, not at 0: a bias would make the plain likelihood perfect; Platt's targets keep T finite
+    temperature, bias = fit_platt([-1.0, 0.5, 0.7, 2.0], [0, 0, 1, 1])
+    assert 0 < temperature < 10 and np.isfinite(bias)
+    p = label_probability([-1.0, 0.5, 0.7, 2.0], temperature, bias)  # ordered, and no surer than the targets
+    assert np.all(np.diff(p) > 0) and p[1] < 0.5 < p[2] and 0.2 < p.min() and p.max() < 0.8
+    logits, labels = _shifted(2000, 5)
+    with pytest.raises(PireconUserError, match=r"^logits: expected logits that rank the labels better than chance, "
+                                               r"found the Platt fit's slope 1/T = -"):
+        fit_platt(-logits, labels)
+    with pytest.raises(ArgumentError, match=r"^bias: expected a finite number, found nan$"):
+        label_probability([0.0], 1.0, float("nan"))
+    with pytest.raises(ArgumentError, match=r"^label calibration: expected one of"):
+        calibrate_label(logits, labels, method="isotonic")
 
 
 def _simulated():

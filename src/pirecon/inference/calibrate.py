@@ -272,8 +272,8 @@ def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="a checkpoint of a model with an uncertainty head "
                                                               "(or, with --task, a task model)")
     parser.add_argument("--task", action="store_true",
-                        help="calibrate the lesion label of a task model instead (temperature scaling and "
-                             "split-conformal sets, pirecon.inference.calibrate_task)")
+                        help="calibrate the lesion label of a task model instead (temperature or Platt scaling "
+                             "and split-conformal sets, pirecon.inference.calibrate_task)")
     parser.add_argument("--data", required=True, nargs="+", help="held-out calibration files (pirecon simulate "
                                                                   "--split calibration, or held-out raw files)")
     parser.add_argument("--out", required=True, help="the calibrated checkpoint to write")
@@ -282,6 +282,9 @@ def add_calibrate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--delta", type=float, default=0.1, help="RCPS: failure probability (default 0.1)")
     parser.add_argument("--temperature-fraction", type=float, default=0.5,
                         help="--task: the fraction of calibration cases that fit the temperature (default 0.5)")
+    parser.add_argument("--label-calibration", choices=("temperature", "platt"), default="temperature",
+                        help="--task: sigmoid(logit / T) (temperature scaling, default) or sigmoid(logit / T + b) "
+                             "(Platt scaling: also removes a shift of the logits)")
     parser.add_argument("--method", choices=("rcps", "crc"), default="rcps")
     parser.add_argument("--bound", choices=("hb", "wsr"), default="hb")
     parser.add_argument("--risk", choices=("pixel-miscoverage",), default="pixel-miscoverage")
@@ -316,11 +319,14 @@ def _calibrate_task_main(args: argparse.Namespace) -> int:
     from .calibrate_task import calibrate_task
 
     result = calibrate_task(args.checkpoint, args.data, args.out, alpha=args.alpha,
-                            temperature_fraction=args.temperature_fraction, batch_size=args.batch_size,
+                            temperature_fraction=args.temperature_fraction,
+                            label_calibration=args.label_calibration, batch_size=args.batch_size,
                             overwrite=args.overwrite, progress=not args.quiet, test=args.test, report=args.report)
     if result["temperature_note"]:
         print(f"note: {result['temperature_note']}")
-    print(f"wrote {args.out}: temperature {result['temperature']:.3f}, operating point {result['threshold']:.3f}, "
+    print(f"wrote {args.out}: temperature {result['temperature']:.3f}"
+          + (f", bias {result['bias']:.3f}" if result["label_calibration"] == "platt" else "")
+          + f", operating point {result['threshold']:.3f}, "
           f"qhat {result['qhat']:.3f} ({result['n_temperature']} + {result['n_conformal']} calibration cases; the "
           f"label's conformal set holds the truth with probability >= {1 - result['alpha']:g})")
     if args.report:

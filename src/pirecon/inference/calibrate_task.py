@@ -1,15 +1,16 @@
 """``pirecon calibrate --task``: a task model's lesion label calibrated on held-out data, and measured.
 
     pirecon calibrate --task --checkpoint CKPT --data CAL.h5 [CAL2.h5 ...] --alpha 0.1 --out CALIBRATED.ckpt
-        [--test TEST.h5 [...] --report DIR]
+        [--label-calibration temperature|platt] [--test TEST.h5 [...] --report DIR]
 
 The task model (:class:`pirecon.models.TaskAdapted` with a classification head) runs on every slice of the
 calibration files; their cases are split at random (:func:`pirecon.tasks.calibrate_label`): one half fits the
-temperature ``T`` of the label and the operating point (Youden), the other half gives the split-conformal
-threshold ``qhat``. Guarantee: for a new case exchangeable with the calibration cases, the prediction set
-``{k : 1 - p_T(k) <= qhat}`` holds its true label with probability at least ``1 - alpha`` (marginally, over
+label's calibration ``p = sigmoid(logit / T + b)`` (temperature scaling, ``b = 0``, or Platt scaling, both
+fitted) and the operating point (Youden), the other half gives the split-conformal threshold ``qhat``.
+Guarantee: for a new case exchangeable with the calibration cases, the prediction set
+``{k : 1 - p(k) <= qhat}`` holds its true label with probability at least ``1 - alpha`` (marginally, over
 the calibration draw and the case). The calibrated checkpoint is the input with ``pirecon_task_calibration``
-(``temperature``, ``threshold``, ``qhat``, ``alpha``, the counts, the files and their SHA-256);
+(``temperature``, ``bias``, ``label_calibration``, ``threshold``, ``qhat``, ``alpha``, the counts, the files and their SHA-256);
 ``pirecon.load`` of it returns calibrated label probabilities, ``task["label_set"]`` ``(N, 2)`` (classes
 absent, present) and ``task["label_decision"]`` ``(N,)`` at the operating point.
 
@@ -18,9 +19,9 @@ Cases are the slices of files written by ``pirecon simulate --phantom lesions`` 
 Calibration files must be held out, as for interval calibration.
 
 With ``--test`` and ``--report DIR``: on the test files, Dice and HD95 over the cases with lesions, ROC AUC,
-sensitivity and specificity at the operating point, ECE before and after temperature scaling, with 95%
+sensitivity and specificity at the operating point, ECE before and after calibration, with 95%
 bootstrap intervals; the coverage and size of the conformal sets at ``qhat``, and their mean coverage over 100
-random splits of the test cases (calibrated and measured on disjoint halves at the fixed temperature); a
+random splits of the test cases (calibrated and measured on disjoint halves at the fixed map); a
 reliability diagram (``reliability.png``) and ``report.md``. The measured metrics go into the model card.
 """
 
@@ -37,13 +38,14 @@ __all__ = ["calibrate_task", "task_outputs", "apply_task_calibration", "lesion_t
 
 
 def apply_task_calibration(task: dict, calibration: dict) -> dict:
-    """``task`` (a model's outputs, tensors) with the label calibrated: ``label = sigmoid(label_logit / T)``,
+    """``task`` (a model's outputs, tensors) with the label calibrated: ``label = sigmoid(label_logit / T + b)``
+    (``b = 0`` in calibrations stored without a bias),
     ``label_set`` ``(N, 2)`` bool (classes absent, present; ``1 - p(k) <= qhat``) and ``label_decision`` ``(N,)``
     uint8 (``label >= threshold``)."""
     from ..tasks import prediction_sets
 
     logit = task["label_logit"]
-    label = torch.sigmoid(logit.float() / float(calibration["temperature"]))
+    label = torch.sigmoid(logit.float() / float(calibration["temperature"]) + float(calibration.get("bias", 0.0)))
     sets = prediction_sets(label.detach().cpu().numpy(), float(calibration["qhat"])).to(label.device)
     return {**task, "label": label.to(logit.dtype), "label_set": sets,
             "label_decision": (label >= float(calibration["threshold"])).to(torch.uint8)}
@@ -85,7 +87,7 @@ def task_outputs(model, paths, *, batch_size: int = 8, progress: bool = True) ->
 
 
 def calibrate_task(checkpoint, data, out, *, alpha: float = 0.1, temperature_fraction: float = 0.5,
-                   batch_size: int = 8, overwrite: bool = False, progress: bool = True, test=None,
+                   label_calibration: str = "temperature", batch_size: int = 8, overwrite: bool = False, progress: bool = True, test=None,
                    report=None) -> dict:
     """Calibrate the lesion label of ``checkpoint`` on ``data`` (held-out simulated lesion files) and write
     ``out``; returns the stored calibration (see the module), with ``"test"`` metrics when ``test`` is given."""
@@ -107,8 +109,9 @@ def calibrate_task(checkpoint, data, out, *, alpha: float = 0.1, temperature_fra
                                "to deploy)")
     paths, digests, test_paths, test_digests = held_out_files(model, data, test)
     outputs, cases = task_outputs(model, paths, batch_size=batch_size, progress=progress)
-    fitted = calibrate_label(outputs["label_logit"], outputs["true_label"], alpha, temperature_fraction)
-    summary = {**fitted, "method": "temperature scaling + split conformal",
+    fitted = calibrate_label(outputs["label_logit"], outputs["true_label"], alpha, temperature_fraction,
+                             method=label_calibration)
+    summary = {**fitted, "method": f"{label_calibration} scaling + split conformal",
                "files": [{"path": str(p), "sha256": d, "cases": n} for p, d, n in zip(paths, digests, cases)]}
     if test_paths:
         summary["test"] = measure(model, test_paths, test_digests, fitted, batch_size=batch_size, progress=progress,
@@ -124,19 +127,19 @@ def measure(model, paths, digests, fitted: dict, *, batch_size: int, progress: b
 
     outputs, _ = task_outputs(model, paths, batch_size=batch_size, progress=progress)
     result = task_metrics(outputs, threshold=fitted["threshold"], temperature=fitted["temperature"],
-                          qhat=fitted["qhat"])
-    probability = label_probability(outputs["label_logit"], fitted["temperature"])
+                          bias=fitted["bias"], qhat=fitted["qhat"])
+    probability = label_probability(outputs["label_logit"], fitted["temperature"], fitted["bias"])
     splits = conformal_coverage_over_splits(probability, outputs["true_label"], fitted["alpha"], splits=100)
     result["split_coverage"], result["split_set_size"] = splits["mean_coverage"], splits["mean_set_size"]
     result["files"] = [{"path": str(p), "sha256": d} for p, d in zip(paths, digests)]
     report.mkdir(parents=True, exist_ok=True)
-    _reliability_figure(outputs, fitted["temperature"], report / "reliability.png")
+    _reliability_figure(outputs, fitted, report / "reliability.png")
     _write_report(result, fitted, report / "report.md")
     del result["per_case"]
     return result
 
 
-def _reliability_figure(outputs: dict, temperature: float, path: Path) -> None:
+def _reliability_figure(outputs: dict, fitted: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -147,8 +150,9 @@ def _reliability_figure(outputs: dict, temperature: float, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(4.5, 4.2), constrained_layout=True)
     ax.plot([0.5, 1], [0.5, 1], color="k", linewidth=1, label="perfect calibration")
-    for t, name in ((1.0, "before"), (temperature, f"after (T = {temperature:.3g})")):
-        confidence, accuracy, counts = reliability_curve(label_probability(outputs["label_logit"], t),
+    after = f"after (T = {fitted['temperature']:.3g}, b = {fitted['bias']:.3g})"
+    for t, b, name in ((1.0, 0.0, "before"), (fitted["temperature"], fitted["bias"], after)):
+        confidence, accuracy, counts = reliability_curve(label_probability(outputs["label_logit"], t, b),
                                                          outputs["true_label"])
         used = counts > 0
         ax.plot(confidence[used], accuracy[used], "o-", label=name)
@@ -170,9 +174,10 @@ def _interval(value) -> str:
 def _write_report(result: dict, fitted: dict, path: Path) -> None:
     from .._atomic import atomic_path
 
-    lines = [f"# Calibrated lesion label: T {fitted['temperature']:.3f}, operating point {fitted['threshold']:.3f}, "
-             f"qhat {fitted['qhat']:.3f} (alpha {fitted['alpha']:g})", "",
-             f"Temperature and operating point from {fitted['n_temperature']} calibration cases, qhat from the other "
+    lines = [f"# Calibrated lesion label ({fitted['label_calibration']} scaling): T {fitted['temperature']:.3f}, "
+             f"b {fitted['bias']:.3f}, operating point {fitted['threshold']:.3f}, qhat {fitted['qhat']:.3f} "
+             f"(alpha {fitted['alpha']:g})", "",
+             f"Calibration map and operating point from {fitted['n_temperature']} calibration cases, qhat from the other "
              f"{fitted['n_conformal']}; measured on {result['cases']} test cases ({result['lesion_cases']} with "
              "lesions); 95% bootstrap intervals over cases.", "",
              "| measure | value |", "|---|---:|",
@@ -181,7 +186,8 @@ def _write_report(result: dict, fitted: dict, path: Path) -> None:
              f"| ROC AUC | {_interval(result['auc'])} |",
              f"| sensitivity / specificity at the operating point | {result['sensitivity']:.3f} / "
              f"{result['specificity']:.3f} |",
-             f"| ECE before / after temperature scaling | {result['ece_before']:.3f} / {result['ece']:.3f} |",
+             f"| ECE before / after {fitted['label_calibration']} scaling | {result['ece_before']:.3f} / "
+             f"{result['ece']:.3f} |",
              f"| ECE of a calibrated model on as many cases (mean / 95th percentile; labels drawn from the "
              f"probabilities) | {result['ece_floor']['mean']:.3f} / {result['ece_floor']['p95']:.3f} |",
              f"| conformal set coverage at qhat (target >= {1 - fitted['alpha']:g}) | {result['set_coverage']:.3f} |",

@@ -572,7 +572,8 @@ class ModelCard:
         level = _number(1 - alpha) if isinstance(alpha, (int, float)) and not isinstance(alpha, bool) else "—"
         lines = ["## Diagnostic task", "",
                  f"Lesion label calibrated by {calibration.get('method', 'temperature scaling + split conformal')}: "
-                 f"temperature {_number(calibration.get('temperature'))} and operating point "
+                 f"temperature {_number(calibration.get('temperature'))}, bias "
+                 f"{_number(calibration.get('bias', 0.0))} and operating point "
                  f"{_number(calibration.get('threshold'))} from {_number(calibration.get('n_temperature'))} held-out "
                  f"cases, conformal threshold qhat {_number(calibration.get('qhat'))} from "
                  f"{_number(calibration.get('n_conformal'))} others. Guarantee: the prediction set holds the true "
@@ -589,7 +590,7 @@ class ModelCard:
                       f"| ROC AUC | {interval(test.get('auc'))} |",
                       f"| sensitivity / specificity | {_number(test.get('sensitivity'), 3)} / "
                       f"{_number(test.get('specificity'), 3)} |",
-                      f"| ECE (after temperature scaling) | {_number(test.get('ece'), 3)} |",
+                      f"| ECE (after calibration) | {_number(test.get('ece'), 3)} |",
                       f"| ECE of a calibrated model on as many cases (mean / 95th percentile) | "
                       f"{_number((test.get('ece_floor') or {}).get('mean'), 3)} / "
                       f"{_number((test.get('ece_floor') or {}).get('p95'), 3)} |",

@@ -66,7 +66,7 @@ class Reconstructor:
         its intervals are scaled by lambda-hat.
     task_calibration : dict or None
         ``{"temperature", "threshold", "qhat", "alpha", ...}`` of a task-calibrated checkpoint (``pirecon
-        calibrate --task``): its label is temperature-scaled and comes with a conformal set and a decision.
+        calibrate --task``): its label is calibrated (``sigmoid(logit / T + b)``) and comes with a conformal set and a decision.
     ood_calibration : dict or None
         Thresholds of the out-of-distribution flag (:mod:`pirecon.inference.ood`), set by
         :meth:`calibrate_ood` or stored in the checkpoint: then every reconstruction's
@@ -269,8 +269,9 @@ class Reconstructor:
                 features["thresholds"] = self.ood_calibration
             provenance["ood"] = features
         if self.task_calibration is not None and tasks:
-            provenance["task_calibration"] = {key: self.task_calibration[key] for key in
-                                              ("temperature", "threshold", "qhat", "alpha", "method")}
+            provenance["task_calibration"] = {key: self.task_calibration.get(key, 0.0 if key == "bias" else None)
+                                              for key in ("temperature", "bias", "threshold", "qhat", "alpha",
+                                                          "method")}
         return Reconstruction(torch.cat(images), uncertainty,
                               {key: torch.cat(values) for key, values in tasks.items()}, provenance)
 

@@ -5,6 +5,9 @@ Probabilities are those of the positive class, ``p = P(y = 1)``, one per case ``
 * **Temperature scaling** (Guo et al. 2017): the probability of logit ``z`` becomes ``sigmoid(z / T)``, with
   ``T > 0`` minimising the negative log-likelihood on calibration cases (:func:`fit_temperature`). It changes
   the confidence, never the ranking, so AUC and the ROC curve are unchanged.
+* **Platt scaling** (Platt 1999): ``sigmoid(z / T + b)``, a temperature and a bias fitted together by the
+  likelihood of smoothed targets (:func:`fit_platt`): it also removes a shift of the logits (a model that says "lesion" too often
+  on every case), which a temperature alone cannot. It keeps the ranking too (``T > 0``).
 * **Calibration error**: :func:`reliability_curve` bins the confidence into equal-width bins of ``[0, 1]``
   and gives each bin's mean confidence and accuracy; :func:`expected_calibration_error` is
   ``sum_b (n_b / N) |accuracy_b - confidence_b|``. The confidence is that of the predicted class,
@@ -27,12 +30,13 @@ import math
 import numpy as np
 import torch
 from scipy import optimize
+from scipy.special import expit
 
 from ..errors import ArgumentError, PireconUserError
 from ._checks import binary_labels, choice, positive_int, probabilities_1d, scores_1d
 from ._checks import level as check_level
 
-__all__ = ["fit_temperature", "expected_calibration_error", "ece_sampling_floor", "reliability_curve",
+__all__ = ["fit_temperature", "fit_platt", "expected_calibration_error", "ece_sampling_floor", "reliability_curve",
            "conformal_threshold",
            "prediction_sets", "conformal_coverage_over_splits", "CONFIDENCES"]
 
@@ -77,6 +81,41 @@ def fit_temperature(logits, labels) -> float:
         raise PireconUserError(f"logits: expected a temperature in [{math.exp(_LOG_T[0]):.3g}, "
                                f"{math.exp(_LOG_T[1]):.3g}], found the NLL smallest at its end {math.exp(log_t):.3g}")
     return math.exp(log_t)
+
+
+def _platt_nll(params: np.ndarray, z: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean cross-entropy of ``sigmoid(a z + b)`` against targets ``y`` in ``[0, 1]`` and its gradient in
+    ``(a, b)``; ``params = (a, b)``."""
+    x = params[0] * z + params[1]
+    residual = expit(x) - y
+    return float(np.mean(np.logaddexp(0.0, x) - y * x)), np.array([np.mean(residual * z), np.mean(residual)])
+
+
+def fit_platt(logits, labels) -> tuple[float, float]:
+    """``(T, b)`` minimising the mean cross-entropy of ``sigmoid(logits / T + b)`` against Platt's smoothed
+    targets (both ``(N,)``): ``(N+ + 1) / (N+ + 2)`` for the ``N+`` positive labels and ``1 / (N- + 2)`` for the
+    ``N-`` negative ones, a logistic regression on the logit, convex in ``(1 / T, b)`` (L-BFGS from ``T = 1``,
+    ``b = 0``).
+
+    The smoothed targets keep the optimum finite when one threshold separates the labels (common on a few
+    dozen cases), where the plain likelihood would send ``T`` to 0. Refused: labels of one class, and an optimum
+    with ``1 / T <= 0`` (logits that rank the labels no better than chance).
+    """
+    z = scores_1d(logits, "logits")
+    y = binary_labels(labels, "labels", z.shape, "logits")
+    positives = int(y.sum())
+    if positives in (0, y.size):
+        raise PireconUserError(f"labels: expected both classes for Platt scaling, found only {int(y[0])} "
+                               f"({y.size} cases), so that the NLL decreases as the bias goes to infinity")
+    targets = np.where(y == 1, (positives + 1) / (positives + 2), 1 / (y.size - positives + 2))
+    result = optimize.minimize(_platt_nll, np.array([1.0, 0.0]), args=(z, targets), jac=True, method="L-BFGS-B",
+                               options={"gtol": 1e-10, "maxiter": 1000})
+    slope, bias = (float(v) for v in result.x)
+    if not slope > math.exp(-_LOG_T[1]):
+        raise PireconUserError(f"logits: expected logits that rank the labels better than chance, found the Platt "
+                               f"fit's slope 1/T = {slope:.3g} (T must be positive and at most "
+                               f"{math.exp(_LOG_T[1]):.3g})")
+    return 1.0 / slope, bias
 
 
 # ---- calibration error -----------------------------------------------------------------------------------

@@ -7,7 +7,8 @@ Outputs of a task model on ``N`` cases are a dict of arrays:
 
 Dice and HD95 are measured on the cases whose true segmentation is not empty (:func:`lesion_cases`): on a
 case without lesions an empty prediction would score Dice 1, and a head that finds nothing would look half
-right. The label's probability is ``sigmoid(logit / T)`` at temperature ``T``.
+right. The label's probability is ``sigmoid(logit / T + b)``: temperature ``T`` and bias ``b`` (0 for
+temperature scaling, fitted with ``T`` by Platt scaling).
 """
 
 from __future__ import annotations
@@ -16,14 +17,18 @@ import numpy as np
 from scipy.special import expit
 
 from ..errors import ArgumentError, PireconUserError
-from ._checks import binary_labels, scores_1d
+from ._checks import binary_labels, choice, scores_1d
 from ._checks import level as check_level
-from .calibration import (conformal_threshold, ece_sampling_floor, expected_calibration_error, fit_temperature,
-                          prediction_sets)
+from .calibration import (conformal_threshold, ece_sampling_floor, expected_calibration_error, fit_platt,
+                          fit_temperature, prediction_sets)
 from .metrics import bootstrap_ci, dice, hausdorff95, operating_point, roc_auc, sensitivity_specificity
 
-__all__ = ["lesion_cases", "label_probability", "temperature_or_one", "calibrate_label", "task_metrics",
-           "spread_and_errors"]
+__all__ = ["lesion_cases", "label_probability", "fit_label_calibration", "calibrate_label", "task_metrics",
+           "spread_and_errors", "LABEL_CALIBRATIONS"]
+
+LABEL_CALIBRATIONS = ("temperature", "platt")
+"""How the label's logit is calibrated: temperature scaling ``sigmoid(z / T)`` or Platt scaling
+``sigmoid(z / T + b)`` (see :mod:`pirecon.tasks.calibration`)."""
 
 
 def lesion_cases(true_segmentation) -> np.ndarray:
@@ -32,42 +37,53 @@ def lesion_cases(true_segmentation) -> np.ndarray:
     return mask.reshape(mask.shape[0], -1).astype(bool).any(axis=1)
 
 
-def label_probability(logits, temperature: float = 1.0) -> np.ndarray:
-    """``sigmoid(logit / T)`` of logits ``(N,)``: the temperature-scaled probability that a lesion is present."""
+def label_probability(logits, temperature: float = 1.0, bias: float = 0.0) -> np.ndarray:
+    """``sigmoid(logit / T + b)`` of logits ``(N,)``: the calibrated probability that a lesion is present
+    (temperature scaling: ``b = 0``)."""
     z = scores_1d(logits, "logits")
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.floating)) or \
             not np.isfinite(temperature) or temperature <= 0:
         raise ArgumentError(f"temperature: expected a positive number, found {temperature!r}")
-    return expit(z / float(temperature))
+    if isinstance(bias, bool) or not isinstance(bias, (int, float, np.floating)) or not np.isfinite(bias):
+        raise ArgumentError(f"bias: expected a finite number, found {bias!r}")
+    return expit(z / float(temperature) + float(bias))
 
 
-def temperature_or_one(logits, labels) -> tuple[float, str | None]:
-    """``(T, note)``: :func:`~pirecon.tasks.fit_temperature` of the logits, or ``T = 1`` with the reason when
-    their NLL has no finite optimum (perfectly separated, or no better than chance)."""
+def fit_label_calibration(logits, labels, method: str = "temperature") -> tuple[float, float, str | None]:
+    """``(T, b, note)`` of the label's calibration ``sigmoid(logit / T + b)`` on logits and 0/1 labels
+    ``(N,)``: ``method`` "temperature" fits ``T`` with ``b = 0`` (:func:`~pirecon.tasks.fit_temperature`),
+    "platt" both (:func:`~pirecon.tasks.fit_platt`). When the likelihood has no finite optimum (perfectly
+    separated, no better than chance), ``T = 1``, ``b = 0`` and ``note`` says why (None otherwise)."""
     try:
-        return fit_temperature(logits, labels), None
+        if choice(method, "label calibration", LABEL_CALIBRATIONS) == "platt":
+            return (*fit_platt(logits, labels), None)
+        return fit_temperature(logits, labels), 0.0, None
     except PireconUserError as err:
-        return 1.0, f"temperature kept at 1: {err}"
+        return 1.0, 0.0, f"{method} scaling not applied (T = 1, b = 0): {err}"
 
 
-def calibrate_label(logits, labels, alpha: float = 0.1, temperature_fraction: float = 0.5, seed: int = 0) -> dict:
-    """Temperature, operating point and conformal threshold of a lesion label from held-out calibration cases.
+def calibrate_label(logits, labels, alpha: float = 0.1, temperature_fraction: float = 0.5, seed: int = 0,
+                    method: str = "temperature") -> dict:
+    """Calibration map, operating point and conformal threshold of a lesion label from held-out cases.
 
-    The ``N`` cases are split at random (``seed``): ``round(temperature_fraction N)`` fit the temperature
-    (:func:`~pirecon.tasks.fit_temperature`) and the operating point (Youden, on the scaled probabilities); the
-    others, untouched by that fit, give ``qhat`` (:func:`~pirecon.tasks.conformal_threshold`), so the sets
-    ``{k : 1 - p_T(k) <= qhat}`` cover the true label of an exchangeable new case with probability at least
-    ``1 - alpha``. Returns ``{"temperature", "threshold", "qhat", "alpha", "n_temperature", "n_conformal",
-    "ece_before", "ece", "temperature_note"}`` (the ECEs on the conformal part, before and after scaling).
+    The ``N`` cases are split at random (``seed``): ``round(temperature_fraction N)`` fit the calibration
+    ``sigmoid(logit / T + b)`` (``method`` one of :data:`LABEL_CALIBRATIONS`: temperature, ``b = 0``, or Platt)
+    and the operating point (Youden, on the calibrated probabilities); the others, untouched by that fit,
+    give ``qhat`` (:func:`~pirecon.tasks.conformal_threshold`), so the sets ``{k : 1 - p(k) <= qhat}`` cover
+    the true label of an exchangeable new case with probability at least ``1 - alpha``. Returns
+    ``{"temperature", "bias", "label_calibration", "threshold", "qhat", "alpha", "n_temperature",
+    "n_conformal", "ece_before", "ece", "temperature_note"}`` (the ECEs on the conformal part, before and
+    after calibration).
 
-    Logits whose NLL has no finite optimum on the temperature part (perfectly separated, or no better than
-    chance) keep ``T = 1`` and ``temperature_note`` says why (None otherwise); the conformal guarantee holds
-    for any fixed ``T``.
+    Logits whose likelihood has no finite optimum on the fitting part (perfectly separated, or no better than
+    chance) keep ``T = 1``, ``b = 0`` and ``temperature_note`` says why (None otherwise); the conformal
+    guarantee holds for any fixed map.
     """
     z = scores_1d(logits, "logits")
     y = binary_labels(labels, "labels", z.shape, "logits")
     alpha = check_level(alpha, "alpha")
     fraction = check_level(temperature_fraction, "temperature_fraction")
+    method = choice(method, "label calibration", LABEL_CALIBRATIONS)
     n = z.size
     n_temperature = round(fraction * n)
     if not 2 <= n_temperature <= n - 2:
@@ -75,24 +91,24 @@ def calibrate_label(logits, labels, alpha: float = 0.1, temperature_fraction: fl
                             f"threshold (temperature_fraction {fraction:g}), found {n} cases")
     order = np.random.default_rng(seed).permutation(n)
     fit, held = order[:n_temperature], order[n_temperature:]
-    temperature, note = temperature_or_one(z[fit], y[fit])
-    threshold = operating_point(label_probability(z[fit], temperature), y[fit])
-    probabilities = label_probability(z[held], temperature)
-    return {"temperature": temperature, "threshold": threshold,
+    temperature, bias, note = fit_label_calibration(z[fit], y[fit], method)
+    threshold = operating_point(label_probability(z[fit], temperature, bias), y[fit])
+    probabilities = label_probability(z[held], temperature, bias)
+    return {"temperature": temperature, "bias": bias, "label_calibration": method, "threshold": threshold,
             "qhat": conformal_threshold(probabilities, y[held], alpha), "alpha": alpha,
             "n_temperature": int(n_temperature), "n_conformal": int(n - n_temperature),
             "ece_before": expected_calibration_error(expit(z[held]), y[held]),
             "ece": expected_calibration_error(probabilities, y[held]), "temperature_note": note}
 
 
-def task_metrics(outputs: dict, *, threshold: float, temperature: float = 1.0, qhat: float | None = None,
-                 n_resamples: int = 2000) -> dict:
+def task_metrics(outputs: dict, *, threshold: float, temperature: float = 1.0, bias: float = 0.0,
+                 qhat: float | None = None, n_resamples: int = 2000) -> dict:
     """Segmentation and label metrics of ``outputs`` (see the module) with 95% bootstrap intervals over cases.
 
     Returns a dict: ``dice`` and ``hd95`` (pixels) as ``(estimate, low, high)`` over the lesion cases (NaN
     where no case qualifies; HD95 leaves out cases with an empty prediction), ``auc`` (resampled within each
-    class), ``sensitivity`` and ``specificity`` at ``threshold`` (on the probability at ``temperature``, a
-    threshold chosen on other data), ``ece_before`` (``T = 1``) and ``ece``, ``ece_floor`` (what a calibrated
+    class), ``sensitivity`` and ``specificity`` at ``threshold`` (on the probability at ``temperature`` and ``bias``, a
+    threshold chosen on other data), ``ece_before`` (``T = 1``, ``b = 0``) and ``ece``, ``ece_floor`` (what a calibrated
     model with these probabilities shows on this many cases, :func:`ece_sampling_floor`), with ``qhat`` the conformal
     sets' ``set_coverage`` and ``set_size`` on these cases, the counts ``cases`` and ``lesion_cases``, and
     ``per_case`` (``dice``, ``hd95`` of the lesion cases) for paired comparisons.
@@ -107,9 +123,9 @@ def task_metrics(outputs: dict, *, threshold: float, temperature: float = 1.0, q
     for name, values in per_case.items():
         finite = values[np.isfinite(values)]
         result[name] = bootstrap_ci(np.mean, finite, n_resamples=n_resamples) if finite.size else (float("nan"),) * 3
-    probability = label_probability(outputs["label_logit"], temperature)
+    probability = label_probability(outputs["label_logit"], temperature, bias)
     result["auc"] = bootstrap_ci(roc_auc, probability, y, strata=y, n_resamples=n_resamples)
-    result["threshold"], result["temperature"] = float(threshold), float(temperature)
+    result["threshold"], result["temperature"], result["bias"] = float(threshold), float(temperature), float(bias)
     result["sensitivity"], result["specificity"] = sensitivity_specificity(probability, y, threshold)
     result["ece_before"] = expected_calibration_error(label_probability(outputs["label_logit"]), y)
     result["ece"] = expected_calibration_error(probability, y)
