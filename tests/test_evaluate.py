@@ -226,3 +226,31 @@ def test_the_cli_evaluates_a_method_and_refuses_an_unknown_parameter(panel, tmp_
                           str(panel), "--out", str(tmp_path / "s")], capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and bad.stderr.startswith("pirecon evaluate: error: --param alpha: method 'tv' accepts ")
     assert np.all([not (tmp_path / "s").exists()])
+
+
+def test_a_tuned_baseline_takes_the_best_validation_value_and_the_report_says_so(panel, tmp_path):
+    from pirecon.evaluation import verify_panel
+    from pirecon.evaluation.evaluate import TUNING_CASES, TUNING_GRIDS, tune_method, tuning_file
+    from pirecon.errors import ArgumentError
+
+    validation = tuning_file(verify_panel(panel), tmp_path)
+    spec, record = tune_method("tv:lam=tuned,iterations=100", validation)
+    scores = dict((value, score) for value, score in record["scores"])
+    assert list(scores) == list(TUNING_GRIDS[("tv", "lam")]) and record["validation_cases"] == TUNING_CASES
+    assert record["best"] == max(scores, key=scores.get)
+    assert spec == f"tv:lam={record['best']:.4g},iterations=100"
+    assert min(scores.values()) < scores[record["best"]] - 1.0  # the grid spans values that matter
+    assert tune_method("tv:lam=0.1", validation) == ("tv:lam=0.1", {})
+    with pytest.raises(ArgumentError, match=r"^--method tv:iterations=tuned: expected one tuned parameter among "
+                                            r"tv:lam=tuned, fbp:filter=tuned, found tv:iterations=tuned$"):
+        tune_method("tv:iterations=tuned", validation)
+    run = subprocess.run([sys.executable, "-m", "pirecon.cli", "evaluate", "--method", "fbp:filter=tuned", "--panel",
+                          str(panel), "--out", str(tmp_path / "r"), "--quiet"], capture_output=True, text=True,
+                         timeout=900)
+    assert run.returncode == 0, run.stderr
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    (name, tuned), = metrics["tuning"].items()
+    assert name == f"fbp:filter={tuned['best']}" and metrics["baselines"] == [name] == metrics["models"]
+    assert f"{name}: filter chosen by mean PSNR on 16 validation slices among 5 values" in run.stdout
+    assert (f"{name}: filter chosen by mean PSNR on 16 in-distribution slices of the validation split among "
+            "ram-lak, shepp-logan, cosine, hamming, hann.") in (tmp_path / "r" / "report.md").read_text()

@@ -47,7 +47,7 @@ from .panels import verify_panel
 from .report import summary_paragraph
 
 __all__ = ["evaluate", "case_scores", "rose_detectability", "smallest_detected", "ood_performance",
-           "method_reconstructor", "ROSE_K", "DETECTION_RATE", "FAILURE_DB", "GALLERY_CASES"]
+           "method_reconstructor", "tune_method", "tuning_file", "ROSE_K", "TUNING_GRIDS", "TUNING_CASES", "DETECTION_RATE", "FAILURE_DB", "GALLERY_CASES"]
 
 ROSE_K = 5.0
 """The Rose criterion's threshold on ``C sqrt(N) / sigma``."""
@@ -57,6 +57,11 @@ FAILURE_DB = 3.0
 """A case fails when its PSNR is more than this (dB) below the in-distribution median."""
 GALLERY_CASES = 3
 """The worst cases per condition (by PSNR) kept for the failure gallery."""
+TUNING_CASES = 16
+"""Validation slices the tuned parameters of classical baselines are chosen on (:func:`tune_method`)."""
+TUNING_GRIDS = {("tv", "lam"): tuple(float(f"{v:.4g}") for v in 10.0 ** np.arange(-4.0, 1.01, 0.5)),
+                ("fbp", "filter"): ("ram-lak", "shepp-logan", "cosine", "hamming", "hann")}
+"""The values tried for ``--method NAME:KEY=tuned``: TV's weight over 1e-4 to 10 (half decades), FBP's filter."""
 _RING = (2, 5)  # the ring around a lesion: pixels 2 to 5 away from its mask (a margin for blurred edges)
 
 
@@ -269,13 +274,14 @@ def smallest_detected(grid: dict[tuple[float, float], float]) -> dict[float, flo
 
 
 def evaluate(models: dict, panel: str | Path, out: str | Path, *, baselines=(), batch_size: int = 8,
-             progress: bool = True) -> dict:
+             progress: bool = True, tuning: dict | None = None) -> dict:
     """Run every model of ``models`` (name -> Reconstructor) on every condition of the verified panel
     ``panel``, writing ``out/report.html`` (self-contained), ``report.md``, ``metrics.json``, ``metrics.csv``,
     ``blind_spots.png`` and ``gallery_<model>.png``.
     ``baselines`` names the classical methods among the models: a learned model below every baseline's PSNR
-    under a condition is marked. Returns ``{"panel", "models", "baselines", "rows", "grid", "smallest"}``:
-    ``rows[model][condition]`` the summaries of the module."""
+    under a condition is marked; ``tuning`` (model -> :func:`tune_method`'s record) is reported beside them.
+    Returns ``{"panel", "models", "baselines", "tuning", "rows", "grid", "smallest"}``: ``rows[model][condition]``
+    the summaries of the module."""
     from tqdm.auto import tqdm
 
     if not models:
@@ -313,6 +319,7 @@ def evaluate(models: dict, panel: str | Path, out: str | Path, *, baselines=(), 
                    for c in conditions if c.get("kind") == "lesion_grid"} for name in models}
     result = {"panel": {k: manifest[k] for k in ("panel", "version", "small", "pirecon_version")},
               "models": list(models), "baselines": [b for b in baselines if b in models],
+              "tuning": {name: record for name, record in (tuning or {}).items() if record},
               "conditions": [{k: c[k] for k in ("name", "kind", "description", "n", "cell") if k in c}
                              for c in conditions],
               "rows": rows, "ood": ood,
@@ -335,10 +342,60 @@ def method_reconstructor(spec: str):
     return reconstructor(method, **parse_params(method, [p for p in rest.split(",") if p]))
 
 
+def tuning_file(manifest: dict, out: Path) -> Path:
+    """In-distribution slices to tune classical baselines on: the panel's reference condition simulated again
+    from the ``validation`` split (disjoint from the panel's and every other stream), :data:`TUNING_CASES` of
+    them; written once."""
+    from ..data.simulate import simulate
+
+    reference = next(c for c in manifest["conditions"] if c["kind"] == "reference")
+    path = out / "tuning_validation.h5"
+    if not path.is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        simulate(path, n=TUNING_CASES, seed=reference["seed"], split="validation", progress=False,
+                 **reference["parameters"])
+    return path
+
+
+def tune_method(spec: str, validation: Path, *, batch_size: int = 8) -> tuple[str, dict]:
+    """``spec`` with its ``KEY=tuned`` value chosen by mean PSNR on the ``validation`` file among
+    :data:`TUNING_GRIDS` (``"tv:lam=tuned,iterations=300"`` -> ``"tv:lam=0.0316,iterations=300"``), and
+    ``{"method", "parameter", "best", "scores", "validation_cases"}``; a spec without ``tuned`` comes back
+    as it is with ``{}``."""
+    from ..data.acquisition import read_acquisition
+    from ..tuning import grid_search
+
+    method, _, rest = spec.partition(":")
+    pairs = [p for p in rest.split(",") if p]
+    tuned = [k for k, _, v in (p.partition("=") for p in pairs) if v == "tuned"]
+    if not tuned:
+        return spec, {}
+    if len(tuned) > 1 or (method, tuned[0]) not in TUNING_GRIDS:
+        known = ", ".join(f"{m}:{k}=tuned" for m, k in TUNING_GRIDS)
+        raise ArgumentError(f"--method {spec}: expected one tuned parameter among {known}, found "
+                            f"{', '.join(f'{method}:{k}=tuned' for k in tuned)}")
+    key = tuned[0]
+    fixed = [p for p in pairs if p.partition("=")[0] != key]
+
+    def reconstruct(value):
+        model = method_reconstructor(f"{method}:" + ",".join([f"{key}={value}", *fixed]))
+        return model.reconstruct(validation, batch_size=batch_size, progress=False).image
+
+    truth = read_acquisition(validation).ground_truth
+    search = grid_search(reconstruct, TUNING_GRIDS[(method, key)], truth)
+    best = f"{search.best:.4g}" if isinstance(search.best, float) else str(search.best)
+    resolved = f"{method}:" + ",".join(f"{key}={best}" if p.partition("=")[0] == key else p for p in pairs)
+    return resolved, {"method": method, "parameter": key, "best": search.best,
+                      "scores": [[value, score] for value, score in search.scores],
+                      "validation_cases": int(truth.shape[0])}
+
+
 def add_evaluate_arguments(parser) -> None:
     parser.add_argument("--checkpoint", action="append", default=[], help="a trained model (repeat for several)")
     parser.add_argument("--method", action="append", default=[], metavar="NAME[:KEY=VALUE,...]",
-                        help="a classical baseline, e.g. fbp or tv:lam=0.01,iterations=300 (repeat for several)")
+                        help="a classical baseline, e.g. fbp or tv:lam=0.01,iterations=300 (repeat for several); "
+                             "tv:lam=tuned or fbp:filter=tuned choose the value by PSNR on in-distribution "
+                             "slices of the validation split")
     parser.add_argument("--panel", required=True, help="a panel directory (pirecon panel build)")
     parser.add_argument("--out", required=True, help="the report's directory")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -356,10 +413,18 @@ def evaluate_main(args) -> int:
         if name in models:
             raise ArgumentError(f"--checkpoint: expected checkpoints of different file names, found {name!r} twice")
         models[name] = pirecon.load(path)
+    baselines, tuning = [], {}
     for spec in args.method:
+        if "=tuned" in spec:
+            spec, tuning_result = tune_method(spec, tuning_file(verify_panel(args.panel), Path(args.out)),
+                                              batch_size=args.batch_size)
+            tuning[spec] = tuning_result
+            print(f"{spec}: {tuning_result['parameter']} chosen by mean PSNR on {tuning_result['validation_cases']} "
+                  f"validation slices among {len(tuning_result['scores'])} values")
         models[spec] = method_reconstructor(spec)
-    result = evaluate(models, args.panel, args.out, baselines=args.method, batch_size=args.batch_size,
-                      progress=not args.quiet)
+        baselines.append(spec)
+    result = evaluate(models, args.panel, args.out, baselines=baselines, batch_size=args.batch_size,
+                      progress=not args.quiet, tuning=tuning)
     print(summary_paragraph(result))
     for path in args.checkpoint:  # the card beside a checkpoint gets the limits found
         card = Path(path).parent / CARD_JSON

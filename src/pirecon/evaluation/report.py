@@ -281,7 +281,10 @@ def write_report(result: dict, grid: dict, galleries: dict, out: Path) -> None:
     descriptions = [f"`{c['name']}` ({c['n'] if c['n'] is not None else 'all'} cases): {c['description']}"
                     for c in result["conditions"]]
     note = ("Mean PSNR with its 95% bootstrap interval over cases; the gap is the in-distribution mean minus the "
-            "condition's (bootstrap over both).")
+            "condition's (bootstrap over both)." + "".join(
+                f" {name}: {t['parameter']} chosen by mean PSNR on {t['validation_cases']} in-distribution slices "
+                f"of the validation split among {', '.join(str(v) for v, _ in t['scores'])}."
+                for name, t in result.get("tuning", {}).items()))
     lines = [f"# {title}", "", summary, "", "## Results", "", note, ""]
     for table in tables:
         lines += _markdown_table(table)
