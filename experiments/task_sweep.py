@@ -384,11 +384,11 @@ def main(argv=None) -> dict:
         elif not example.is_file():
             save_example(predictions(checkpoint, files["test"]), example)
         results[mode] = json.loads(saved.read_text())
+        if "ece_floor" not in results[mode]:  # measured before the floor was: from the stored test probabilities
+            results[mode]["ece_floor"] = ece_sampling_floor(results[mode]["scores"])
         if "ece_platt" not in results[mode]:  # measured before Platt scaling was: from the mode's checkpoint
             results[mode].update(platt_ece(*(predictions(checkpoint, files[split]) for split in ("calibration", "test"))))
             saved.write_text(json.dumps(results[mode], default=float))
-        if "ece_floor" not in results[mode]:  # measured before the floor was: from the stored test probabilities
-            results[mode]["ece_floor"] = ece_sampling_floor(results[mode]["scores"])
         with np.load(example) as stored:
             examples[mode] = dict(stored)
         print(f"{mode}: Dice {results[mode]['dice'][0]:.3f}, AUC {results[mode]['auc'][0]:.3f}, "

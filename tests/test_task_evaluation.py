@@ -132,8 +132,11 @@ def test_platt_scaling_refuses_what_has_no_finite_fit():
         fit_platt(-logits, labels)
     with pytest.raises(ArgumentError, match=r"^bias: expected a finite number, found nan$"):
         label_probability([0.0], 1.0, float("nan"))
-    with pytest.raises(ArgumentError, match=r"^label calibration: expected one of"):
-        calibrate_label(logits, labels, method="isotonic")
+    from pirecon.tasks import fit_label_calibration
+
+    for call in (calibrate_label, fit_label_calibration):
+        with pytest.raises(ArgumentError, match=r"^label calibration: expected one of"):
+            call(logits, labels, method="isotonic")
 
 
 def _simulated():

@@ -54,8 +54,9 @@ def fit_label_calibration(logits, labels, method: str = "temperature") -> tuple[
     ``(N,)``: ``method`` "temperature" fits ``T`` with ``b = 0`` (:func:`~pirecon.tasks.fit_temperature`),
     "platt" both (:func:`~pirecon.tasks.fit_platt`). When the likelihood has no finite optimum (perfectly
     separated, no better than chance), ``T = 1``, ``b = 0`` and ``note`` says why (None otherwise)."""
+    method = choice(method, "label calibration", LABEL_CALIBRATIONS)  # a wrong name is an error, not a note
     try:
-        if choice(method, "label calibration", LABEL_CALIBRATIONS) == "platt":
+        if method == "platt":
             return (*fit_platt(logits, labels), None)
         return fit_temperature(logits, labels), 0.0, None
     except PireconUserError as err:
