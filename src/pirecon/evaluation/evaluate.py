@@ -219,18 +219,23 @@ def _summary(cases: dict[str, np.ndarray], reference: dict[str, np.ndarray] | No
     return row
 
 
-def ood_calibration_file(manifest: dict, out: Path) -> Path:
-    """In-distribution slices to calibrate the OOD flag on: the panel's reference condition simulated again from
-    the ``calibration`` split (disjoint from the panel's stream), at least 40 of them; written once."""
+def _reference_slices(manifest: dict, path: Path, split: str, n: int) -> Path:
+    """``n`` slices of the panel's reference condition drawn again from ``split`` (disjoint from the panel's
+    stream) at ``path``; written once."""
     from ..data.simulate import simulate
 
     reference = next(c for c in manifest["conditions"] if c["kind"] == "reference")
-    path = out / "ood_calibration.h5"
     if not path.is_file():
-        out.mkdir(parents=True, exist_ok=True)
-        simulate(path, n=max(int(reference["n"]), 40), seed=reference["seed"], split="calibration", progress=False,
-                 **reference["parameters"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        simulate(path, n=n, seed=reference["seed"], split=split, progress=False, **reference["parameters"])
     return path
+
+
+def ood_calibration_file(manifest: dict, out: Path) -> Path:
+    """In-distribution slices to calibrate the OOD flag on: the panel's reference condition simulated again from
+    the ``calibration`` split, as many as the condition holds and at least 40."""
+    reference = next(c for c in manifest["conditions"] if c["kind"] == "reference")
+    return _reference_slices(manifest, out / "ood_calibration.h5", "calibration", max(int(reference["n"]), 40))
 
 
 def ood_performance(cases: dict[str, dict], conditions: list[dict]) -> dict | None:
@@ -344,17 +349,8 @@ def method_reconstructor(spec: str):
 
 def tuning_file(manifest: dict, out: Path) -> Path:
     """In-distribution slices to tune classical baselines on: the panel's reference condition simulated again
-    from the ``validation`` split (disjoint from the panel's and every other stream), :data:`TUNING_CASES` of
-    them; written once."""
-    from ..data.simulate import simulate
-
-    reference = next(c for c in manifest["conditions"] if c["kind"] == "reference")
-    path = out / "tuning_validation.h5"
-    if not path.is_file():
-        out.mkdir(parents=True, exist_ok=True)
-        simulate(path, n=TUNING_CASES, seed=reference["seed"], split="validation", progress=False,
-                 **reference["parameters"])
-    return path
+    from the ``validation`` split, :data:`TUNING_CASES` of them."""
+    return _reference_slices(manifest, out / "tuning_validation.h5", "validation", TUNING_CASES)
 
 
 def tune_method(spec: str, validation: Path, *, batch_size: int = 8) -> tuple[str, dict]:
