@@ -161,17 +161,15 @@ def evaluate(val: dict, cal: dict, test: dict, alpha: float = 0.1) -> dict:
 
 def platt_ece(cal: dict, test: dict) -> dict:
     """The label's ECE on the test cases after Platt scaling (``sigmoid(z / T + b)``, fitted on the calibration
-    cases), with the ECE a calibrated model with those probabilities shows on as many cases."""
-    from pirecon.tasks import (ece_sampling_floor, expected_calibration_error, fit_label_calibration,
-                               label_probability)
+    cases), and the fit."""
+    from pirecon.tasks import expected_calibration_error, fit_label_calibration, label_probability
 
     temperature, bias, note = fit_label_calibration(cal["label_logit"], cal["true_label"], "platt")
     if note:
         print(note, flush=True)
     probability = label_probability(test["label_logit"], temperature, bias)
     return {"platt": {"temperature": temperature, "bias": bias},
-            "ece_platt": expected_calibration_error(probability, test["true_label"]),
-            "ece_platt_floor": ece_sampling_floor(probability)}
+            "ece_platt": expected_calibration_error(probability, test["true_label"])}
 
 
 def paired(results: dict, reference: str = "sequential") -> dict:
