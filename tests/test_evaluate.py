@@ -86,6 +86,15 @@ def test_evaluate_reports_every_condition_marks_what_cannot_run_and_resumes(pane
     report = (tmp_path / "report.md").read_text()
     assert report.startswith("# Blind-spot report: task, tv, fbp on ct-v1 (small)\n\n" + summary_paragraph(result))
     assert "| limited_angle_120 |" in report and "cannot run" in report
+    summary = report.split("### Summary: mean PSNR (dB) and its change from in-distribution\n")[1].split("###")[0]
+    split = ([cell.strip() for cell in line.strip().strip("|").split("|")] for line in summary.splitlines()
+             if line.startswith("| "))
+    cells = {parts[0]: parts[1:] for parts in split}
+    assert cells["condition"] == ["task PSNR (gap)", "tv PSNR (gap)", "fbp PSNR (gap)"]
+    assert cells["noise_4x"][1] == f"{noise['psnr'][0]:.2f} ({-noise['psnr_gap'][0]:+.2f})"
+    assert cells["in_distribution"][1] == f"{rows['tv']['in_distribution']['psnr'][0]:.2f}"
+    assert cells["limited_angle_120"][2] == "cannot run" and "lesions_r0.08_c0.2" not in cells
+    assert cells["smallest lesion radius detected (at contrast)"][0].endswith(f" at {max(result['smallest']['task'])}")
     with open(tmp_path / "metrics.csv") as f:
         assert len(list(csv.DictReader(f))) == 3 * 26
     assert json.loads((tmp_path / "metrics.json").read_text())["models"] == ["task", "tv", "fbp"]
@@ -111,6 +120,14 @@ def test_evaluate_reports_every_condition_marks_what_cannot_run_and_resumes(pane
     np.testing.assert_equal(again["rows"], result["rows"])  # NaN bounds where a cell has one lesion case
     changed = {p for p in (tmp_path / "cases").rglob("*.npz") if stamps.get(p) != p.stat().st_mtime_ns}
     assert changed == {tmp_path / "cases" / "tv" / "noise_2x.npz"}
+    # the reconstruction time: summed over the stored conditions, so a resumed run reports the whole panel's
+    assert set(result["seconds"]) == set(models) and all(s > 0 for s in result["seconds"].values())
+    with np.load(tmp_path / "cases" / "tv" / "noise_2x.npz") as f:
+        rerun = float(f["seconds"])
+    with np.load(tmp_path / "cases" / "tv" / "noise_4x.npz") as f:
+        kept = float(f["seconds"])
+    assert again["seconds"]["fbp"] == result["seconds"]["fbp"] and kept > 0 and rerun > 0
+    assert "Reconstruction time over the panel (wall clock, summed over conditions): task " in report
 
 
 def _check_html(path, summary: str, figures: int) -> None:
@@ -194,6 +211,14 @@ def test_known_limits_name_the_panel_and_each_blind_spot():
         "Panel ct-v1: not to be used under noise_4x (Gaussian noise of 20% (4x)): -8.0 dB",
         "Panel ct-v1: below every classical baseline's PSNR under noise_4x",
         "Panel ct-v1: no lesion size of the grid is detected in 90% of cases at contrast 0.05"]
+
+
+def test_a_lightning_checkpoint_is_named_after_its_run():
+    from pirecon.evaluation.evaluate import checkpoint_name
+
+    assert checkpoint_name("runs/ct_lpd/checkpoints/last.ckpt") == "ct_lpd"
+    assert checkpoint_name("runs/ct_lpd/checkpoints/step=1000.ckpt") == "ct_lpd-step=1000"
+    assert checkpoint_name("runs/ct_lpd/calibrated.ckpt") == "calibrated"
 
 
 def test_the_cli_writes_the_limits_into_the_card_beside_a_checkpoint(panel, task_checkpoint, tmp_path):

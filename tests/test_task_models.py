@@ -218,12 +218,16 @@ def test_a_sampling_backbone_gives_the_spread_of_the_task_over_its_samples(batch
     n = batch.y.shape[0]
     assert result.task["label_spread"].shape == (n,) and result.task["segmentation_spread"].shape == (n, 1, 32, 32)
     assert (result.task["label_spread"] > 0).all()  # dropout passes differ, so do their labels
-    # the spread is the std of the heads' outputs over the backbone's sample images, drawn with the same seed
+    # the spread is the std of the heads' outputs over the very passes that formed the image: one draw
     torch.manual_seed(1)
-    model.reconstruction(batch.y, batch.physics)  # the forward's own passes come first
     samples = model.reconstruction.sample_images(batch.y, batch.physics)
     labels = torch.stack([model._heads(s)["label"] for s in samples])
     torch.testing.assert_close(result.task["label_spread"], labels.std(dim=0))
+    torch.testing.assert_close(result.image, samples.mean(dim=0))
+    calls = []
+    model.reconstruction.backbone.register_forward_hook(lambda *_: calls.append(1))
+    model(batch.y, batch.physics)
+    assert len(calls) == 1  # the S passes as one batch, not drawn again for the spread
     # training, or a backbone without samples: no spread
     assert "label_spread" not in model.train()(batch.y, batch.physics).task
     assert "label_spread" not in TaskAdapted(TINY_LPD, **HEADS).eval()(batch.y, batch.physics).task

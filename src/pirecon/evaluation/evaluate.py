@@ -104,18 +104,23 @@ def _lesion_contrast(path: Path) -> float | None:
 def case_scores(model, path: Path, *, batch_size: int = 8) -> dict[str, np.ndarray]:
     """Per-case numbers of ``model`` (a Reconstructor) on one panel file: ``psnr``, ``ssim``; with a label
     ``label_probability`` and ``label_decision``; with calibrated intervals ``miscoverage``; on lesion files
-    ``true_label`` and ``rose`` (the Rose ratio, NaN without lesion)."""
+    ``true_label`` and ``rose`` (the Rose ratio, NaN without lesion); ``seconds``, the wall time of the
+    reconstruction (``reconstruct`` with its metrics and OOD scores)."""
+    import time
+
     from ..inference.calibrate_task import lesion_targets
     from ..uncertainty import Interval
     from ..uncertainty.metrics import miscoverage
 
+    start = time.perf_counter()
     result = model.reconstruct(path, batch_size=batch_size, progress=False, metrics=True, physics_mismatch="use_data",
                                ood=True)
+    seconds = time.perf_counter() - start
     metrics = result.provenance.get("metrics")
     if not metrics:
         raise ArgumentError(f"{path}: expected a panel file with ground truth, found none")
     out = {"psnr": np.asarray(metrics["psnr_db"]), "ssim": np.asarray(metrics["ssim"]),
-           "consistency": np.asarray(result.provenance["ood"]["consistency"])}
+           "consistency": np.asarray(result.provenance["ood"]["consistency"]), "seconds": np.asarray(seconds)}
     if "flag" in result.provenance["ood"]:
         out["ood_flag"] = np.asarray(result.provenance["ood"]["flag"], dtype=bool)
     if "label" in result.task:
@@ -285,8 +290,9 @@ def evaluate(models: dict, panel: str | Path, out: str | Path, *, baselines=(), 
     ``blind_spots.png`` and ``gallery_<model>.png``.
     ``baselines`` names the classical methods among the models: a learned model below every baseline's PSNR
     under a condition is marked; ``tuning`` (model -> :func:`tune_method`'s record) is reported beside them.
-    Returns ``{"panel", "models", "baselines", "tuning", "rows", "grid", "smallest"}``: ``rows[model][condition]``
-    the summaries of the module."""
+    Returns ``{"panel", "models", "baselines", "tuning", "rows", "grid", "smallest", "seconds"}``:
+    ``rows[model][condition]`` the summaries of the module, ``seconds[model]`` the wall time of the model's
+    reconstructions over the panel (summed over conditions, so it survives a resume)."""
     from tqdm.auto import tqdm
 
     if not models:
@@ -298,6 +304,7 @@ def evaluate(models: dict, panel: str | Path, out: str | Path, *, baselines=(), 
     rows: dict[str, dict] = {}
     galleries: dict[str, dict] = {}
     ood: dict[str, dict | None] = {}
+    all_cases: dict[str, dict] = {}
     with tqdm(total=len(models) * len(conditions), desc=f"evaluate on {manifest['panel']}", unit="condition",
               disable=not progress) as bar:
         for name, model in models.items():
@@ -315,6 +322,7 @@ def evaluate(models: dict, panel: str | Path, out: str | Path, *, baselines=(), 
                 with np.load(stored) as f:
                     cases[condition["name"]] = dict(f)
                 bar.update(1)
+            all_cases[name] = cases
             reference = cases.get("in_distribution")
             rows[name] = {c["name"]: _summary(cases[c["name"]], reference) for c in conditions}
             ood[name] = ood_performance(cases, conditions)
@@ -331,7 +339,9 @@ def evaluate(models: dict, panel: str | Path, out: str | Path, *, baselines=(), 
               "grid": {name: [{"radius": r, "contrast": c, "detection_rate": v} for (r, c), v in cells.items()]
                        for name, cells in grid.items()},
               "smallest": {name: {str(c): r for c, r in smallest_detected(cells).items()}
-                           for name, cells in grid.items()}}
+                           for name, cells in grid.items()},
+              "seconds": {name: sum(float(arrays.get("seconds", 0.0)) for arrays in all_cases[name].values())
+                          for name in models}}
     from .report import write_report
 
     write_report(result, grid, galleries, out)
@@ -386,6 +396,17 @@ def tune_method(spec: str, validation: Path, *, batch_size: int = 8) -> tuple[st
                       "validation_cases": int(truth.shape[0])}
 
 
+def checkpoint_name(path: str | Path) -> str:
+    """A checkpoint's name in the report: its file's stem, or its run's directory for a Lightning checkpoint
+    (``runs/ct_lpd/checkpoints/last.ckpt`` -> ``ct_lpd``; ``runs/ct_lpd/checkpoints/step=1000.ckpt`` ->
+    ``ct_lpd-step=1000``)."""
+    path = Path(path)
+    if path.parent.name != "checkpoints":
+        return path.stem
+    run = path.parent.parent.resolve().name
+    return run if path.stem == "last" else f"{run}-{path.stem}"
+
+
 def add_evaluate_arguments(parser) -> None:
     parser.add_argument("--checkpoint", action="append", default=[], help="a trained model (repeat for several)")
     parser.add_argument("--method", action="append", default=[], metavar="NAME[:KEY=VALUE,...]",
@@ -405,7 +426,7 @@ def evaluate_main(args) -> int:
 
     models = {}
     for path in args.checkpoint:
-        name = Path(path).stem
+        name = checkpoint_name(path)
         if name in models:
             raise ArgumentError(f"--checkpoint: expected checkpoints of different file names, found {name!r} twice")
         models[name] = pirecon.load(path)
@@ -424,7 +445,7 @@ def evaluate_main(args) -> int:
     print(summary_paragraph(result))
     for path in args.checkpoint:  # the card beside a checkpoint gets the limits found
         card = Path(path).parent / CARD_JSON
-        limits = known_limits(result, Path(path).stem)
+        limits = known_limits(result, checkpoint_name(path))
         if card.is_file() and limits:
             add_known_limits(card, limits)
             print(f"added {len(limits)} known limits to {card.with_suffix('.md')}")

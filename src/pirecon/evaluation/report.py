@@ -116,6 +116,42 @@ Table = tuple[str, list[str], list[list[str]]]
 """``(title, header, rows)``: one table of the report, rendered as Markdown and as HTML."""
 
 
+def _summary_table(result: dict) -> Table:
+    """One compact table: per shift (and the reference) each model's mean PSNR with its gap in brackets, the
+    fraction of pixels outside calibrated intervals; then per model the smallest lesion detected in 90% of cases
+    per contrast, the OOD flag's catch and false-alarm rates, and the reconstruction time."""
+    models = result["models"]
+    intervals = [m for m in models if any("miscoverage" in r for r in result["rows"][m].values())]
+    header = ["condition", *(f"{m} PSNR (gap)" for m in models), *(f"{m} pixels outside" for m in intervals)]
+    reference = [c["name"] for c in result["conditions"] if c["kind"] == "reference"]
+    rows = []
+    for condition in reference + _shifts(result):
+        cells = [condition]
+        for m in models:
+            row = result["rows"][m][condition]
+            if "error" in row:
+                cells.append("cannot run")
+                continue
+            gap = None if condition in reference else row.get("psnr_gap")
+            cells.append(f"{row['psnr'][0]:.2f}" + (f" ({-gap[0]:+.2f})" if gap else ""))
+        for m in intervals:
+            row = result["rows"][m][condition]
+            cells.append(f"{row['miscoverage'][0]:.3f}" + ("" if row["guarantee_holds"] else " (lost)")
+                         if "miscoverage" in row else "-")
+        rows.append(cells)
+    blank = ["-"] * len(intervals)
+    smallest = [", ".join(f"{'none' if r is None else f'{r:g}'} at {c}"
+                          for c, r in result["smallest"].get(m, {}).items()) or "-" for m in models]
+    rows.append(["smallest lesion radius detected (at contrast)", *smallest, *blank])
+    flags = [(result.get("ood") or {}).get(m) for m in models]
+    rows.append(["OOD flag: failing cases caught / false alarms",
+                 *("-" if not f or not f["failing"] else f"{f['flagged']:.0%} / {f['false_alarms']:.0%}"
+                   for f in flags), *blank])
+    if result.get("seconds"):
+        rows.append(["reconstruction time (min)", *(f"{result['seconds'][m] / 60:.1f}" for m in models), *blank])
+    return ("Summary: mean PSNR (dB) and its change from in-distribution", header, rows)
+
+
 def _tables(result: dict) -> list[Table]:
     models = result["models"]
     header = ["condition"] + [f"{m} {what}" for m in models for what in ("PSNR (dB)", "gap (dB)")]
@@ -130,7 +166,7 @@ def _tables(result: dict) -> list[Table]:
             mark = " (below baselines)" if condition in below_baselines(result, m) else ""
             cells += [_fmt(row["psnr"]) + mark, _fmt(row.get("psnr_gap"))]
         rows.append(cells)
-    tables = [("Image quality per condition", header, rows)]
+    tables = [_summary_table(result), ("Image quality per condition", header, rows)]
     flagged = [m for m in models if any("ood_flagged" in r for r in result["rows"][m].values())]
     if flagged:
         conditions = [c for c in result["rows"][flagged[0]] if "ood_flagged" in result["rows"][flagged[0]][c]]
@@ -284,7 +320,10 @@ def write_report(result: dict, grid: dict, galleries: dict, out: Path) -> None:
             "condition's (bootstrap over both)." + "".join(
                 f" {name}: {t['parameter']} chosen by mean PSNR on {t['validation_cases']} in-distribution slices "
                 f"of the validation split among {', '.join(str(v) for v, _ in t['scores'])}."
-                for name, t in result.get("tuning", {}).items()))
+                for name, t in result.get("tuning", {}).items()) + (
+                " Reconstruction time over the panel (wall clock, summed over conditions): " + "; ".join(
+                    f"{name} {seconds / 60:.1f} min" for name, seconds in result["seconds"].items()) + "."
+                if result.get("seconds") else ""))
     lines = [f"# {title}", "", summary, "", "## Results", "", note, ""]
     for table in tables:
         lines += _markdown_table(table)

@@ -26,9 +26,14 @@ class Reconstruction:
         Where the reconstruction came from, as plain JSON data (filled by :func:`pirecon.load` /
         ``Reconstructor.reconstruct``): ``model``, ``checkpoint``, ``checkpoint_sha256``, ``source_file``,
         ``geometry``, ``pirecon_version``, ... Empty for a bare ``model(y, physics)`` call.
+    samples : torch.Tensor or None
+        ``(S, B, 1, H, W)`` magnitude images a sampling head drew to form ``image`` and ``uncertainty`` (MC
+        dropout's passes, an ensemble's members), for a task head to read without drawing them again; None
+        otherwise.
     """
 
     image: torch.Tensor
     uncertainty: object = None
     task: dict[str, torch.Tensor] = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
+    samples: torch.Tensor | None = None

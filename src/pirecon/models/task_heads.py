@@ -16,9 +16,9 @@ task_weight`` in ``[0, 1]``. The training modes of the trade-off study are setti
   truth at every call).
 
 Task outputs are probabilities (``segmentation``, per pixel; ``label``, lesion present) and their logits
-(``segmentation_logit``, ``label_logit``), which temperature scaling and the losses use. A backbone with
-samples (``mc_dropout``, ``ensemble``: a ``sample_images`` method) adds, at inference, the spread of the task
-across them: the heads run on every sample image, and ``label_spread`` ``(B,)`` and ``segmentation_spread``
+(``segmentation_logit``, ``label_logit``), which temperature scaling and the losses use. A backbone that
+draws samples (``mc_dropout``, ``ensemble``: ``Reconstruction.samples``) adds, at inference, the spread of the
+task across them: the heads run on every sample image the backbone's forward drew (no second draw), and ``label_spread`` ``(B,)`` and ``segmentation_spread``
 ``(B, 1, H, W)`` are the standard deviations of the probabilities over the samples.
 """
 
@@ -217,8 +217,8 @@ class TaskAdapted(nn.Module):
                                  f"found {type(interval).__name__}")
             features = torch.cat([image, interval.width.float().to(image.device)], dim=1)
         task = self._heads(features)
-        if not self.training and self.task_input == "reconstruction" and hasattr(self.reconstruction, "sample_images"):
-            task.update(self._spread(y, physics, result))
+        if not self.training and self.task_input == "reconstruction" and result.samples is not None:
+            task.update(self._spread(result))
         return Reconstruction(result.image, result.uncertainty, task)
 
     def loss_weights(self) -> tuple[float, float]:
@@ -241,9 +241,9 @@ class TaskAdapted(nn.Module):
         return out
 
     @torch.no_grad()
-    def _spread(self, y, physics, result: Reconstruction) -> dict:
-        """The standard deviation of the task probabilities over the backbone's sample images."""
-        samples = self.reconstruction.sample_images(y, physics).float()  # (S, B, 1, H, W)
+    def _spread(self, result: Reconstruction) -> dict:
+        """The standard deviation of the task probabilities over the sample images the reconstruction drew."""
+        samples = result.samples.float()  # (S, B, 1, H, W)
         count, batch = samples.shape[:2]
         features = samples.flatten(0, 1)
         if self.use_uncertainty:

@@ -180,7 +180,8 @@ class MCDropoutHead(nn.Module):
             return self.backbone(y, physics)
         passes = self.sample_images(y, physics)
         mean, std = passes.mean(dim=0), passes.std(dim=0)
-        return Reconstruction(mean, Interval(mean - self.z * std, mean + self.z * std, mean, "mc-dropout", std=std))
+        return Reconstruction(mean, Interval(mean - self.z * std, mean + self.z * std, mean, "mc-dropout", std=std),
+                              samples=passes)
 
 
 def _shared_operator(physics) -> bool:
@@ -226,7 +227,7 @@ class DeepEnsemble(nn.Module):
         std = (aleatoric + epistemic).sqrt()
         parts = {"aleatoric_std": aleatoric.sqrt(), "epistemic_std": epistemic.sqrt()}
         return Reconstruction(mean, Interval(mean - self.z * std, mean + self.z * std, mean, "ensemble", std=std,
-                                             parts=parts))
+                                             parts=parts), samples=means)
 
 
 class ConstantWidthHead(nn.Module):
