@@ -221,6 +221,22 @@ def test_a_lightning_checkpoint_is_named_after_its_run():
     assert checkpoint_name("runs/ct_lpd/calibrated.ckpt") == "calibrated"
 
 
+def test_the_cli_refuses_two_checkpoints_of_one_name(panel, task_checkpoint, tmp_path):
+    import shutil
+
+    paths = []
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        paths += ["--checkpoint", shutil.copy(task_checkpoint, tmp_path / run / "model.ckpt")]
+    bad = subprocess.run([sys.executable, "-m", "pirecon.cli", "evaluate", *paths, "--panel", str(panel),
+                          "--out", str(tmp_path / "r")], capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("pirecon evaluate: error: --checkpoint: expected checkpoints of different names (the "
+                                 "file's stem, or the run's directory for RUN/checkpoints/last.ckpt), found 'model' "
+                                 "twice")
+    assert not (tmp_path / "r").exists()
+
+
 def test_the_cli_writes_the_limits_into_the_card_beside_a_checkpoint(panel, task_checkpoint, tmp_path):
     import shutil
 

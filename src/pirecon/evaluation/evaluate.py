@@ -428,7 +428,8 @@ def evaluate_main(args) -> int:
     for path in args.checkpoint:
         name = checkpoint_name(path)
         if name in models:
-            raise ArgumentError(f"--checkpoint: expected checkpoints of different file names, found {name!r} twice")
+            raise ArgumentError(f"--checkpoint: expected checkpoints of different names (the file's stem, or the "
+                                f"run's directory for RUN/checkpoints/last.ckpt), found {name!r} twice")
         models[name] = pirecon.load(path)
     baselines, tuning = [], {}
     for spec in args.method:

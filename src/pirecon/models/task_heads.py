@@ -18,8 +18,9 @@ task_weight`` in ``[0, 1]``. The training modes of the trade-off study are setti
 Task outputs are probabilities (``segmentation``, per pixel; ``label``, lesion present) and their logits
 (``segmentation_logit``, ``label_logit``), which temperature scaling and the losses use. A backbone that
 draws samples (``mc_dropout``, ``ensemble``: ``Reconstruction.samples``) adds, at inference, the spread of the
-task across them: the heads run on every sample image the backbone's forward drew (no second draw), and ``label_spread`` ``(B,)`` and ``segmentation_spread``
-``(B, 1, H, W)`` are the standard deviations of the probabilities over the samples.
+task across them: the heads run on every sample image the backbone's forward drew (no second draw), and
+``label_spread`` ``(B,)`` and ``segmentation_spread`` ``(B, 1, H, W)`` are the standard deviations of the
+probabilities over the samples.
 """
 
 from __future__ import annotations
