@@ -304,7 +304,7 @@ def evaluate(models: dict, panel: str | Path, out: str | Path, *, baselines=(), 
     rows: dict[str, dict] = {}
     galleries: dict[str, dict] = {}
     ood: dict[str, dict | None] = {}
-    all_cases: dict[str, dict] = {}
+    seconds: dict[str, float] = {}
     with tqdm(total=len(models) * len(conditions), desc=f"evaluate on {manifest['panel']}", unit="condition",
               disable=not progress) as bar:
         for name, model in models.items():
@@ -322,7 +322,7 @@ def evaluate(models: dict, panel: str | Path, out: str | Path, *, baselines=(), 
                 with np.load(stored) as f:
                     cases[condition["name"]] = dict(f)
                 bar.update(1)
-            all_cases[name] = cases
+            seconds[name] = sum(float(arrays.get("seconds", 0.0)) for arrays in cases.values())
             reference = cases.get("in_distribution")
             rows[name] = {c["name"]: _summary(cases[c["name"]], reference) for c in conditions}
             ood[name] = ood_performance(cases, conditions)
@@ -340,8 +340,7 @@ def evaluate(models: dict, panel: str | Path, out: str | Path, *, baselines=(), 
                        for name, cells in grid.items()},
               "smallest": {name: {str(c): r for c, r in smallest_detected(cells).items()}
                            for name, cells in grid.items()},
-              "seconds": {name: sum(float(arrays.get("seconds", 0.0)) for arrays in all_cases[name].values())
-                          for name in models}}
+              "seconds": seconds}
     from .report import write_report
 
     write_report(result, grid, galleries, out)
