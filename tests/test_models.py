@@ -164,6 +164,23 @@ def test_lpd_identity_init_returns_the_fbp_untrained_and_its_zero_layers_get_gra
     assert default.primal_blocks[0].net[-1].weight.abs().max() > 0  # the paper's Xavier start by default
 
 
+def test_varnet_identity_init_returns_the_coil_combined_data_untrained_and_learns_its_scales(mri):
+    """With ``identity_init`` every cascade starts as data consistency alone (its refinement scale gamma is 0):
+    k stays y, so the untrained VarNet returns ``sum_c conj(S_c) ifft2c(y_c)`` with its estimated maps."""
+    from pirecon.mri.fft import ifft2c
+
+    physics, y, x = mri
+    torch.manual_seed(0)
+    model = VarNet(cascades=3, channels=4, sens_channels=4, depth=2, sens_depth=2, identity_init=True)
+    output = model(y, physics).image
+    maps = model.sensitivity(y, physics.operator.mask)
+    torch.testing.assert_close(output, (maps.conj() * ifft2c(y)).sum(dim=1, keepdim=True))
+    mse(output, x).backward()
+    assert all(cascade.gamma.grad.abs() > 0 for cascade in model.cascades)  # the scales leave 0 at the first step
+    default = VarNet(cascades=3, channels=4, sens_channels=4, depth=2, sens_depth=2)
+    assert all(cascade.gamma is None for cascade in default.cascades)  # the paper's cascade by default
+
+
 class _ChannelConstants(nn.Module):
     """A stand-in CNN block whose update puts ``offset + c`` in output channel ``c`` (and records its input)."""
 

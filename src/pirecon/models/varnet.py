@@ -8,7 +8,8 @@ by its root-sum-of-squares over coils. With ``E(x) = S x`` (expand), ``R(c) = su
 
     k_{t+1} = k_t - eta_t M (k_t - y) + F(E(UNet_t(R(F^{-1} k_t))))
 
-for ``t = 1..cascades``; the image is ``R(F^{-1} k)``. The U-Nets see complex images as 2 real channels,
+for ``t = 1..cascades``; the image is ``R(F^{-1} k)``. With ``identity_init`` the refinement is multiplied by
+a learned ``gamma_t`` starting at 0 (not in the paper; it shortens training). The U-Nets see complex images as 2 real channels,
 normalised per sample (mean per channel, one standard deviation) and rescaled afterwards, so k-space of
 any scale works.
 """
@@ -93,14 +94,18 @@ class SensitivityNetwork(nn.Module):
 class _Cascade(nn.Module):
     """One VarNet cascade: soft data consistency plus a U-Net refinement in image space."""
 
-    def __init__(self, channels: int, depth: int):
+    def __init__(self, channels: int, depth: int, identity_init: bool = False):
         super().__init__()
         self.unet = NormalizedUNet(channels, depth)
         self.eta = nn.Parameter(torch.ones(()))
+        # identity_init: the refinement is scaled by a learned gamma that starts at 0 (ReZero, Bachlechner et al. 2021)
+        self.gamma = nn.Parameter(torch.zeros(())) if identity_init else None
 
     def forward(self, k: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
         image = _reduce(k, maps)
         refinement = fft2c(maps * self.unet(image))
+        if self.gamma is not None:
+            refinement = self.gamma * refinement
         return k - self.eta * mask * (k - y) + refinement
 
 
@@ -127,16 +132,23 @@ class VarNet(nn.Module):
         One U-Net and one ``eta`` for all cascades instead of one per cascade.
     checkpointing : bool
         Recompute each cascade in the backward pass instead of storing its activations.
+    identity_init : bool
+        Multiply each cascade's refinement by a learned scale ``gamma_t`` that starts at 0, so the untrained
+        network returns the coil-combined data ``R(F^{-1} y)`` instead of adding a random U-Net image per
+        cascade to it. The paper has no such scale (``False``); ``True`` shortens training (README, "mri-v1").
     """
 
     def __init__(self, cascades: int = 12, channels: int = 18, sens_channels: int = 8, depth: int = 4,
-                 sens_depth: int = 4, share_weights: bool = False, checkpointing: bool = False):
+                 sens_depth: int = 4, share_weights: bool = False, checkpointing: bool = False,
+                 identity_init: bool = False):
         super().__init__()
         check_positive(cascades, "cascades", integer=True)
         self.num_cascades = cascades
         self.share_weights, self.checkpointing = bool(share_weights), bool(checkpointing)
         self.sensitivity = SensitivityNetwork(sens_channels, sens_depth)
-        self.cascades = nn.ModuleList(_Cascade(channels, depth) for _ in range(1 if share_weights else cascades))
+        self.identity_init = bool(identity_init)
+        self.cascades = nn.ModuleList(_Cascade(channels, depth, self.identity_init)
+                                      for _ in range(1 if share_weights else cascades))
 
     def forward(self, y: torch.Tensor, physics) -> Reconstruction:
         from ..mri import SenseOperator
