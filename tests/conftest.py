@@ -26,17 +26,25 @@ def relative_error(a, b) -> float:
     return float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b))
 
 
-@pytest.fixture(scope="session")
-def fastmri_reference_script():
-    """``tests/data/make_fastmri_reference.py`` as a module: the fastMRI calls behind the stored values."""
+def load_script(path):
+    """Import the Python script at ``path`` (an experiment, a benchmark, the notebook generator) as a module
+    named after its file, without putting it on ``sys.path``."""
     import importlib.util
     from pathlib import Path
 
-    script = Path(__file__).resolve().parent / "data" / "make_fastmri_reference.py"
-    spec = importlib.util.spec_from_file_location("make_fastmri_reference", script)
+    path = Path(path)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def fastmri_reference_script():
+    """``tests/data/make_fastmri_reference.py`` as a module: the fastMRI calls behind the stored values."""
+    from pathlib import Path
+
+    return load_script(Path(__file__).resolve().parent / "data" / "make_fastmri_reference.py")
 
 
 def installed_fastmri_version() -> str | None:

@@ -1,9 +1,10 @@
 """The benchmark scripts run and report what the README quotes (no timing assertions)."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
+
+from conftest import load_script
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "experiments" / "benchmarks"
 
@@ -24,10 +25,7 @@ def load(name):
 
     if str(BENCHMARKS) not in sys.path:
         sys.path.insert(0, str(BENCHMARKS))
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCHMARKS / f"{name}.py")
 
 
 def test_ct_operators_quick(tmp_path, capsys):

@@ -128,6 +128,28 @@ def test_evaluate_reports_every_condition_marks_what_cannot_run_and_resumes(pane
         kept = float(f["seconds"])
     assert again["seconds"]["fbp"] == result["seconds"]["fbp"] and kept > 0 and rerun > 0
     assert "Reconstruction time over the panel (wall clock, summed over conditions): task " in report
+    # resuming reuses the cases of the same model only: other parameters under the name "tv" are refused
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    from pirecon.errors import ArgumentError
+
+    other = method_reconstructor("tv:lam=0.02,iterations=20")
+    with pytest.raises(ArgumentError) as refused:
+        evaluate({"fbp_again": models["fbp"], "tv": other}, panel, tmp_path, progress=False)
+    assert not (tmp_path / "cases" / "fbp_again").exists()  # refused before anything is written
+    stored = json.loads((tmp_path / "cases" / "tv" / "model.json").read_text())
+    assert stored == models["tv"].identity == {"model": "tv", "config": json.dumps(
+        {"method": "tv", "params": {"lam": 0.01, "iterations": 20}}, sort_keys=True)}
+    assert str(refused.value) == (
+        f"{tmp_path / 'cases' / 'tv'}: expected cases of {json.dumps(other.identity, sort_keys=True)}, found cases "
+        f"of {json.dumps(stored, sort_keys=True)}; write the report to a new --out, or delete that directory to "
+        "evaluate the new model under this name")
+    assert models["task"].identity["checkpoint_sha256"] == json.loads(
+        (tmp_path / "cases" / "task" / "model.json").read_text())["checkpoint_sha256"]
+    (tmp_path / "cases" / "fbp" / "model.json").unlink()  # cases written before model.json existed
+    with pytest.raises(ArgumentError, match=r"found cases of an unrecorded model \(no model\.json\)"):
+        evaluate({"fbp": models["fbp"]}, panel, tmp_path, progress=False)
+    stamps.pop(tmp_path / "cases" / "fbp" / "model.json")
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == stamps  # nothing changed
 
 
 def _check_html(path, summary: str, figures: int) -> None:

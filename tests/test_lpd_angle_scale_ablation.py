@@ -1,10 +1,10 @@
 """experiments/ablations/lpd_angle_scale.py: the LPD's operator scale fixed inside the block, restored after."""
 
-import importlib.util
 from pathlib import Path
 
 import torch
 
+from conftest import load_script
 from pirecon.ct import ParallelBeam2D, RayTransform
 from pirecon.models import LearnedPrimalDual, operator_scale
 from pirecon.noise import GaussianNoise
@@ -14,15 +14,9 @@ from pirecon.physics import Physics
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "ablations" / "lpd_angle_scale.py"
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("lpd_angle_scale", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_the_fixed_scale_changes_the_reconstruction_only_inside_the_block():
-    script = load_script()
+    script = load_script(SCRIPT)
     torch.manual_seed(0)
     model = LearnedPrimalDual(iterations=2, hidden=8).eval()
     physics = Physics(RayTransform(ParallelBeam2D((32, 32), pixel_size=1.0, num_angles=8)),

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import load_script
+
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
@@ -87,11 +89,7 @@ def test_notebooks_exist():
 
 def test_notebooks_match_generator():
     """The committed notebooks are what ``notebooks/make_notebooks.py`` writes (run it after editing)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("make_notebooks", NOTEBOOK_DIR / "make_notebooks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(NOTEBOOK_DIR / "make_notebooks.py")
     for name, cells in module.NOTEBOOKS:
         path = NOTEBOOK_DIR / name
         assert path.exists(), f"{name}: missing; run python notebooks/make_notebooks.py"

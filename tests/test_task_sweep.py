@@ -1,26 +1,20 @@
 """experiments/task_sweep.py: every mode trains, is measured on held-out data, and a second run resumes."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import h5py
 
+from conftest import load_script
+
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "task_sweep.py"
-
-
-def _sweep():
-    spec = importlib.util.spec_from_file_location("task_sweep", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_a_tiny_sweep_reports_every_mode_and_resumes(tmp_path):
     argv = ["--steps", "3", "--image-size", "32", "--weights", "0.5", "--validation", "12", "--calibration", "20",
             "--test", "16", "--threads", "1", "--out", str(tmp_path),
             "--lesion-options", json.dumps({"radius_range": [0.1, 0.2], "contrast": 0.3})]
-    sweep = _sweep()
+    sweep = load_script(SCRIPT)
     first = sweep.main(argv)
     modes = ["sequential", "fbp", "oracle", "joint:0.5", "mc_dropout:0.5"]
     assert list(first["results"]) == modes
@@ -46,13 +40,13 @@ def test_a_tiny_sweep_reports_every_mode_and_resumes(tmp_path):
     assert all((tmp_path / mode.replace(":", "_") / "example.npz").is_file() for mode in modes)
     assert "- A calibrated model with each mode's probabilities shows an ECE of " in table
     stamps = {mode: (tmp_path / mode.replace(":", "_") / "result.json").stat().st_mtime_ns for mode in modes}
-    second = _sweep().main(argv)  # resumed: nothing retrained or re-measured
+    second = load_script(SCRIPT).main(argv)  # resumed: nothing retrained or re-measured
     assert second["results"] == first["results"]
     assert stamps == {mode: (tmp_path / mode.replace(":", "_") / "result.json").stat().st_mtime_ns for mode in modes}
 
 
 def test_the_targets_are_judged_from_the_paired_intervals_and_the_psnr():
-    sweep = _sweep()
+    sweep = load_script(SCRIPT)
 
     def result(psnr, dice, auc, coverage=0.9, ece=0.03, ece_platt=0.02):
         return {"psnr": (psnr, psnr - 0.1, psnr + 0.1), "dice": (dice, dice - 0.05, dice + 0.05),

@@ -6,7 +6,8 @@ intervals' coverage, and the blind-spot map of the lesion grid.
 
 Every condition's file goes through ``Reconstructor.reconstruct`` (the data's own physics: a shift is the
 point), with the panel verified first. Per model and condition the per-case numbers are kept in
-``cases/<model>/<condition>.npz``, written once: a killed evaluation resumes where it stopped. Per condition:
+``cases/<model>/<condition>.npz``, written once: a killed evaluation resumes where it stopped (with the cases of
+the same checkpoint file or method parameters only, recorded in ``cases/<model>/model.json``). Per condition:
 
 * PSNR and SSIM (dB, per image against the image's range) with 95% bootstrap intervals over cases, and the
   shift gap: the in-distribution mean minus the condition's (bootstrap over both sets of cases);
@@ -174,6 +175,34 @@ def _save(path: Path, arrays: dict) -> None:
             np.savez(f, **arrays)
 
 
+def _claim_cases(cases: Path, identities: dict[str, dict]) -> None:
+    """Make ``cases/<name>`` the store of the reconstructor ``identities[name]`` (:attr:`Reconstructor.identity`,
+    kept in ``cases/<name>/model.json``) for every name, so that resuming reuses cases of the same model only.
+
+    Raises ``ArgumentError`` when the stored cases of a name were computed by another model (another checkpoint
+    file or other parameters under the same name) or by one that was not recorded; nothing is written then."""
+    from .._atomic import atomic_path
+
+    for name, identity in identities.items():
+        directory, expected = cases / name, json.dumps(identity, sort_keys=True)
+        record = directory / "model.json"
+        if record.is_file():
+            stored = json.loads(record.read_text())
+            if stored != identity:
+                raise ArgumentError(f"{directory}: expected cases of {expected}, found cases of "
+                                    f"{json.dumps(stored, sort_keys=True)}; write the report to a new --out, or "
+                                    "delete that directory to evaluate the new model under this name")
+        elif any(directory.glob("*.npz")):
+            raise ArgumentError(f"{directory}: expected cases of {expected}, found cases of an unrecorded model "
+                                "(no model.json); write the report to a new --out, or delete that directory")
+    for name, identity in identities.items():
+        record = cases / name / "model.json"
+        if not record.is_file():
+            record.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(record) as tmp:
+                tmp.write_text(json.dumps(identity, sort_keys=True))
+
+
 def _gap(reference: np.ndarray, values: np.ndarray, n_resamples: int = 2000) -> tuple[float, float, float]:
     """The reference mean minus the values' mean with a 95% bootstrap interval (independent resamples)."""
     rng = np.random.default_rng(0)
@@ -305,6 +334,7 @@ def evaluate(models: dict, panel: str | Path, out: str | Path, *, baselines=(), 
     galleries: dict[str, dict] = {}
     ood: dict[str, dict | None] = {}
     seconds: dict[str, float] = {}
+    _claim_cases(out / "cases", {name: model.identity for name, model in models.items()})
     with tqdm(total=len(models) * len(conditions), desc=f"evaluate on {manifest['panel']}", unit="condition",
               disable=not progress) as bar:
         for name, model in models.items():

@@ -102,6 +102,14 @@ class Reconstructor:
         return self
 
     @property
+    def identity(self) -> dict:
+        """What tells this reconstructor from another of the same name, as plain data: ``{"model",
+        "checkpoint_sha256"}`` for a trained model, ``{"model", "config"}`` (method and parameters as JSON) for
+        a classical one."""
+        return {key: self._provenance[key] for key in ("model", "checkpoint_sha256", "config")
+                if key in self._provenance}
+
+    @property
     def physics(self):
         """The :class:`pirecon.physics.Physics` the model was trained for (CT: its ray transform and noise
         model); ``None`` for MRI (coil maps and masks come with each slice) and for classical methods."""
