@@ -9,9 +9,9 @@ by its root-sum-of-squares over coils. With ``E(x) = S x`` (expand), ``R(c) = su
     k_{t+1} = k_t - eta_t M (k_t - y) + F(E(UNet_t(R(F^{-1} k_t))))
 
 for ``t = 1..cascades``; the image is ``R(F^{-1} k)``. With ``identity_init`` the refinement is multiplied by
-a learned ``gamma_t`` starting at 0 (not in the paper; it shortens training). The U-Nets see complex images as 2 real channels,
-normalised per sample (mean per channel, one standard deviation) and rescaled afterwards, so k-space of
-any scale works.
+a learned ``gamma_t`` starting at 0 (not in the paper; it shortens training). The U-Nets see complex images
+as 2 real channels, normalised per sample (mean per channel, one standard deviation) and rescaled
+afterwards, so k-space of any scale works.
 """
 
 from __future__ import annotations
