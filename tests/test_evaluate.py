@@ -129,7 +129,7 @@ def test_evaluate_reports_every_condition_marks_what_cannot_run_and_resumes(pane
     assert again["seconds"]["fbp"] == result["seconds"]["fbp"] and kept > 0 and rerun > 0
     assert "Reconstruction time over the panel (wall clock, summed over conditions): task " in report
     # resuming reuses the cases of the same model only: other parameters under the name "tv" are refused
-    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    files_before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
     from pirecon.errors import ArgumentError
 
     other = method_reconstructor("tv:lam=0.02,iterations=20")
@@ -148,8 +148,8 @@ def test_evaluate_reports_every_condition_marks_what_cannot_run_and_resumes(pane
     (tmp_path / "cases" / "fbp" / "model.json").unlink()  # cases written before model.json existed
     with pytest.raises(ArgumentError, match=r"found cases of an unrecorded model \(no model\.json\)"):
         evaluate({"fbp": models["fbp"]}, panel, tmp_path, progress=False)
-    stamps.pop(tmp_path / "cases" / "fbp" / "model.json")
-    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == stamps  # nothing changed
+    files_before.pop(tmp_path / "cases" / "fbp" / "model.json")
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == files_before  # nothing changed
 
 
 def _check_html(path, summary: str, figures: int) -> None:

@@ -183,6 +183,7 @@ def _claim_cases(cases: Path, identities: dict[str, dict]) -> None:
     file or other parameters under the same name) or by one that was not recorded; nothing is written then."""
     from .._atomic import atomic_path
 
+    unrecorded = {}  # record path -> identity as JSON, written once every name has been checked
     for name, identity in identities.items():
         directory, expected = cases / name, json.dumps(identity, sort_keys=True)
         record = directory / "model.json"
@@ -195,12 +196,12 @@ def _claim_cases(cases: Path, identities: dict[str, dict]) -> None:
         elif any(directory.glob("*.npz")):
             raise ArgumentError(f"{directory}: expected cases of {expected}, found cases of an unrecorded model "
                                 "(no model.json); write the report to a new --out, or delete that directory")
-    for name, identity in identities.items():
-        record = cases / name / "model.json"
-        if not record.is_file():
-            record.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(record) as tmp:
-                tmp.write_text(json.dumps(identity, sort_keys=True))
+        else:
+            unrecorded[record] = expected
+    for record, expected in unrecorded.items():
+        record.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(record) as tmp:
+            tmp.write_text(expected)
 
 
 def _gap(reference: np.ndarray, values: np.ndarray, n_resamples: int = 2000) -> tuple[float, float, float]:
