@@ -1479,8 +1479,8 @@ BLIND_SPOTS = [
     ## 3. The shift gaps
 
     The in-distribution mean PSNR minus each condition's, with its 95% bootstrap interval: how much each shift
-    costs each method. A learned model that falls below the classical baselines under a shift is marked in the
-    report.
+    costs each method. A learned model whose PSNR falls below the best classical baseline's under a condition is
+    marked in the report's tables, and its summary names that baseline.
     """),
     code("""
     shifts = [c["name"] for c in manifest["conditions"] if c["kind"] == "shift"]

@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import shutil
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ import torch
 
 from pirecon.evaluation import PanelError, build_panel
 from pirecon.evaluation.evaluate import evaluate, method_reconstructor, rose_detectability, smallest_detected
-from pirecon.evaluation.report import summary_paragraph
+from pirecon.evaluation.report import BELOW_MARK, below_baselines, summary_paragraph
 
 HEADS = {"segmentation": {"channels": 4, "depth": 2}, "classification": {"channels": 4, "depth": 2}}
 
@@ -94,6 +95,8 @@ def test_evaluate_reports_every_condition_marks_what_cannot_run_and_resumes(pane
     assert cells["noise_4x"][1] == f"{noise['psnr'][0]:.2f} ({-noise['psnr_gap'][0]:+.2f})"
     assert cells["in_distribution"][1] == f"{rows['tv']['in_distribution']['psnr'][0]:.2f}"
     assert cells["limited_angle_120"][2] == "cannot run" and "lesions_r0.08_c0.2" not in cells
+    marked = below_baselines(result, "task")
+    assert all(cells[c][0].endswith(BELOW_MARK) == (c in marked) for c in cells if c in rows["task"])
     assert cells["smallest lesion radius detected (at contrast)"][0].endswith(f" at {max(result['smallest']['task'])}")
     with open(tmp_path / "metrics.csv") as f:
         assert len(list(csv.DictReader(f))) == 3 * 26
@@ -108,11 +111,9 @@ def test_evaluate_reports_every_condition_marks_what_cannot_run_and_resumes(pane
     _check_html(tmp_path / "report.html", summary_paragraph(result), figures=1 + 3)
     # a model below every baseline's PSNR is marked (here TV at 20 iterations against the Hann-filtered FBP of
     # the task model, taken as the baseline); the baselines themselves never are
-    from pirecon.evaluation.report import below_baselines
-
     assert rows["tv"]["in_distribution"]["psnr"][0] < rows["task"]["in_distribution"]["psnr"][0]
-    assert "in_distribution" in below_baselines({**result, "baselines": ["task"]}, "tv")
-    assert below_baselines(result, "tv") == [] and below_baselines(result, "fbp") == []
+    assert below_baselines({**result, "baselines": ["task"]}, "tv")["in_distribution"] == "task"
+    assert below_baselines(result, "tv") == {} and below_baselines(result, "fbp") == {}
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "cases").rglob("*.npz")}
     assert len(stamps) == 3 * 26
     (tmp_path / "cases" / "tv" / "noise_2x.npz").unlink()  # killed before this one was written
@@ -187,8 +188,6 @@ def _check_html(path, summary: str, figures: int) -> None:
 
 
 def test_evaluate_refuses_an_unverified_panel_and_no_models(panel, tmp_path):
-    import shutil
-
     copy = tmp_path / "panel"
     shutil.copytree(panel, copy)
     (copy / "noise_2x.h5").write_bytes(b"x")
@@ -212,8 +211,8 @@ def test_the_summary_names_where_a_model_must_not_be_used():
                                "angles_10": {"cases": 0, "error": "no"}, "small_features": {"psnr": (18.0, 17.0, 19.0)}}},
               "smallest": {"lpd": {"0.05": None, "0.1": 0.03}}}
     assert summary_paragraph(result).startswith(
-        "lpd must not be used under noise_2x (-5.0 dB); it shows no loss of more than 1 dB under angles_10. It is "
-        "worse than every classical baseline under noise_2x. Lesions detected in 90% of cases: radius 0.03 at "
+        "lpd must not be used under noise_2x (-5.0 dB); it shows no loss of more than 1 dB under angles_10. Its "
+        "PSNR is below that of the classical baseline fbp under noise_2x. Lesions detected in 90% of cases: radius 0.03 at "
         "contrast 0.1 (none at contrast 0.05). Small high-contrast features found: 40%. fbp must not be used under "
         "angles_10 (cannot run: no)")
 
@@ -231,8 +230,34 @@ def test_known_limits_name_the_panel_and_each_blind_spot():
               "smallest": {"lpd": {"0.05": None, "0.2": 0.03}}}
     assert known_limits(result, "lpd") == [
         "Panel ct-v1: not to be used under noise_4x (Gaussian noise of 20% (4x)): -8.0 dB",
-        "Panel ct-v1: below every classical baseline's PSNR under noise_4x",
+        "Panel ct-v1: PSNR below that of the classical baseline fbp under noise_4x",
         "Panel ct-v1: no lesion size of the grid is detected in 90% of cases at contrast 0.05"]
+
+
+def test_a_learned_model_below_the_best_baseline_is_marked_with_that_baselines_name():
+    from pirecon.evaluation.report import known_limits
+
+    def psnr(value):
+        return {"psnr": (value, value - 0.5, value + 0.5)}
+
+    result = {"models": ["varnet", "zero-filled", "tv"], "baselines": ["zero-filled", "tv"],
+              "panel": {"panel": "mri-v1", "small": False},
+              "conditions": [{"name": "in_distribution", "kind": "reference", "description": "the protocol"},
+                             {"name": "coils_4", "kind": "shift", "description": "4 coils"},
+                             {"name": "low_snr", "kind": "shift", "description": "10x the noise"}],
+              "rows": {"varnet": {"in_distribution": psnr(27.0), "coils_4": psnr(26.0), "low_snr": psnr(27.0)},
+                       "zero-filled": {"in_distribution": psnr(23.0), "coils_4": psnr(23.0), "low_snr": psnr(28.0)},
+                       "tv": {"in_distribution": psnr(34.0), "coils_4": psnr(34.0),
+                              "low_snr": {"cases": 0, "error": "no"}}},
+              "smallest": {}}
+    # above the zero-filled image in distribution and with 4 coils, but below TV: marked, with TV named
+    assert below_baselines(result, "varnet") == {"in_distribution": "tv", "coils_4": "tv", "low_snr": "zero-filled"}
+    assert below_baselines(result, "tv") == {}
+    assert known_limits(result, "varnet") == ["Panel mri-v1: PSNR below that of the classical baseline tv under "
+                                              "in_distribution, coils_4; zero-filled under low_snr"]
+    assert summary_paragraph(result).startswith(
+        "varnet shows no loss of more than 1 dB (95% interval) under any shift of the panel. Its PSNR is below that "
+        "of the classical baseline tv under in_distribution, coils_4; zero-filled under low_snr.")
 
 
 def test_a_lightning_checkpoint_is_named_after_its_run():
@@ -244,8 +269,6 @@ def test_a_lightning_checkpoint_is_named_after_its_run():
 
 
 def test_the_cli_refuses_two_checkpoints_of_one_name(panel, task_checkpoint, tmp_path):
-    import shutil
-
     paths = []
     for run in ("a", "b"):
         (tmp_path / run).mkdir()
@@ -260,8 +283,6 @@ def test_the_cli_refuses_two_checkpoints_of_one_name(panel, task_checkpoint, tmp
 
 
 def test_the_cli_writes_the_limits_into_the_card_beside_a_checkpoint(panel, task_checkpoint, tmp_path):
-    import shutil
-
     import pirecon.inference.card as cards
 
     directory = tmp_path / "model"
@@ -317,3 +338,42 @@ def test_a_tuned_baseline_takes_the_best_validation_value_and_the_report_says_so
     assert f"{name}: filter chosen by mean PSNR on 16 validation slices among 5 values" in run.stdout
     assert (f"{name}: filter chosen by mean PSNR on 16 in-distribution slices of the validation split among "
             "ram-lak, shepp-logan, cosine, hamming, hann.") in (tmp_path / "r" / "report.md").read_text()
+
+
+CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+FIGURE_PROBE = """<pre id="figures-loaded"></pre><script>
+window.addEventListener("load", () => {
+  document.getElementById("figures-loaded").textContent = JSON.stringify(Array.from(document.images,
+    image => image.complete ? [image.naturalWidth, image.naturalHeight] : null));
+});
+</script>"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no headless Chromium on this machine (Debian: apt install chromium)")
+def test_the_report_renders_in_headless_chromium_with_every_figure_decoded(panel, tmp_path):
+    """Chromium loads report.html from disk with the network off; each figure decodes at its PNG's own size."""
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    evaluate({"fbp": method_reconstructor("fbp")}, panel, tmp_path / "report", progress=False)
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert page.count("</body>") == 1
+    probe = tmp_path / "probe.html"  # the report with a script that lists what the browser decoded
+    probe.write_text(page.replace("</body>", FIGURE_PROBE + "</body>"))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+             "--virtual-time-budget=10000"]
+    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", probe.as_uri()], capture_output=True, text=True,
+                         timeout=180)
+    loaded = json.loads(re.search(r'<pre id="figures-loaded">(.*?)</pre>', dom.stdout, re.S).group(1))
+    embedded = [Image.open(io.BytesIO(base64.b64decode(src))).size
+                for src in re.findall(r'<img[^>]* src="data:image/png;base64,([^"]+)"', page)]
+    assert len(embedded) == 2 and loaded == [list(size) for size in embedded]  # blind-spot map and gallery
+    shot = tmp_path / "page.png"
+    subprocess.run([CHROMIUM, *flags, "--window-size=1280,2400", f"--screenshot={shot}", (tmp_path / "report" /
+                    "report.html").as_uri()], capture_output=True, timeout=180, check=True)
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert pixels.shape == (2400, 1280) and pixels.std() > 10  # a page with text and figures, not a blank one

@@ -318,7 +318,7 @@ def evaluate(models: dict, panel: str | Path, out: str | Path, *, baselines=(), 
     """Run every model of ``models`` (name -> Reconstructor) on every condition of the verified panel
     ``panel``, writing ``out/report.html`` (self-contained), ``report.md``, ``metrics.json``, ``metrics.csv``,
     ``blind_spots.png`` and ``gallery_<model>.png``.
-    ``baselines`` names the classical methods among the models: a learned model below every baseline's PSNR
+    ``baselines`` names the classical methods among the models: a learned model below the best baseline's PSNR
     under a condition is marked; ``tuning`` (model -> :func:`tune_method`'s record) is reported beside them.
     Returns ``{"panel", "models", "baselines", "tuning", "rows", "grid", "smallest", "seconds"}``:
     ``rows[model][condition]`` the summaries of the module, ``seconds[model]`` the wall time of the model's

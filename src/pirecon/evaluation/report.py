@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_report", "summary_paragraph", "known_limits", "below_baselines", "GAP_DB"]
+__all__ = ["write_report", "summary_paragraph", "known_limits", "below_baselines", "BELOW_MARK", "GAP_DB"]
 
 GAP_DB = 1.0
 """A condition is a blind spot of a model when its PSNR falls by more than this (dB) below the in-distribution
@@ -49,17 +49,35 @@ def _failures(result: dict, model: str) -> list[tuple[str, str]]:
     return out
 
 
-def below_baselines(result: dict, model: str) -> list[str]:
-    """The conditions where a learned ``model``'s mean PSNR is below every baseline's that ran."""
+BELOW_MARK = " (below a baseline)"
+"""Appended in the tables to a learned model's PSNR under a condition where a classical baseline's is higher."""
+
+
+def below_baselines(result: dict, model: str) -> dict[str, str]:
+    """The conditions where a learned ``model``'s mean PSNR is below the best classical baseline's that ran,
+    each with that baseline's name: a model worse than TV (or FBP, CG-SENSE) under a condition is marked."""
     if model in result["baselines"] or not result["baselines"]:
-        return []
+        return {}
     rows = result["rows"]
-    out = []
+    out = {}
     for condition, row in rows[model].items():
-        ran = [rows[b][condition]["psnr"][0] for b in result["baselines"] if "psnr" in rows[b][condition]]
-        if "psnr" in row and ran and row["psnr"][0] < min(ran):
-            out.append(condition)
+        ran = {b: rows[b][condition]["psnr"][0] for b in result["baselines"] if "psnr" in rows[b][condition]}
+        best = max(ran, key=ran.get, default=None)
+        if "psnr" in row and best is not None and row["psnr"][0] < ran[best]:
+            out[condition] = best
     return out
+
+
+def _below_in_words(result: dict, model: str) -> str:
+    """:func:`below_baselines` under the reference and the shifts (not the lesion cells), grouped by baseline:
+    "tv under a, b; fbp under c"; empty when there are none."""
+    judged = {c["name"] for c in result["conditions"] if c["kind"] == "reference"} | set(_shifts(result))
+    grouped: dict[str, list[str]] = {}
+    for condition, baseline in below_baselines(result, model).items():
+        if condition not in judged:
+            continue
+        grouped.setdefault(baseline, []).append(condition)
+    return "; ".join(f"{baseline} under {', '.join(conditions)}" for baseline, conditions in grouped.items())
 
 
 def known_limits(result: dict, model: str) -> list[str]:
@@ -68,9 +86,9 @@ def known_limits(result: dict, model: str) -> list[str]:
     descriptions = {c["name"]: c["description"] for c in result["conditions"]}
     limits = [f"Panel {panel}: not to be used under {condition} ({descriptions[condition]}): {reason}"
               for condition, reason in _failures(result, model)]
-    worse = below_baselines(result, model)
+    worse = _below_in_words(result, model)
     if worse:
-        limits.append(f"Panel {panel}: below every classical baseline's PSNR under {', '.join(worse)}")
+        limits.append(f"Panel {panel}: PSNR below that of the classical baseline {worse}")
     missed = [c for c, r in result["smallest"].get(model, {}).items() if r is None]
     if missed:
         limits.append(f"Panel {panel}: no lesion size of the grid is detected in 90% of cases at contrast "
@@ -91,9 +109,9 @@ def summary_paragraph(result: dict) -> str:
         if fine and failures:
             sentence += f"; it shows no loss of more than {GAP_DB:g} dB under {', '.join(fine)}"
         sentence += "."
-        worse = [c for c in below_baselines(result, model) if c in _shifts(result) or c == "in_distribution"]
+        worse = _below_in_words(result, model)
         if worse:
-            sentence += f" It is worse than every classical baseline under {', '.join(worse)}."
+            sentence += f" Its PSNR is below that of the classical baseline {worse}."
         smallest = result["smallest"].get(model, {})
         if smallest:
             parts = [f"radius {r:g} at contrast {c}" for c, r in smallest.items() if r is not None]
@@ -124,6 +142,7 @@ def _summary_table(result: dict) -> Table:
     intervals = [m for m in models if any("miscoverage" in r for r in result["rows"][m].values())]
     header = ["condition", *(f"{m} PSNR (gap)" for m in models), *(f"{m} pixels outside" for m in intervals)]
     reference = [c["name"] for c in result["conditions"] if c["kind"] == "reference"]
+    marked = {m: below_baselines(result, m) for m in models}
     rows = []
     for condition in reference + _shifts(result):
         cells = [condition]
@@ -133,7 +152,8 @@ def _summary_table(result: dict) -> Table:
                 cells.append("cannot run")
                 continue
             gap = None if condition in reference else row.get("psnr_gap")
-            cells.append(f"{row['psnr'][0]:.2f}" + (f" ({-gap[0]:+.2f})" if gap else ""))
+            cells.append(f"{row['psnr'][0]:.2f}" + (f" ({-gap[0]:+.2f})" if gap else "") +
+                         (BELOW_MARK if condition in marked[m] else ""))
         for m in intervals:
             row = result["rows"][m][condition]
             cells.append(f"{row['miscoverage'][0]:.3f}" + ("" if row["guarantee_holds"] else " (lost)")
@@ -155,6 +175,7 @@ def _summary_table(result: dict) -> Table:
 def _tables(result: dict) -> list[Table]:
     models = result["models"]
     header = ["condition"] + [f"{m} {what}" for m in models for what in ("PSNR (dB)", "gap (dB)")]
+    marked = {m: below_baselines(result, m) for m in models}
     rows = []
     for condition in result["rows"][models[0]]:
         cells = [condition]
@@ -163,7 +184,7 @@ def _tables(result: dict) -> list[Table]:
             if "error" in row:
                 cells += ["cannot run", "-"]
                 continue
-            mark = " (below baselines)" if condition in below_baselines(result, m) else ""
+            mark = BELOW_MARK if condition in marked[m] else ""
             cells += [_fmt(row["psnr"]) + mark, _fmt(row.get("psnr_gap"))]
         rows.append(cells)
     tables = [_summary_table(result), ("Image quality per condition", header, rows)]
