@@ -95,8 +95,8 @@ def test_evaluate_reports_every_condition_marks_what_cannot_run_and_resumes(pane
     assert cells["noise_4x"][1] == f"{noise['psnr'][0]:.2f} ({-noise['psnr_gap'][0]:+.2f})"
     assert cells["in_distribution"][1] == f"{rows['tv']['in_distribution']['psnr'][0]:.2f}"
     assert cells["limited_angle_120"][2] == "cannot run" and "lesions_r0.08_c0.2" not in cells
-    marked = below_baselines(result, "task")
-    assert all(cells[c][0].endswith(BELOW_MARK) == (c in marked) for c in cells if c in rows["task"])
+    marked = below_baselines(result, "task")  # TV is above the untrained task model with fewer angles
+    assert marked and all(cells[c][0].endswith(BELOW_MARK) == (c in marked) for c in cells if c in rows["task"])
     assert cells["smallest lesion radius detected (at contrast)"][0].endswith(f" at {max(result['smallest']['task'])}")
     with open(tmp_path / "metrics.csv") as f:
         assert len(list(csv.DictReader(f))) == 3 * 26
